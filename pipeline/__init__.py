@@ -1,0 +1,20 @@
+"""A TensorFlow training workflow as an incremental Luigi pipeline.
+
+`luigi --module pipeline PlotInference` loads this package. It imports Luigi
+and the task classes only: no TensorFlow, so scheduling stays fast.
+"""
+
+from luigi.configuration import LuigiConfigParser
+
+from pipeline.paths import PROJECT_DIR
+
+# The project's luigi.cfg holds every default. Read it first wherever luigi is
+# run from; a luigi.cfg in the working directory or LUIGI_CONFIG_PATH still wins.
+_project_cfg = str(PROJECT_DIR / "luigi.cfg")
+if _project_cfg not in LuigiConfigParser._config_paths:
+    LuigiConfigParser._config_paths.insert(0, _project_cfg)
+    LuigiConfigParser.reload()
+
+from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator  # noqa: E402
+
+__all__ = ["CreateShards", "EvaluateEstimator", "PlotInference", "TrainEstimator"]

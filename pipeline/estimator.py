@@ -1,0 +1,235 @@
+"""The Estimator's model_dir on Keras 3: train, evaluate, predict, export.
+
+A model_dir holds `checkpoints/` (tf.train.CheckpointManager over the model
+and its optimizer, whose `iterations` is the global step), `events/train` and
+`events/eval` for TensorBoard, `history.json` (the curves, saved with every
+checkpoint), and at the end `model.keras` and a SavedModel in `saved_model/`.
+Training is step-based: one Keras "epoch" is `checkpoint_steps` steps and
+ends in an evaluation on the whole validation set and a checkpoint; a run
+that was killed restarts from the latest checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipeline import inputs, networks, paths
+from pipeline.shards import read_manifest
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run (TrainEstimator's parameters)."""
+
+    network: str = "mlp"
+    hidden_units: tuple[int, ...] = (100, 100)
+    learning_rate: float = 0.01
+    lr_decay: bool = True
+    batch_size: int = 64
+    max_steps: int = 4000
+    checkpoint_steps: int = 250
+    keep_checkpoints: int = 3
+    shuffle_buffer: int = 1024
+    seed: int = 42
+    steps_per_execution: int = 50
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def configure_determinism(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow; make TF ops deterministic (same weights every run)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MirroredStrategy over several GPUs, else the default strategy (one GPU or the CPU)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class _ModelDirCallback(keras.callbacks.Callback):
+    """Checkpoint, TensorBoard events, history and progress at every evaluation."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        manager: tf.train.CheckpointManager,
+        history: list[dict[str, Any]],
+        max_steps: int,
+        progress: Progress | None,
+    ) -> None:
+        super().__init__()
+        self.model_dir = model_dir
+        self.manager = manager
+        self.history = history
+        self.max_steps = max_steps
+        self.progress = progress
+        events = model_dir / paths.EVENTS
+        self.writers = {
+            "train": tf.summary.create_file_writer(str(events / "train")),
+            "eval": tf.summary.create_file_writer(str(events / "eval")),
+        }
+        self.started = time.monotonic()
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        loss = float((logs or {}).get("loss", 0.0))
+        step = self._step()
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"Training diverged: the loss is {loss} at step {step}. Lower the learning rate "
+                "(--TrainEstimator-learning-rate); the last good checkpoint is kept."
+            )
+        if step >= self.max_steps:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        step = self._step()
+        train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
+        evaluation = {k[4:]: float(v) for k, v in logs.items() if k.startswith("val_")}
+        for split, values in (("train", train), ("eval", evaluation)):
+            with self.writers[split].as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar(name, value)
+            self.writers[split].flush()
+        self.history.append({"step": step, "train": train, "eval": evaluation})
+        _write_json(self.model_dir / paths.HISTORY, self.history)
+        self.manager.save(checkpoint_number=step)
+        if self.progress:
+            self.progress(
+                min(step / self.max_steps, 1.0),
+                f"step {step}/{self.max_steps}: loss {train.get('loss', float('nan')):.4g}, "
+                f"eval loss {evaluation.get('loss', float('nan')):.4g}",
+            )
+
+
+def train(
+    config: TrainConfig,
+    shards_dir: Path,
+    model_dir: Path,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train into `model_dir`, resuming from its latest checkpoint, then export.
+
+    Returns the last evaluation (metrics on the whole validation set) and the
+    step training resumed from.
+    """
+    manifest = read_manifest(shards_dir)
+    configure_determinism(config.seed)
+    spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
+    spec = networks.NetworkSpec(
+        name=config.network,
+        task=manifest["task"],
+        input_shape=tuple(manifest["features"][manifest["inputs"]]["shape"]),
+        hidden_units=tuple(config.hidden_units),
+        learning_rate=config.learning_rate,
+        lr_decay_steps=config.max_steps if config.lr_decay else 0,
+        steps_per_execution=spe,
+    )
+    with distribution_strategy().scope():
+        model = networks.build_model(spec)
+        model.optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, str(model_dir / paths.CHECKPOINTS), max_to_keep=config.keep_checkpoints
+    )
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    start_step = int(model.optimizer.iterations.numpy())
+    history = [h for h in _read_json(model_dir / paths.HISTORY, []) if h["step"] <= start_step]
+    _write_json(model_dir / "train_config.json", {"config": asdict(config), "manifest": manifest})
+
+    if start_step < config.max_steps:
+        train_ds = inputs.train_dataset(
+            shards_dir, manifest, config.batch_size, config.seed, config.shuffle_buffer, skip_batches=start_step
+        )
+        val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
+        callback = _ModelDirCallback(model_dir, manager, history, config.max_steps, progress)
+        model.fit(
+            train_ds,
+            initial_epoch=start_step // config.checkpoint_steps,
+            epochs=math.ceil(config.max_steps / config.checkpoint_steps),
+            steps_per_epoch=config.checkpoint_steps,
+            validation_data=val_ds,
+            callbacks=[callback],
+            verbose=0,
+        )
+    export(model, model_dir)
+    return {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
+
+
+def export(model: keras.Model, model_dir: Path) -> None:
+    """Write `model.keras` (for Keras) and a SavedModel (for serving)."""
+    model.save(model_dir / paths.KERAS_MODEL)
+    model.export(str(model_dir / paths.SAVED_MODEL), verbose=False)
+
+
+def load_model(model_dir: Path) -> keras.Model:
+    """Reload the exported Keras model in safe mode (no arbitrary code is run)."""
+    return keras.saving.load_model(model_dir / paths.KERAS_MODEL, safe_mode=True)
+
+
+def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[str, Any]:
+    """Metrics over every example of each split, as streamed by Keras.
+
+    Regression: MSE, RMSE and MAE; with the number of examples per split.
+    """
+    manifest = read_manifest(shards_dir)
+    model = load_model(model_dir)
+    model.compile(loss="mse", metrics=networks.regression_metrics())
+    results: dict[str, Any] = {}
+    for split in ("validation", "train"):
+        ds = inputs.eval_dataset(shards_dir, manifest, split, batch_size)
+        values = model.evaluate(ds, verbose=0, return_dict=True)
+        results[split] = {k: float(v) for k, v in values.items() if k != "loss"}
+        results[split]["num_examples"] = manifest["splits"][split]["num_examples"]
+    return results
+
+
+def predict(model_dir: Path, shards_dir: Path, split: str, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Inputs, labels and predictions of a whole split, in shard order."""
+    manifest = read_manifest(shards_dir)
+    model = load_model(model_dir)
+    xs, ys = [], []
+    for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+    y_pred = model.predict(x_all, batch_size=batch_size, verbose=0)
+    return {"inputs": x_all, "labels": y_all, "predictions": np.asarray(y_pred)}
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)

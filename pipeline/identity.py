@@ -1,0 +1,324 @@
+"""Stage identity, completion markers and atomic publishing.
+
+Standard library only: everything here runs on Luigi's scheduling path, where
+`complete()` is called on every task of the DAG before anything runs.
+
+A stage's identity is a digest of what decides its output (DESIGN.md): its
+significant parameters, the normalised source of the code it runs, the
+TensorFlow/Keras versions for stages that train, and its upstream identities.
+Its output folder is named by that digest, and it is complete only when the
+`_SUCCESS.json` marker written last inside it still describes what is on disk.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MARKER = "_SUCCESS.json"
+MARKER_VERSION = 1
+_CHUNK = 1 << 20
+
+
+# --- normalisation and digests ------------------------------------------------
+
+
+def normalise(value: Any) -> Any:
+    """Return `value` as plain JSON data with one spelling per value.
+
+    Floats become their shortest round-trip string (so `0.01` and `1e-2` are
+    the same parameter), tuples become lists and mappings are sorted by key.
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return [normalise(v) for v in value]
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): normalise(v) for k, v in sorted(value.items())}
+    return str(value)
+
+
+def digest(data: Any) -> str:
+    """Return the sha256 hex digest of `data` serialised as canonical JSON."""
+    text = json.dumps(normalise(data), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Return the sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_digest(source: str, class_name: str | None = None) -> str:
+    """Digest Python source so that only what it computes counts.
+
+    The source is parsed and dumped without positions, so comments, blank
+    lines and formatting do not count; docstrings are dropped too. With
+    `class_name`, only that class definition of the module is digested.
+    """
+    tree: ast.AST = _strip_docstrings(ast.parse(source))
+    if class_name is not None:
+        found = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name]
+        if not found:
+            raise ValueError(f"No class {class_name!r} in the source given to code_digest().")
+        tree = found[0]
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+_code_cache: dict[tuple[str, str | None, int, int], str] = {}
+
+
+def file_code_digest(path: Path, class_name: str | None = None) -> str:
+    """`code_digest` of a file, cached on its path, size and mtime."""
+    st = path.stat()
+    key = (str(path), class_name, st.st_size, st.st_mtime_ns)
+    if key not in _code_cache:
+        _code_cache[key] = code_digest(path.read_text(), class_name)
+    return _code_cache[key]
+
+
+# --- identity -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything that decides a stage's output, and its digest."""
+
+    stage: str
+    params: dict[str, Any]
+    code: dict[str, str]
+    versions: dict[str, str] = field(default_factory=dict)
+    upstream: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "params": normalise(self.params),
+            "code": dict(sorted(self.code.items())),
+            "versions": dict(sorted(self.versions.items())),
+            "upstream": dict(sorted(self.upstream.items())),
+        }
+
+    @property
+    def digest(self) -> str:
+        return digest(self.as_dict())
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits: what output folder names carry."""
+        return self.digest[:12]
+
+
+def explain_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Say in words how two identity dicts (`Identity.as_dict()`) differ."""
+    reasons: list[str] = []
+    old_p, new_p = old.get("params", {}), new.get("params", {})
+    for name in sorted(set(old_p) | set(new_p)):
+        if old_p.get(name) != new_p.get(name):
+            reasons.append(
+                f"parameter {name} changed from {_show(old_p.get(name))} to {_show(new_p.get(name))}"
+            )
+    old_c, new_c = old.get("code", {}), new.get("code", {})
+    for name in sorted(set(old_c) | set(new_c)):
+        if old_c.get(name) != new_c.get(name):
+            reasons.append(f"code in {name} changed")
+    old_v, new_v = old.get("versions", {}), new.get("versions", {})
+    for name in sorted(set(old_v) | set(new_v)):
+        if old_v.get(name) != new_v.get(name):
+            reasons.append(f"{name} version changed from {old_v.get(name)} to {new_v.get(name)}")
+    old_u, new_u = old.get("upstream", {}), new.get("upstream", {})
+    for name in sorted(set(old_u) | set(new_u)):
+        if old_u.get(name) != new_u.get(name):
+            reasons.append(f"upstream stage {name} changed")
+    return reasons
+
+
+def _show(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value)
+
+
+# --- markers ----------------------------------------------------------------------
+
+
+def list_files(folder: Path) -> list[str]:
+    """Relative POSIX paths of every file below `folder` but the marker, sorted."""
+    out = []
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(folder).as_posix()
+            if rel != MARKER:
+                out.append(rel)
+    return sorted(out)
+
+
+def content_digest(files: dict[str, dict[str, Any]]) -> str:
+    """Digest of a folder's contents: each file's relative path and sha256."""
+    return digest({rel: rec["sha256"] for rel, rec in sorted(files.items())})
+
+
+def write_marker(
+    folder: Path,
+    identity: Identity,
+    upstream_content: dict[str, str | None],
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Hash every file in `folder` and write `_SUCCESS.json` there, last.
+
+    The marker records the identity, the content digests of the upstream
+    outputs consumed, and every output file's size, mtime and sha256.
+    """
+    files = {}
+    for rel in list_files(folder):
+        path = folder / rel
+        st = path.stat()
+        files[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+    marker = {
+        "marker_version": MARKER_VERSION,
+        "identity": identity.digest,
+        **identity.as_dict(),
+        "upstream_content": dict(sorted(upstream_content.items())),
+        "files": files,
+        "content_digest": content_digest(files),
+        "created": time.time(),
+        "run_id": os.urandom(8).hex(),
+        "info": info or {},
+    }
+    _write_json_atomic(folder / MARKER, marker)
+    return marker
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The parsed marker of `folder`, or None when it is missing or unreadable."""
+    try:
+        with open(folder / MARKER) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("marker_version") != MARKER_VERSION:
+        return None
+    return data
+
+
+def check_output(
+    folder: Path, identity: Identity, upstream_content: dict[str, str | None] | None
+) -> list[str]:
+    """Why the published output in `folder` is not up to date ([] if it is).
+
+    Every listed file must exist at its recorded size. A file whose mtime
+    changed is re-hashed: same bytes (a `touch`) is fine and the new mtime is
+    remembered in the marker; other bytes make the output stale. With
+    `upstream_content`, the upstream content digests recorded at run time must
+    equal these current ones.
+    """
+    marker = read_marker(folder)
+    if marker is None:
+        exists = (folder / MARKER).exists()
+        return ["marker unreadable" if exists else "no output yet"]
+    if marker.get("identity") != identity.digest:
+        return ["output belongs to another identity: " + "; ".join(explain_change(marker, identity.as_dict()))]
+    reasons: list[str] = []
+    touched = False
+    for rel, rec in marker["files"].items():
+        path = folder / rel
+        try:
+            st = path.stat()
+        except OSError:
+            reasons.append(f"output file {rel} is missing")
+            continue
+        if st.st_size != rec["size"]:
+            reasons.append(f"output file {rel} was altered (size {st.st_size}, recorded {rec['size']})")
+        elif st.st_mtime_ns != rec["mtime_ns"]:
+            if file_sha256(path) != rec["sha256"]:
+                reasons.append(f"output file {rel} was altered (content differs)")
+            else:
+                rec["mtime_ns"] = st.st_mtime_ns
+                touched = True
+    if touched and not reasons:
+        with contextlib.suppress(OSError):  # a read-only artifact root stays valid
+            _write_json_atomic(folder / MARKER, marker)
+    if upstream_content is not None:
+        recorded = marker.get("upstream_content", {})
+        for name in sorted(set(recorded) | set(upstream_content)):
+            if recorded.get(name) != upstream_content.get(name):
+                reasons.append(f"upstream {name} output changed since this ran")
+    return reasons
+
+
+def published_content(folder: Path) -> str | None:
+    """The content digest recorded in a published folder's marker, if any."""
+    marker = read_marker(folder)
+    return None if marker is None else marker.get("content_digest")
+
+
+# --- publishing -------------------------------------------------------------------
+
+
+def staging_path(final: Path) -> Path:
+    """The staging folder beside `final` (a crashed run leaves it there)."""
+    return final.with_name(final.name + ".partial")
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a fully written staging folder into place with one atomic rename.
+
+    An older folder of the same identity is moved aside first and removed
+    after, so at every instant `final` is either the old or the new output.
+    """
+    if read_marker(staging) is None:
+        raise RuntimeError(f"Refusing to publish {staging}: it has no valid {MARKER}.")
+    aside = None
+    if final.exists():
+        aside = final.with_name(f"{final.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.rename(final, aside)
+    os.rename(staging, final)
+    _fsync_dir(final.parent)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,66 @@
+"""Where artifacts live: the one module that joins artifact paths.
+
+Three roots, as in cookiecutter-data-science: `data/` (shards), `models/`
+(model dirs) and `reports/` (metrics and figures), below `[paths] root` in
+luigi.cfg (default: the working directory). Inside a stage's folder, the file
+names below are the layout every module agrees on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Inside a shards folder.
+MANIFEST = "manifest.json"
+SPLITS = ("train", "validation")
+
+# Inside a model_dir.
+CHECKPOINTS = "checkpoints"
+EVENTS = "events"
+HISTORY = "history.json"
+KERAS_MODEL = "model.keras"
+SAVED_MODEL = "saved_model"
+
+# Inside a reports folder.
+METRICS = "metrics.json"
+PREDICTIONS_PNG = "predictions.png"
+CURVES_PNG = "training_curves.png"
+
+
+class paths(luigi.Config):  # noqa: N801 (Luigi names config sections after the class)
+    """`[paths]` in luigi.cfg: where the artifact roots are."""
+
+    root = luigi.Parameter(default=".", description="Folder holding data/, models/ and reports/.")
+
+
+def artifact_root(kind: str) -> Path:
+    """The root folder for `kind` ("data", "models" or "reports")."""
+    if kind not in ("data", "models", "reports"):
+        raise ValueError(f"Unknown artifact kind. Expected data, models or reports. Received: kind={kind!r}")
+    return Path(paths().root) / kind
+
+
+def stage_dir(kind: str, name: str) -> Path:
+    """The published folder of one stage output, e.g. `data/shards/sine-<id>`."""
+    sub = {"data": "shards", "models": "", "reports": ""}[kind]
+    return artifact_root(kind) / sub / name if sub else artifact_root(kind) / name
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    """Relative path of one shard inside a shards folder."""
+    return f"{split}/{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shard_files(folder: Path, split: str) -> list[Path]:
+    """The shards of one split, sorted (the evaluation order)."""
+    return sorted((folder / split).glob("*.tfrecord"))
+
+
+def pipeline_module(name: str) -> Path:
+    """The source file of a module of the `pipeline` package."""
+    return PACKAGE_DIR / f"{name}.py"

@@ -1,0 +1,168 @@
+"""The Luigi side of stage identity: a Task base class every stage derives from.
+
+A `Stage` names its output folder by its identity, is complete only when its
+marker still describes its files and the upstream bytes it consumed, and
+publishes atomically. Subclasses declare `artifact_kind`, `code_modules` and
+`folder_prefix()`, and implement `build(staging)`: one call into library code
+that writes the stage's files into `staging`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import json
+import logging
+import shutil
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import luigi
+from luigi.task import flatten
+
+from pipeline import identity, paths
+
+logger = logging.getLogger("luigi-interface")
+
+STAGING_INFO = "_STAGING.json"
+
+# Task ids forced (`--<Task>-force`) that have since run in this process.
+_forced_done: set[str] = set()
+
+
+@cache
+def framework_versions() -> dict[str, str]:
+    """TensorFlow and Keras major.minor, read from package metadata (no import)."""
+    versions = {}
+    for name, dists in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
+        for dist in dists:
+            try:
+                versions[name] = ".".join(importlib.metadata.version(dist).split(".")[:2])
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        else:
+            versions[name] = "missing"
+    return versions
+
+
+class Stage(luigi.Task):
+    """A pipeline stage whose output folder is addressed by its identity."""
+
+    artifact_kind: ClassVar[str]  # "data", "models" or "reports"
+    code_modules: ClassVar[tuple[str, ...]] = ()  # pipeline modules whose code decides the output
+    uses_tensorflow: ClassVar[bool] = False
+    resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
+
+    force = luigi.BoolParameter(
+        default=False,
+        significant=False,
+        description="Rerun this stage although it is up to date; stages below rerun only if its bytes change.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.validate()
+
+    # --- what subclasses provide ---
+
+    def validate(self) -> None:
+        """Raise ValueError naming a bad parameter and what is accepted (before any work)."""
+
+    def folder_prefix(self) -> str:
+        """The readable start of the output folder's name, e.g. 'sine-mlp'."""
+        raise NotImplementedError
+
+    def build(self, staging: Path) -> dict[str, Any]:
+        """Write the stage's files into `staging`; return facts for the marker."""
+        raise NotImplementedError
+
+    # --- identity and output ---
+
+    def upstream(self) -> dict[str, Stage]:
+        """The stages this one reads, by task family."""
+        return {task.task_family: task for task in flatten(self.requires())}
+
+    def identity(self) -> identity.Identity:
+        """Parameters, code, versions and upstream identities of this stage."""
+        params = {
+            name: getattr(self, name)
+            for name, param in self.get_params()
+            if param.significant
+        }
+        code = {f"pipeline/{m}.py": identity.file_code_digest(paths.pipeline_module(m)) for m in self.code_modules}
+        task_file = Path(inspect.getfile(type(self)))
+        code[f"pipeline/{task_file.name}:{type(self).__name__}"] = identity.file_code_digest(
+            task_file, type(self).__name__
+        )
+        return identity.Identity(
+            stage=self.task_family,
+            params=params,
+            code=code,
+            versions=framework_versions() if self.uses_tensorflow else {},
+            upstream={name: task.identity().digest for name, task in self.upstream().items()},
+        )
+
+    def output_dir(self) -> Path:
+        """The published folder of this stage's output."""
+        return paths.stage_dir(self.artifact_kind, f"{self.folder_prefix()}-{self.identity().short}")
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(self.output_dir() / identity.MARKER))
+
+    def upstream_content(self) -> dict[str, str | None]:
+        """The content digests of the upstream outputs as published now."""
+        return {name: identity.published_content(task.output_dir()) for name, task in self.upstream().items()}
+
+    # --- completion ---
+
+    def stale_reasons(self) -> list[str]:
+        """Why this stage's own output is not up to date ([] if it is)."""
+        return identity.check_output(self.output_dir(), self.identity(), self.upstream_content())
+
+    def complete(self) -> bool:
+        """Up to date: own output valid, upstream bytes unchanged, upstream complete."""
+        if self.force and self.task_id not in _forced_done:
+            return False
+        if not all(task.complete() for task in self.upstream().values()):
+            return False
+        return not self.stale_reasons()
+
+    # --- running ---
+
+    def progress(self, fraction: float, message: str) -> None:
+        """Report progress to the scheduler (shown in Luigi's UI)."""
+        self.set_progress_percentage(round(100 * fraction, 1))
+        self.set_status_message(message)
+
+    def run(self) -> None:
+        if not self.force and not self.stale_reasons():
+            # Scheduled because an upstream was stale, but the upstream rerun
+            # produced the bytes this output was computed from: nothing to do.
+            self.set_status_message("up to date: upstream rerun produced identical bytes")
+            logger.info("%s is up to date after its upstream reran; reusing %s", self, self.output_dir())
+            return
+        final = self.output_dir()
+        staging = identity.staging_path(final)
+        upstream_content = self.upstream_content()
+        self._prepare_staging(staging, upstream_content)
+        info = self.build(staging)
+        (staging / STAGING_INFO).unlink(missing_ok=True)
+        identity.write_marker(staging, self.identity(), upstream_content, info)
+        identity.publish(staging, final)
+        _forced_done.add(self.task_id)
+
+    def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
+        """Start staging afresh, unless a resumable stage crashed on the same inputs."""
+        expected = {"identity": self.identity().digest, "upstream_content": upstream_content}
+        if self.resumable and not self.force:
+            try:
+                if json.loads((staging / STAGING_INFO).read_text()) == expected:
+                    logger.info("%s resumes from the staging folder %s", self, staging)
+                    return
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        (staging / STAGING_INFO).write_text(json.dumps(expected))
