@@ -32,22 +32,22 @@ Progress = Callable[[float, str], None]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run (TrainEstimator's parameters)."""
+    """Hyperparameters of one training run (TrainEstimator's parameters; defaults in luigi.cfg)."""
 
-    network: str = "mlp"
-    hidden_units: tuple[int, ...] = (100, 100)
-    learning_rate: float = 0.01
-    lr_decay: bool = True
-    batch_size: int = 64
-    max_steps: int = 4000
-    checkpoint_steps: int = 250
-    keep_checkpoints: int = 3
-    shuffle_buffer: int = 1024
-    seed: int = 42
-    steps_per_execution: int = 50
+    network: str
+    hidden_units: tuple[int, ...]
+    learning_rate: float
+    lr_decay: bool
+    batch_size: int
+    max_steps: int
+    checkpoint_steps: int
+    keep_checkpoints: int
+    shuffle_buffer: int
+    seed: int
+    steps_per_execution: int
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite."""
 
 
@@ -96,7 +96,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
         loss = float((logs or {}).get("loss", 0.0))
         step = self._step()
         if not math.isfinite(loss):
-            raise TrainingDiverged(
+            raise TrainingDivergedError(
                 f"Training diverged: the loss is {loss} at step {step}. Lower the learning rate "
                 "(--TrainEstimator-learning-rate); the last good checkpoint is kept."
             )
@@ -136,6 +136,7 @@ def train(
     step training resumed from.
     """
     manifest = read_manifest(shards_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
     configure_determinism(config.seed)
     spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
     spec = networks.NetworkSpec(
@@ -173,6 +174,7 @@ def train(
             steps_per_epoch=config.checkpoint_steps,
             validation_data=val_ds,
             callbacks=[callback],
+            shuffle=False,  # the dataset is shuffled already
             verbose=0,
         )
     export(model, model_dir)

@@ -34,15 +34,12 @@ _CHUNK = 1 << 20
 def normalise(value: Any) -> Any:
     """Return `value` as plain JSON data with one spelling per value.
 
-    Floats become their shortest round-trip string (so `0.01` and `1e-2` are
-    the same parameter), tuples become lists and mappings are sorted by key.
+    Numbers are compared as numbers (JSON writes a float as its shortest
+    round-trip form, so `0.01` and `1e-2` are the same parameter), tuples
+    become lists and mappings are sorted by key.
     """
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return repr(value)
     if isinstance(value, (list, tuple)):
         return [normalise(v) for v in value]
     if isinstance(value, dict) or hasattr(value, "items"):
@@ -145,9 +142,7 @@ def explain_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old_p, new_p = old.get("params", {}), new.get("params", {})
     for name in sorted(set(old_p) | set(new_p)):
         if old_p.get(name) != new_p.get(name):
-            reasons.append(
-                f"parameter {name} changed from {_show(old_p.get(name))} to {_show(new_p.get(name))}"
-            )
+            reasons.append(f"parameter {name} changed from {_show(old_p.get(name))} to {_show(new_p.get(name))}")
     old_c, new_c = old.get("code", {}), new.get("code", {})
     for name in sorted(set(old_c) | set(new_c)):
         if old_c.get(name) != new_c.get(name):
@@ -229,9 +224,7 @@ def read_marker(folder: Path) -> dict[str, Any] | None:
     return data
 
 
-def check_output(
-    folder: Path, identity: Identity, upstream_content: dict[str, str | None] | None
-) -> list[str]:
+def check_output(folder: Path, identity: Identity, upstream_content: dict[str, str | None] | None) -> list[str]:
     """Why the published output in `folder` is not up to date ([] if it is).
 
     Every listed file must exist at its recorded size. A file whose mtime

@@ -7,6 +7,7 @@ prediction: the sorted shards, unshuffled, finite, deterministic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,13 @@ def train_dataset(
 
 
 def eval_dataset(folder: Path, manifest: dict[str, Any], split: str, batch_size: int) -> tf.data.Dataset:
-    """One deterministic pass over a split, in shard order, as (inputs, label) batches."""
+    """One deterministic pass over a split, in shard order, as (inputs, label) batches.
+
+    Its length is known from the manifest (Keras then knows where an epoch
+    ends), and a split with more or fewer examples fails instead of passing.
+    """
+    num_batches = math.ceil(manifest["splits"][split]["num_examples"] / batch_size)
     ds = tf.data.TFRecordDataset(_shards(folder, split))
-    ds = ds.batch(batch_size).map(parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(num_batches))
+    ds = ds.map(parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)

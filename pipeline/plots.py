@@ -14,11 +14,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402 (after choosing the backend)
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
 
-from pipeline.sources import X_MAX, X_MIN, true_function  # noqa: E402
+from pipeline.sources import X_MAX, X_MIN, true_function
 
 
 def plot_regression(ax: Axes, x: np.ndarray, y: np.ndarray, y_pred: np.ndarray, title: str) -> None:
@@ -52,7 +52,7 @@ def plot_curves(ax: Axes, history: Sequence[dict[str, Any]], metric: str = "loss
 def write_predictions(path: Path, run: str, splits: dict[str, dict[str, np.ndarray]]) -> None:
     """One panel per split (training, validation) of `plot_regression`."""
     fig, axes = plt.subplots(1, len(splits), figsize=(6.5 * len(splits), 4.5), sharey=True, layout="constrained")
-    for ax, (split, data) in zip(np.atleast_1d(axes), splits.items()):
+    for ax, (split, data) in zip(np.atleast_1d(axes), splits.items(), strict=True):
         plot_regression(ax, data["inputs"], data["labels"], data["predictions"], f"{split} set")
     fig.suptitle(f"Predictions of {run}")
     fig.savefig(path, dpi=110)

@@ -57,7 +57,7 @@ def _feature(value: FeatureValue | np.ndarray) -> bytes:
         raise TypeError("A bytes feature must be a list of bytes, e.g. [data].")
     array = np.asarray(value)
     if array.dtype.kind in "SO" or (len(array) and isinstance(value[0], (bytes, bytearray))):
-        inner = b"".join(_field(1, bytes(v)) for v in value)
+        inner = b"".join(_field(1, bytes(v)) for v in value)  # type: ignore[arg-type]
         return _field(1, inner)
     if array.dtype.kind == "f":
         packed = np.asarray(array, dtype="<f4").tobytes()
@@ -71,8 +71,7 @@ def _feature(value: FeatureValue | np.ndarray) -> bytes:
 def encode_example(features: dict[str, FeatureValue | np.ndarray]) -> bytes:
     """Serialise a `tf.train.Example` whose features are sorted by name."""
     entries = b"".join(
-        _field(1, _field(1, name.encode()) + _field(2, _feature(value)))
-        for name, value in sorted(features.items())
+        _field(1, _field(1, name.encode()) + _field(2, _feature(value))) for name, value in sorted(features.items())
     )
     return _field(1, entries)  # Example.features = 1; Features.feature = 1 (map)
 

@@ -67,10 +67,9 @@ class SineSource:
             "validation": {"x": x[val].astype(np.float32), "y": y[val].astype(np.float32)},
         }
 
-
     def rows(self) -> dict[str, list[tuple[float, float]]]:
         """(x, y) pairs per split, in shuffled order: what the shard writers take."""
-        return {split: list(zip(c["x"].tolist(), c["y"].tolist())) for split, c in self.splits().items()}
+        return {split: list(zip(c["x"].tolist(), c["y"].tolist(), strict=True)) for split, c in self.splits().items()}
 
     def manifest(self) -> dict[str, Any]:
         """What downstream stages need to know of this source."""

@@ -86,11 +86,7 @@ class Stage(luigi.Task):
 
     def identity(self) -> identity.Identity:
         """Parameters, code, versions and upstream identities of this stage."""
-        params = {
-            name: getattr(self, name)
-            for name, param in self.get_params()
-            if param.significant
-        }
+        params = {name: getattr(self, name) for name, param in self.get_params() if param.significant}
         code = {f"pipeline/{m}.py": identity.file_code_digest(paths.pipeline_module(m)) for m in self.code_modules}
         task_file = Path(inspect.getfile(type(self)))
         code[f"pipeline/{task_file.name}:{type(self).__name__}"] = identity.file_code_digest(
@@ -132,15 +128,18 @@ class Stage(luigi.Task):
     # --- running ---
 
     def progress(self, fraction: float, message: str) -> None:
-        """Report progress to the scheduler (shown in Luigi's UI)."""
-        self.set_progress_percentage(round(100 * fraction, 1))
-        self.set_status_message(message)
+        """Report progress to the scheduler (shown in Luigi's UI); a no-op outside a worker."""
+        set_percentage = getattr(self, "set_progress_percentage", None)
+        set_message = getattr(self, "set_status_message", None)
+        if set_percentage is not None and set_message is not None:
+            set_percentage(round(100 * fraction, 1))
+            set_message(message)
 
     def run(self) -> None:
         if not self.force and not self.stale_reasons():
             # Scheduled because an upstream was stale, but the upstream rerun
             # produced the bytes this output was computed from: nothing to do.
-            self.set_status_message("up to date: upstream rerun produced identical bytes")
+            self.progress(1.0, "up to date: upstream rerun produced identical bytes")
             logger.info("%s is up to date after its upstream reran; reusing %s", self, self.output_dir())
             return
         final = self.output_dir()

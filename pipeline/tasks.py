@@ -43,7 +43,9 @@ class CreateShards(Stage):
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
     def validate(self) -> None:
-        _require(self.num_examples >= 2, f"--CreateShards-num-examples must be at least 2. Received: {self.num_examples}")
+        _require(
+            self.num_examples >= 2, f"--CreateShards-num-examples must be at least 2. Received: {self.num_examples}"
+        )
         _require(
             0 < self.validation_fraction < 1,
             "--CreateShards-validation-fraction must be strictly between 0 and 1. "
@@ -81,7 +83,7 @@ class TrainEstimator(Stage):
     code_modules = ("inputs", "networks", "estimator")
     uses_tensorflow = True
     resumable = True
-    resources = {"gpu": 1}
+    resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
 
     network = luigi.ChoiceParameter(choices=NETWORK_NAMES, description="Network builder, by name.")
     hidden_units = luigi.ListParameter(description="Units of each hidden layer, e.g. [100, 100].")

@@ -1,0 +1,95 @@
+"""Helper commands: `python -m pipeline status|gc ...` (no TensorFlow import).
+
+status TASK [--Task-param value ...]
+    Every stage of TASK's DAG as up to date or stale, with the reason, and
+    where its output is. Takes the same parameters as `luigi --module pipeline`.
+gc [--yes]  (coming)
+    Artifact folders that no current configuration points to; removed only
+    with --yes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from luigi.cmdline_parser import CmdlineParser
+
+import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
+from pipeline import identity
+from pipeline.stage import Stage
+
+USAGE = __doc__ or ""
+
+
+def dag(root: Stage) -> list[Stage]:
+    """The stages of `root`'s DAG, upstream first, each once."""
+    order: list[Stage] = []
+
+    def visit(stage: Stage) -> None:
+        for up in stage.upstream().values():
+            visit(up)
+        if stage not in order:
+            order.append(stage)
+
+    visit(root)
+    return order
+
+
+def previous_output(stage: Stage) -> dict | None:
+    """The marker of the newest published output of the same stage under another identity."""
+    folder = stage.output_dir()
+    markers = [
+        identity.read_marker(candidate)
+        for candidate in folder.parent.glob(f"{stage.folder_prefix()}-*")
+        if candidate.is_dir() and candidate != folder
+    ]
+    same_stage = [m for m in markers if m and m.get("stage") == stage.task_family]
+    return max(same_stage, key=lambda m: m.get("created", 0), default=None)
+
+
+def explain(stage: Stage) -> list[str]:
+    """Why `stage` would run now ([] when it is up to date)."""
+    reasons = []
+    if stage.force:
+        reasons.append("forced (--force)")
+    own = stage.stale_reasons()
+    if own == ["no output yet"]:
+        old = previous_output(stage)
+        if old is not None:
+            own = identity.explain_change(old, stage.identity().as_dict()) or own
+    reasons += own
+    for name, up in stage.upstream().items():
+        if not up.complete():
+            reasons.append(f"upstream stage {name} is stale")
+    return reasons
+
+
+def status(argv: list[str]) -> int:
+    """Print every stage of a DAG as up to date or stale, with reasons."""
+    # Upstream tasks read the command line's --Task-param values while the
+    # parser is the global instance: the whole walk happens inside it.
+    with CmdlineParser.global_instance(argv) as parser:
+        stages = dag(parser.get_task_obj())
+        width = max(len(s.task_family) for s in stages)
+        for stage in stages:
+            reasons = explain(stage)
+            state = "stale" if reasons else "up to date"
+            print(f"{stage.task_family:<{width}}  {state:<10}  {stage.output_dir()}")
+            for reason in reasons:
+                print(f"{'':<{width}}    - {reason}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "status" and rest:
+        return status(rest)
+    print(f"Unknown command or missing task: {' '.join(argv)}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,80 @@
+"""Shared fixtures: an isolated artifact root, small training settings, and a
+`build` helper that runs tasks through Luigi and says which ones ran."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import luigi
+import luigi.execution_summary
+import pytest
+from luigi.task_register import Register
+
+import pipeline
+from pipeline import stage
+
+PROJECT_DIR = Path(pipeline.__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+# Small but real: a few hundred steps train the sine MLP in a second or two.
+SMALL_TRAINING = {"max_steps": "200", "checkpoint_steps": "100", "steps_per_execution": "50"}
+
+
+class Config:
+    """Set luigi.cfg values for one test and put the old ones back after."""
+
+    def __init__(self) -> None:
+        self.parser = luigi.configuration.get_config()
+        self.saved: list[tuple[str, str, str | None]] = []
+
+    def set(self, section: str, option: str, value: object) -> None:
+        old = self.parser.get(section, option, None)
+        self.saved.append((section, option, old))
+        if not self.parser.has_section(section):
+            self.parser.add_section(section)
+        self.parser.set(section, option, str(value))
+
+    def restore(self) -> None:
+        for section, option, old in reversed(self.saved):
+            if old is None:
+                self.parser.remove_option(section, option)
+            else:
+                self.parser.set(section, option, old)
+
+
+@pytest.fixture
+def config() -> Iterator[Config]:
+    cfg = Config()
+    yield cfg
+    cfg.restore()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, config: Config) -> Iterator[Path]:
+    """An empty artifact root with small training settings."""
+    config.set("paths", "root", tmp_path)
+    for option, value in SMALL_TRAINING.items():
+        config.set("TrainEstimator", option, value)
+    Register.clear_instance_cache()
+    stage._forced_done.clear()
+    yield tmp_path
+    Register.clear_instance_cache()
+
+
+def build(*tasks: luigi.Task) -> set[str]:
+    """Run `tasks` with the local scheduler; assert success; return the families that ran."""
+    result = luigi.build(list(tasks), local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    assert result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
+    ran = luigi.execution_summary._summary_dict(result.worker)["completed"]
+    return {task.task_family for task in ran}
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run a command of the venv (luigi, python) in `cwd`, capturing its output."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    exe = str(VENV_BIN / args[0])
+    return subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,135 @@
+"""Training into a model_dir: checkpoints, events, history, export, resume (pipeline/estimator.py)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import estimator, identity, paths, shards, sources
+from tests.conftest import VENV_BIN
+
+
+@pytest.fixture(scope="module")
+def shards_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("shards")
+    shards.create_shards(folder, sources.SineSource(), {"train": 3, "validation": 2})
+    return folder
+
+
+def small_config(**overrides: Any) -> estimator.TrainConfig:
+    """The sine MLP with a short run's settings."""
+    values: dict[str, Any] = dict(
+        network="mlp", hidden_units=(100, 100), learning_rate=0.01, lr_decay=True, batch_size=64,
+        max_steps=200, checkpoint_steps=100, keep_checkpoints=3, shuffle_buffer=1024, seed=42,
+        steps_per_execution=50,
+    )  # fmt: skip
+    return estimator.TrainConfig(**{**values, **overrides})
+
+
+def _scalars(event_dir: Path, tag: str) -> dict[int, float]:
+    values = {}
+    for path in sorted(event_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+def test_train_writes_a_complete_model_dir(shards_dir: Path, tmp_path: Path) -> None:
+    config = small_config(max_steps=300, checkpoint_steps=100, keep_checkpoints=2)
+    result = estimator.train(config, shards_dir, tmp_path)
+    assert result["resumed_from_step"] == 0
+
+    state = tf.train.get_checkpoint_state(str(tmp_path / paths.CHECKPOINTS))
+    assert Path(state.model_checkpoint_path).name == "ckpt-300"
+    assert [Path(p).name for p in state.all_model_checkpoint_paths] == ["ckpt-200", "ckpt-300"]
+
+    history = json.loads((tmp_path / paths.HISTORY).read_text())
+    assert [h["step"] for h in history] == [100, 200, 300]
+    # Event files carry the same numbers against the global step.
+    eval_loss = _scalars(tmp_path / paths.EVENTS / "eval", "loss")
+    train_loss = _scalars(tmp_path / paths.EVENTS / "train", "loss")
+    assert sorted(eval_loss) == sorted(train_loss) == [100, 200, 300]
+    assert eval_loss[300] == pytest.approx(history[-1]["eval"]["loss"], rel=1e-6)
+    assert eval_loss[300] < eval_loss[100]  # it learns
+
+    # Both exports predict what the trained model predicts.
+    keras_model = estimator.load_model(tmp_path)
+    served = tf.saved_model.load(str(tmp_path / paths.SAVED_MODEL))
+    x = np.linspace(-10, 10, 7, dtype=np.float32)[:, None]
+    np.testing.assert_allclose(served.serve(x).numpy(), keras_model.predict(x, verbose=0), rtol=1e-5)
+
+
+def test_training_is_deterministic(shards_dir: Path, tmp_path: Path) -> None:
+    config = small_config(max_steps=100, checkpoint_steps=100)
+    estimator.train(config, shards_dir, tmp_path / "a")
+    estimator.train(config, shards_dir, tmp_path / "b")
+    a, b = (estimator.load_model(tmp_path / d).get_weights() for d in "ab")
+    for wa, wb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_resume_continues_from_the_latest_checkpoint(shards_dir: Path, tmp_path: Path) -> None:
+    estimator.train(small_config(max_steps=200, checkpoint_steps=100, lr_decay=False), shards_dir, tmp_path)
+    result = estimator.train(small_config(max_steps=400, checkpoint_steps=100, lr_decay=False), shards_dir, tmp_path)
+    assert result["resumed_from_step"] == 200
+    history = json.loads((tmp_path / paths.HISTORY).read_text())
+    assert [h["step"] for h in history] == [100, 200, 300, 400]
+
+
+def _staging_step(root: Path) -> int:
+    for state in root.glob("models/*.partial/checkpoints/checkpoint"):
+        text = state.read_text()
+        if "ckpt-" in text:
+            return int(text.split("ckpt-")[1].split('"')[0])
+    return 0
+
+
+def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> None:
+    """Kill `luigi ... TrainEstimator` with SIGKILL mid-way; the rerun resumes and ends as an unbroken run."""
+    args = [
+        str(VENV_BIN / "luigi"),
+        "--module", "pipeline", "TrainEstimator", "--local-scheduler",
+        "--TrainEstimator-max-steps", "3000", "--TrainEstimator-checkpoint-steps", "250",
+        "--TrainEstimator-lr-decay", "false",
+    ]  # fmt: skip
+    killed, unbroken = tmp_path / "killed", tmp_path / "unbroken"
+    killed.mkdir()
+    unbroken.mkdir()
+    proc = subprocess.Popen(args, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _staging_step(killed) < 500 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step_at_kill = _staging_step(killed)
+    assert 500 <= step_at_kill < 3000, "the kill should land mid-way through training"
+    assert not [p for p in (killed / "models").iterdir() if not p.name.endswith(".partial")]
+
+    rerun = subprocess.run(args, cwd=killed, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumes from the staging folder" in rerun.stderr
+    (model_dir,) = (killed / "models").iterdir()
+    marker = identity.read_marker(model_dir)
+    assert marker is not None
+    assert marker["info"]["resumed_from_step"] >= step_at_kill
+    history = json.loads((model_dir / paths.HISTORY).read_text())
+    assert history[-1]["step"] == 3000
+    assert [h["step"] for h in history] == list(range(250, 3001, 250))  # no step lost or repeated
+
+    assert subprocess.run(args, cwd=unbroken, capture_output=True, timeout=300).returncode == 0
+    (reference,) = (unbroken / "models").iterdir()
+    assert reference.name == model_dir.name  # same identity
+    for wa, wb in zip(
+        estimator.load_model(model_dir).get_weights(), estimator.load_model(reference).get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(wa, wb)

@@ -1,0 +1,119 @@
+"""Stage identity, markers and publishing (pipeline/identity.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline import identity
+
+
+def test_normalise_spells_equal_numbers_once() -> None:
+    assert identity.digest({"lr": 0.01}) == identity.digest({"lr": 1e-2})
+    assert identity.digest({"lr": 0.01}) != identity.digest({"lr": 0.011})
+    assert identity.normalise((1, 2.5, {"b": 1, "a": None})) == [1, 2.5, {"a": None, "b": 1}]
+
+
+SOURCE = '''
+"""Module docstring."""
+def f(x):
+    """Docstring."""
+    return x + 1  # a comment
+'''
+
+
+def test_code_digest_ignores_comments_docstrings_and_formatting() -> None:
+    base = identity.code_digest(SOURCE)
+    reformatted = "def f(x):\n    return (x +\n            1)\n"
+    assert identity.code_digest(reformatted) == base
+    assert identity.code_digest(SOURCE.replace("# a comment", "# another")) == base
+    assert identity.code_digest(SOURCE.replace("Docstring.", "Other words.")) == base
+    assert identity.code_digest(SOURCE.replace("x + 1", "x + 2")) != base
+
+
+def test_code_digest_of_one_class() -> None:
+    source = "class A:\n    x = 1\n\nclass B:\n    y = 2\n"
+    a = identity.code_digest(source, "A")
+    assert identity.code_digest(source.replace("y = 2", "y = 3"), "A") == a
+    assert identity.code_digest(source.replace("x = 1", "x = 3"), "A") != a
+    with pytest.raises(ValueError, match="No class 'C'"):
+        identity.code_digest(source, "C")
+
+
+def _ident(**params: object) -> identity.Identity:
+    return identity.Identity(stage="S", params=dict(params), code={"pipeline/x.py": "abc"})
+
+
+def _published(tmp_path: Path, ident: identity.Identity, upstream: dict[str, str | None]) -> Path:
+    staging = tmp_path / "out.partial"
+    (staging / "sub").mkdir(parents=True)
+    (staging / "a.bin").write_bytes(b"hello")
+    (staging / "sub" / "b.txt").write_text("world")
+    identity.write_marker(staging, ident, upstream)
+    final = tmp_path / "out"
+    identity.publish(staging, final)
+    return final
+
+
+def test_marker_records_files_and_publish_is_a_rename(tmp_path: Path) -> None:
+    ident = _ident(n=1)
+    final = _published(tmp_path, ident, {"Up": "d1"})
+    assert not (tmp_path / "out.partial").exists()
+    marker = identity.read_marker(final)
+    assert marker is not None
+    assert set(marker["files"]) == {"a.bin", "sub/b.txt"}
+    assert marker["files"]["a.bin"]["size"] == 5
+    assert marker["identity"] == ident.digest
+    assert identity.check_output(final, ident, {"Up": "d1"}) == []
+
+
+def test_check_output_reasons(tmp_path: Path) -> None:
+    ident = _ident(n=1)
+    final = _published(tmp_path, ident, {"Up": "d1"})
+    assert identity.check_output(final, ident, {"Up": "d2"}) == ["upstream Up output changed since this ran"]
+    reasons = identity.check_output(final, _ident(n=2), {"Up": "d1"})
+    assert reasons and "parameter n changed from 1 to 2" in reasons[0]
+    assert identity.check_output(tmp_path / "nothing", ident, None) == ["no output yet"]
+
+
+def test_touch_is_not_a_change_but_new_bytes_are(tmp_path: Path) -> None:
+    ident = _ident(n=1)
+    final = _published(tmp_path, ident, {})
+    path = final / "a.bin"
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert identity.check_output(final, ident, {}) == []
+    # The new mtime is remembered, so the next check does not hash again.
+    marker = identity.read_marker(final)
+    assert marker is not None and marker["files"]["a.bin"]["mtime_ns"] == path.stat().st_mtime_ns
+
+    path.write_bytes(b"HELLO")  # same size, other bytes
+    assert identity.check_output(final, ident, {}) == ["output file a.bin was altered (content differs)"]
+    path.unlink()
+    assert identity.check_output(final, ident, {}) == ["output file a.bin is missing"]
+
+
+def test_unreadable_marker_is_not_complete(tmp_path: Path) -> None:
+    ident = _ident(n=1)
+    final = _published(tmp_path, ident, {})
+    (final / identity.MARKER).write_text("{not json")
+    assert identity.check_output(final, ident, {}) == ["marker unreadable"]
+
+
+def test_publish_refuses_a_folder_without_marker(tmp_path: Path) -> None:
+    staging = tmp_path / "x.partial"
+    staging.mkdir()
+    with pytest.raises(RuntimeError, match=r"no valid _SUCCESS\.json"):
+        identity.publish(staging, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_publish_replaces_an_older_output_of_the_same_identity(tmp_path: Path) -> None:
+    ident = _ident(n=1)
+    _published(tmp_path, ident, {})
+    final = _published(tmp_path, ident, {"Up": "new"})
+    marker = identity.read_marker(final)
+    assert marker is not None and marker["upstream_content"] == {"Up": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
