@@ -4,6 +4,9 @@
 and the task classes only: no TensorFlow, so scheduling stays fast.
 """
 
+import logging
+import os
+
 from luigi.configuration import LuigiConfigParser
 
 from pipeline.paths import PROJECT_DIR
@@ -14,6 +17,13 @@ _project_cfg = str(PROJECT_DIR / "luigi.cfg")
 if _project_cfg not in LuigiConfigParser._config_paths:
     LuigiConfigParser._config_paths.insert(0, _project_cfg)
     LuigiConfigParser.reload()
+
+# TensorFlow (imported later, inside run()) prints C++ INFO lines; keep warnings.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# TensorFlow and Keras call logging.warning() on the root logger, which makes
+# Python install a default root handler that then repeats every Luigi line.
+if not logging.root.handlers:
+    logging.root.addHandler(logging.NullHandler())
 
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator  # noqa: E402
 

@@ -59,7 +59,7 @@ def explain(stage: Stage) -> list[str]:
             own = identity.explain_change(old, stage.identity().as_dict()) or own
     reasons += own
     for name, up in stage.upstream().items():
-        if not up.complete():
+        if not up.complete() and f"upstream stage {name} changed" not in reasons:
             reasons.append(f"upstream stage {name} is stale")
     return reasons
 
@@ -77,6 +77,9 @@ def status(argv: list[str]) -> int:
             print(f"{stage.task_family:<{width}}  {state:<10}  {stage.output_dir()}")
             for reason in reasons:
                 print(f"{'':<{width}}    - {reason}")
+            if not reasons and stage.artifact_kind == "reports":  # where the results are
+                for rel in identity.list_files(stage.output_dir()):
+                    print(f"{'':<{width}}    {stage.output_dir() / rel}")
     return 0
 
 

@@ -14,6 +14,7 @@ import inspect
 import json
 import logging
 import shutil
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -146,7 +147,9 @@ class Stage(luigi.Task):
         staging = identity.staging_path(final)
         upstream_content = self.upstream_content()
         self._prepare_staging(staging, upstream_content)
+        started = time.monotonic()
         info = self.build(staging)
+        info = {**info, "elapsed_seconds": round(time.monotonic() - started, 3)}
         (staging / STAGING_INFO).unlink(missing_ok=True)
         identity.write_marker(staging, self.identity(), upstream_content, info)
         identity.publish(staging, final)
