@@ -104,6 +104,25 @@ def file_code_digest(path: Path, class_name: str | None = None) -> str:
     return _code_cache[key]
 
 
+def folder_listing(folder: Path) -> dict[str, list[int]]:
+    """Relative path -> [size, mtime_ns] of every file below a user's source folder.
+
+    This (not the files' hashes) goes into the identity: listing 10,000
+    files costs milliseconds, hashing them would cost seconds on every check.
+    Hidden files and folders (".DS_Store", ".git") do not count.
+    """
+    listing: dict[str, list[int]] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            st = path.stat()
+            listing[path.relative_to(folder).as_posix()] = [st.st_size, st.st_mtime_ns]
+    return dict(sorted(listing.items()))
+
+
 # --- identity -------------------------------------------------------------------
 
 
@@ -116,6 +135,7 @@ class Identity:
     code: dict[str, str]
     versions: dict[str, str] = field(default_factory=dict)
     upstream: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # folder name -> digest of its listing
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +144,7 @@ class Identity:
             "code": dict(sorted(self.code.items())),
             "versions": dict(sorted(self.versions.items())),
             "upstream": dict(sorted(self.upstream.items())),
+            "sources": dict(sorted(self.sources.items())),
         }
 
     @property
@@ -155,6 +176,10 @@ def explain_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for name in sorted(set(old_u) | set(new_u)):
         if old_u.get(name) != new_u.get(name):
             reasons.append(f"upstream stage {name} changed")
+    old_s, new_s = old.get("sources", {}), new.get("sources", {})
+    for name in sorted(set(old_s) | set(new_s)):
+        if old_s.get(name) != new_s.get(name):
+            reasons.append(f"source folder {name} changed (files added, removed or modified)")
     return reasons
 
 

@@ -9,12 +9,15 @@ that writes the stage's files into `staging`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 import json
 import logging
 import shutil
+import threading
 import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +26,7 @@ import luigi
 from luigi.task import flatten
 
 from pipeline import identity, paths
+from pipeline.identity import Identity
 
 logger = logging.getLogger("luigi-interface")
 
@@ -30,6 +34,21 @@ STAGING_INFO = "_STAGING.json"
 
 # Task ids forced (`--<Task>-force`) that have since run in this process.
 _forced_done: set[str] = set()
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def _memo_scope() -> Iterator[dict[tuple[str, str], Any]]:
+    """A memo shared by nested calls, dropped when the outermost call returns."""
+    outermost = getattr(_local, "memo", None) is None
+    if outermost:
+        _local.memo = {}
+    try:
+        yield _local.memo
+    finally:
+        if outermost:
+            _local.memo = None
 
 
 @cache
@@ -79,14 +98,29 @@ class Stage(luigi.Task):
         """Write the stage's files into `staging`; return facts for the marker."""
         raise NotImplementedError
 
+    def source_folders(self) -> dict[str, Path]:
+        """Folders of user files this stage reads; their listings join its identity."""
+        return {}
+
     # --- identity and output ---
 
     def upstream(self) -> dict[str, Stage]:
         """The stages this one reads, by task family."""
         return {task.task_family: task for task in flatten(self.requires())}
 
-    def identity(self) -> identity.Identity:
-        """Parameters, code, versions and upstream identities of this stage."""
+    def identity(self) -> Identity:
+        """Parameters, code, versions, source listings and upstream identities of this stage.
+
+        Within one outermost `complete()` or `identity()` call each stage's
+        identity is computed once (the DAG asks for upstream identities often).
+        """
+        with _memo_scope() as memo:
+            key = ("identity", self.task_id)
+            if key not in memo:
+                memo[key] = self._compute_identity()
+            return memo[key]
+
+    def _compute_identity(self) -> Identity:
         params = {name: getattr(self, name) for name, param in self.get_params() if param.significant}
         code = {f"pipeline/{m}.py": identity.file_code_digest(paths.pipeline_module(m)) for m in self.code_modules}
         task_file = Path(inspect.getfile(type(self)))
@@ -99,6 +133,9 @@ class Stage(luigi.Task):
             code=code,
             versions=framework_versions() if self.uses_tensorflow else {},
             upstream={name: task.identity().digest for name, task in self.upstream().items()},
+            sources={
+                name: identity.digest(identity.folder_listing(folder)) for name, folder in self.source_folders().items()
+            },
         )
 
     def output_dir(self) -> Path:
@@ -122,9 +159,11 @@ class Stage(luigi.Task):
         """Up to date: own output valid, upstream bytes unchanged, upstream complete."""
         if self.force and self.task_id not in _forced_done:
             return False
-        if not all(task.complete() for task in self.upstream().values()):
-            return False
-        return not self.stale_reasons()
+        with _memo_scope() as memo:
+            key = ("complete", self.task_id)
+            if key not in memo:
+                memo[key] = all(task.complete() for task in self.upstream().values()) and not self.stale_reasons()
+            return bool(memo[key])
 
     # --- running ---
 
