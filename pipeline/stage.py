@@ -186,9 +186,14 @@ class Stage(luigi.Task):
         staging = identity.staging_path(final)
         upstream_content = self.upstream_content()
         self._prepare_staging(staging, upstream_content)
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         info = self.build(staging)
-        info = {**info, "elapsed_seconds": round(time.monotonic() - started, 3)}
+        info = {
+            **info,
+            "started_at": started_at,
+            "finished_at": time.time(),
+            "elapsed_seconds": round(time.monotonic() - started, 3),
+        }
         (staging / STAGING_INFO).unlink(missing_ok=True)
         identity.write_marker(staging, self.identity(), upstream_content, info)
         identity.publish(staging, final)
