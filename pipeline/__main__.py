@@ -3,36 +3,25 @@
 status TASK [--Task-param value ...]
     Every stage of TASK's DAG as up to date or stale, with the reason, and
     where its output is. Takes the same parameters as `luigi --module pipeline`.
-gc [--yes]  (coming)
-    Artifact folders that no current configuration points to; removed only
-    with --yes.
+gc [--yes] [TASK] [--Task-param value ...]
+    Lists the artifact folders (shards, model dirs, reports) that TASK's DAG
+    (default PlotInference) with the current configuration does not use, and
+    removes them only with --yes. Raw data under data/raw is never touched.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
-from pipeline import identity
-from pipeline.stage import Stage
+from pipeline import identity, paths
+from pipeline.stage import Stage, dag
 
 USAGE = __doc__ or ""
-
-
-def dag(root: Stage) -> list[Stage]:
-    """The stages of `root`'s DAG, upstream first, each once."""
-    order: list[Stage] = []
-
-    def visit(stage: Stage) -> None:
-        for up in stage.upstream().values():
-            visit(up)
-        if stage not in order:
-            order.append(stage)
-
-    visit(root)
-    return order
 
 
 def previous_output(stage: Stage) -> dict | None:
@@ -56,12 +45,10 @@ def explain(stage: Stage) -> list[str]:
     if own == ["no output yet"]:
         old = previous_output(stage)
         if old is not None:
-            own = identity.explain_change(old, stage.identity().as_dict()) or own
-    reasons += own
-    for name, up in stage.upstream().items():
-        if not up.complete() and f"upstream stage {name} changed" not in reasons:
-            reasons.append(f"upstream stage {name} is stale")
-    return reasons
+            own = identity.explain_change(old, stage.identity().as_dict()) or [
+                "no output for this identity (the identity scheme changed since the last output)"
+            ]
+    return reasons + own
 
 
 def status(argv: list[str]) -> int:
@@ -83,6 +70,36 @@ def status(argv: list[str]) -> int:
     return 0
 
 
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def gc(argv: list[str]) -> int:
+    """List (and with --yes remove) artifact folders the current configuration does not reach."""
+    remove = "--yes" in argv
+    argv = [a for a in argv if a != "--yes"]
+    if not argv or argv[0].startswith("-"):
+        argv = ["PlotInference", *argv]
+    with CmdlineParser.global_instance(argv) as parser:
+        keep = set()
+        for stage in dag(parser.get_task_obj()):
+            keep |= {stage.output_dir(), identity.staging_path(stage.output_dir())}
+    garbage = [folder for folder in paths.stage_folders() if folder not in keep]
+    total = sum(_size(folder) for folder in garbage)
+    if not garbage:
+        print("Nothing to remove: every artifact folder is used by the current configuration.")
+        return 0
+    verb = "Removing" if remove else "Would remove"
+    print(f"{verb} {len(garbage)} folder(s), {total / 1e6:.1f} MB, not used by {argv[0]}'s DAG:")
+    for folder in garbage:
+        print(f"  {folder}")
+        if remove:
+            shutil.rmtree(folder)
+    if not remove:
+        print("Run again with --yes to remove them.")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -90,6 +107,8 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "status" and rest:
         return status(rest)
+    if command == "gc":
+        return gc(rest)
     print(f"Unknown command or missing task: {' '.join(argv)}\n{USAGE}", file=sys.stderr)
     return 2
 

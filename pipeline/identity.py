@@ -285,9 +285,11 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
         with contextlib.suppress(OSError):  # a read-only artifact root stays valid
             _write_json_atomic(folder / MARKER, marker)
     if upstream_content is not None:
+        # An upstream output that is gone (None) is no change of input: it can
+        # be rebuilt; only other published bytes make this output stale.
         recorded = marker.get("upstream_content", {})
-        for name in sorted(set(recorded) | set(upstream_content)):
-            if recorded.get(name) != upstream_content.get(name):
+        for name, current in sorted(upstream_content.items()):
+            if current is not None and recorded.get(name) != current:
                 reasons.append(f"upstream {name} output changed since this ran")
     return reasons
 

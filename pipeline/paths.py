@@ -51,6 +51,12 @@ def stage_dir(kind: str, name: str) -> Path:
     return artifact_root(kind) / sub / name if sub else artifact_root(kind) / name
 
 
+def stage_folders() -> list[Path]:
+    """Every folder stages wrote (published, staging or set aside), in all artifact roots."""
+    parents = [stage_dir(kind, "-").parent for kind in ("data", "models", "reports")]
+    return sorted(p for parent in parents if parent.is_dir() for p in parent.iterdir() if p.is_dir())
+
+
 def shard_name(split: str, index: int, count: int) -> str:
     """Relative path of one shard inside a shards folder."""
     return f"{split}/{split}-{index:05d}-of-{count:05d}.tfrecord"

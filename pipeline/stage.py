@@ -32,9 +32,6 @@ logger = logging.getLogger("luigi-interface")
 
 STAGING_INFO = "_STAGING.json"
 
-# Task ids forced (`--<Task>-force`) that have since run in this process.
-_forced_done: set[str] = set()
-
 _local = threading.local()
 
 
@@ -83,6 +80,7 @@ class Stage(luigi.Task):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._created_at = time.time()
         self.validate()
 
     # --- what subclasses provide ---
@@ -156,14 +154,24 @@ class Stage(luigi.Task):
         return identity.check_output(self.output_dir(), self.identity(), self.upstream_content())
 
     def complete(self) -> bool:
-        """Up to date: own output valid, upstream bytes unchanged, upstream complete."""
-        if self.force and self.task_id not in _forced_done:
-            return False
+        """Up to date: the marker matches this identity and the files, and the
+        upstream outputs still hold the bytes this stage read.
+
+        Like Luigi (and make's intermediate files), a complete output is not
+        invalidated by an upstream output that went missing or was damaged
+        since: its inputs did not change. `Repro` rebuilds such stages. A
+        forced stage is complete only once it has published again since this
+        task object was made (that is, in this invocation).
+        """
         with _memo_scope() as memo:
             key = ("complete", self.task_id)
             if key not in memo:
-                memo[key] = all(task.complete() for task in self.upstream().values()) and not self.stale_reasons()
+                memo[key] = not self.stale_reasons() and (not self.force or self._published_since_created())
             return bool(memo[key])
+
+    def _published_since_created(self) -> bool:
+        marker = identity.read_marker(self.output_dir())
+        return marker is not None and marker.get("created", 0) >= self._created_at
 
     # --- running ---
 
@@ -177,10 +185,9 @@ class Stage(luigi.Task):
 
     def run(self) -> None:
         if not self.force and not self.stale_reasons():
-            # Scheduled because an upstream was stale, but the upstream rerun
-            # produced the bytes this output was computed from: nothing to do.
-            self.progress(1.0, "up to date: upstream rerun produced identical bytes")
-            logger.info("%s is up to date after its upstream reran; reusing %s", self, self.output_dir())
+            # Published by another run since the scheduler checked: nothing to do.
+            self.progress(1.0, "up to date: published by another run meanwhile")
+            logger.info("%s was published meanwhile by another run; reusing %s", self, self.output_dir())
             return
         final = self.output_dir()
         staging = identity.staging_path(final)
@@ -197,7 +204,6 @@ class Stage(luigi.Task):
         (staging / STAGING_INFO).unlink(missing_ok=True)
         identity.write_marker(staging, self.identity(), upstream_content, info)
         identity.publish(staging, final)
-        _forced_done.add(self.task_id)
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""
@@ -212,3 +218,17 @@ class Stage(luigi.Task):
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         (staging / STAGING_INFO).write_text(json.dumps(expected))
+
+
+def dag(root: Stage) -> list[Stage]:
+    """The stages of `root`'s DAG, upstream first, each once."""
+    order: list[Stage] = []
+
+    def visit(stage: Stage) -> None:
+        for up in stage.upstream().values():
+            visit(up)
+        if stage not in order:
+            order.append(stage)
+
+    visit(root)
+    return order

@@ -15,13 +15,12 @@ import pytest
 from luigi.task_register import Register
 
 import pipeline
-from pipeline import stage
 
 PROJECT_DIR = Path(pipeline.__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 
 # Small but real: a few hundred steps train the sine MLP in a second or two.
-SMALL_TRAINING = {"max_steps": "200", "checkpoint_steps": "100", "steps_per_execution": "50"}
+SMALL_TRAINING = {"batch_size": "64", "max_steps": "200", "checkpoint_steps": "100", "steps_per_execution": "50"}
 
 
 class Config:
@@ -60,7 +59,6 @@ def workspace(tmp_path: Path, config: Config) -> Iterator[Path]:
     for option, value in SMALL_TRAINING.items():
         config.set("TrainEstimator", option, value)
     Register.clear_instance_cache()
-    stage._forced_done.clear()
     yield tmp_path
     Register.clear_instance_cache()
 
