@@ -95,6 +95,7 @@ def gc(argv: list[str]) -> int:
         print(f"  {folder}")
         if remove:
             shutil.rmtree(folder)
+            paths.lock_path(folder).unlink(missing_ok=True)
     if not remove:
         print("Run again with --yes to remove them.")
     return 0

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import inputs, networks, paths
+from pipeline.errors import TrainingDivergedError
 from pipeline.shards import read_manifest
 
 Progress = Callable[[float, str], None]
@@ -45,10 +46,6 @@ class TrainConfig:
     shuffle_buffer: int
     seed: int
     steps_per_execution: int
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 def configure_determinism(seed: int) -> None:

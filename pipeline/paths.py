@@ -57,6 +57,11 @@ def stage_folders() -> list[Path]:
     return sorted(p for parent in parents if parent.is_dir() for p in parent.iterdir() if p.is_dir())
 
 
+def lock_path(folder: Path) -> Path:
+    """The lock file that serialises runs writing one output folder."""
+    return folder.with_name(f".{folder.name}.lock")
+
+
 def shard_name(split: str, index: int, count: int) -> str:
     """Relative path of one shard inside a shards folder."""
     return f"{split}/{split}-{index:05d}-of-{count:05d}.tfrecord"

@@ -10,10 +10,13 @@ that writes the stage's files into `staging`.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import importlib.metadata
 import inspect
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -26,6 +29,7 @@ import luigi
 from luigi.task import flatten
 
 from pipeline import identity, paths
+from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity
 
 logger = logging.getLogger("luigi-interface")
@@ -81,12 +85,44 @@ class Stage(luigi.Task):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
-        self.validate()
+        try:
+            self.validate()
+        except ParameterError:
+            raise
+        except ValueError as error:
+            raise ParameterError(str(error)) from None
+        # Build the stages above now, so that every parameter of the DAG is
+        # checked when the task is built, before anything runs.
+        self.upstream()
+
+    @classmethod
+    def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:
+        """Luigi's parameter resolution, with errors that name the parameter and what it accepts."""
+        try:
+            return super().get_param_values(params, args, kwargs)
+        except luigi.parameter.MissingParameterException as error:
+            raise ParameterError(
+                f"{error}. Set it in luigi.cfg under [{cls.get_task_family()}] or on the command line."
+            ) from None
+        except (ValueError, TypeError) as error:
+            family = cls.get_task_family()
+            for name, param in params:
+                if name in kwargs:
+                    continue
+                try:
+                    param.task_value(family, name)
+                except (ValueError, TypeError) as bad:
+                    flag = f"--{family}-{name.replace('_', '-')}"
+                    raise ParameterError(
+                        f"{flag} (or [{family}] {name} in luigi.cfg) is not accepted: {bad}. "
+                        f"Expected {_accepted(param)}."
+                    ) from None
+            raise ParameterError(f"Bad parameter for {family}: {error}") from None
 
     # --- what subclasses provide ---
 
     def validate(self) -> None:
-        """Raise ValueError naming a bad parameter and what is accepted (before any work)."""
+        """Raise ParameterError naming a bad parameter and what is accepted (before any work)."""
 
     def folder_prefix(self) -> str:
         """The readable start of the output folder's name, e.g. 'sine-mlp'."""
@@ -184,12 +220,39 @@ class Stage(luigi.Task):
             set_message(message)
 
     def run(self) -> None:
-        if not self.force and not self.stale_reasons():
-            # Published by another run since the scheduler checked: nothing to do.
-            self.progress(1.0, "up to date: published by another run meanwhile")
-            logger.info("%s was published meanwhile by another run; reusing %s", self, self.output_dir())
-            return
         final = self.output_dir()
+        _check_writable(final.parent)
+        # One run per output folder at a time, across processes (two
+        # --local-scheduler runs of the same stage): the second one waits here.
+        with _exclusive(final):
+            if not self.stale_reasons() and (not self.force or self._published_since_created()):
+                # Published by another run while this one waited: nothing to do.
+                self.progress(1.0, "up to date: published by another run meanwhile")
+                logger.info("%s was published meanwhile by another run; reusing %s", self, final)
+                return
+            self._check_inputs()
+            try:
+                self._build_and_publish(final)
+            except OSError as error:
+                if error.errno == errno.ENOSPC:
+                    raise PipelineError(
+                        f"No space left on the device of {final.parent} while {self.task_family} was writing. "
+                        "Free some space (python -m pipeline gc lists unused artifacts) and run again; "
+                        "nothing was published."
+                    ) from None
+                raise
+
+    def _check_inputs(self) -> None:
+        """Refuse to read an upstream output that was damaged since it was published."""
+        for name, task in self.upstream().items():
+            reasons = identity.check_output(task.output_dir(), task.identity(), None)
+            if reasons:
+                raise DataError(
+                    f"{name} output {task.output_dir()} cannot be read: {'; '.join(reasons)}. "
+                    "Rebuild it with: luigi --module pipeline Repro --local-scheduler"
+                )
+
+    def _build_and_publish(self, final: Path) -> None:
         staging = identity.staging_path(final)
         upstream_content = self.upstream_content()
         self._prepare_staging(staging, upstream_content)
@@ -218,6 +281,45 @@ class Stage(luigi.Task):
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         (staging / STAGING_INFO).write_text(json.dumps(expected))
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any work when an artifact folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise PipelineError(
+            f"Cannot write to {folder} ({error.strerror}). Set [paths] root in luigi.cfg to a writable folder."
+        ) from None
+
+
+@contextlib.contextmanager
+def _exclusive(final: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on a hidden file beside an output folder."""
+    with open(paths.lock_path(final), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _accepted(param: luigi.Parameter) -> str:
+    """What a Luigi parameter accepts, in words."""
+    if isinstance(param, luigi.ChoiceParameter):
+        return "one of " + ", ".join(map(str, param._choices))
+    if isinstance(param, luigi.BoolParameter):
+        return "true or false"
+    if isinstance(param, luigi.IntParameter):
+        return "an integer"
+    if isinstance(param, luigi.FloatParameter):
+        return "a number"
+    if isinstance(param, luigi.ListParameter):
+        return "a JSON list, e.g. [100, 100]"
+    return "a string"
 
 
 def dag(root: Stage) -> list[Stage]:

@@ -18,6 +18,7 @@ from typing import Any
 import luigi
 
 from pipeline import paths
+from pipeline.errors import ParameterError
 from pipeline.stage import Stage, dag
 
 NETWORK_NAMES = ("mlp",)
@@ -25,7 +26,7 @@ NETWORK_NAMES = ("mlp",)
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ParameterError(message)
 
 
 class CreateShards(Stage):

@@ -113,12 +113,12 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> 
     proc.wait()
     step_at_kill = _staging_step(killed)
     assert 500 <= step_at_kill < 3000, "the kill should land mid-way through training"
-    assert not [p for p in (killed / "models").iterdir() if not p.name.endswith(".partial")]
+    assert not [p for p in (killed / "models").iterdir() if p.is_dir() and not p.name.endswith(".partial")]
 
     rerun = subprocess.run(args, cwd=killed, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumes from the staging folder" in rerun.stderr
-    (model_dir,) = (killed / "models").iterdir()
+    (model_dir,) = [p for p in (killed / "models").iterdir() if p.is_dir()]
     marker = identity.read_marker(model_dir)
     assert marker is not None
     assert marker["info"]["resumed_from_step"] >= step_at_kill
@@ -127,7 +127,7 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> 
     assert [h["step"] for h in history] == list(range(250, 3001, 250))  # no step lost or repeated
 
     assert subprocess.run(args, cwd=unbroken, capture_output=True, timeout=300).returncode == 0
-    (reference,) = (unbroken / "models").iterdir()
+    (reference,) = [p for p in (unbroken / "models").iterdir() if p.is_dir()]
     assert reference.name == model_dir.name  # same identity
     for wa, wb in zip(
         estimator.load_model(model_dir).get_weights(), estimator.load_model(reference).get_weights(), strict=True
