@@ -10,9 +10,12 @@ name). TensorFlow reads the files back in `inputs.py`; tests check both ways.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
 import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -111,6 +114,14 @@ def read_records(path: Path) -> list[bytes]:
 RowEncoder = Callable[[Any], dict[str, FeatureValue | np.ndarray]]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Make a writer process end when the stage process dies (Linux), e.g. on SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _write_shard(job: tuple[Path, Sequence[Any], RowEncoder]) -> tuple[str, int]:
     path, rows, to_features = job
     tmp = path.with_name(path.name + ".tmp")
@@ -159,7 +170,12 @@ def write_split(
     else:
         # fork: the writers need nothing but this module, which is already loaded.
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(processes, num_shards), mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(processes, num_shards),
+            mp_context=context,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             for done, _ in enumerate(pool.map(_write_shard, jobs), 1):
                 if on_shard_done:
                     on_shard_done(done, num_shards)

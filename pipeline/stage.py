@@ -298,13 +298,18 @@ def _check_writable(folder: Path) -> None:
 
 @contextlib.contextmanager
 def _exclusive(final: Path) -> Iterator[None]:
-    """An exclusive lock (flock) on a hidden file beside an output folder."""
+    """An exclusive lock on a hidden file beside an output folder.
+
+    A POSIX record lock (lockf), not flock: it belongs to this process alone,
+    so writer processes forked while it is held do not keep it alive if this
+    process is killed.
+    """
     with open(paths.lock_path(final), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.lockf(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.lockf(lock, fcntl.LOCK_UN)
 
 
 def _accepted(param: luigi.Parameter) -> str:
