@@ -25,6 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 if not logging.root.handlers:
     logging.root.addHandler(logging.NullHandler())
 
+from pipeline import scheduler  # noqa: E402
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator  # noqa: E402
+
+# Without a central scheduler, fail at once with a hint (not after Luigi's 90 s of retries).
+scheduler.install_check()
 
 __all__ = ["CreateShards", "EvaluateEstimator", "PlotInference", "TrainEstimator"]
