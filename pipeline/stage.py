@@ -84,6 +84,14 @@ class Stage(luigi.Task):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.validate()
+        # Upstream stages take their parameters from luigi.cfg and the command line, so
+        # two runs that differ only upstream (another learning rate) build an equal
+        # EvaluateEstimator(). A central scheduler shared by both would take them for one
+        # task and run it once: the task id names the identity too.
+        self.task_id = luigi.task.task_id_str(
+            self.task_family,
+            {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
+        )
 
     # --- what subclasses provide ---
 
