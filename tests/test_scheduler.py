@@ -131,7 +131,9 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
         match = pattern.fullmatch(message)
         assert match, message
         step = int(match[1])
-        assert percentage == round(100 * step / MAX_STEPS, 1)
+        # Percentage and message are two calls (in that order): a poll between them
+        # sees the next evaluation's percentage beside this one's message.
+        assert percentage in (round(100 * step / MAX_STEPS, 1), round(100 * (step + 20) / MAX_STEPS, 1))
         assert match[2] == f"{by_step[step]['train']['loss']:.4g}"
         assert match[3] == f"{by_step[step]['eval']['loss']:.4g}"
         shown_steps.append(step)
