@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both set up
-# everything first (idempotently): the venv with pinned packages.
+# everything first (idempotently): the venv with pinned packages, and for the
+# tests the Chromium that loads the scheduler's web UI.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,19 @@ PY := $(VENV)/bin/python
 EXTRA := $(if $(GPU),gpu,cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: setup run test lint clean-venv
+# The central scheduler (luigid): loopback only by default, its web UI has no login.
+SCHEDULER_HOST ?= 127.0.0.1
+SCHEDULER_PORT ?= 8082
+SCHEDULER_DIR ?= var/luigid
+LUIGID := $(PY) -m pipeline.luigid --host $(SCHEDULER_HOST) --port $(SCHEDULER_PORT) --dir $(SCHEDULER_DIR)
+SCHEDULER_UI := http://$(SCHEDULER_HOST):$(SCHEDULER_PORT)
+
+# Debian's Chromium, for the test that looks at the web UI (root here; sudo elsewhere).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+.PHONY: setup run scheduler scheduler-stop browser test lint clean-venv
 
 setup: $(STAMP)
 
@@ -17,16 +30,31 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRA),dev]'
 	touch $@
 
-run: setup
-	$(VENV)/bin/luigi --module pipeline PlotInference --local-scheduler
+# Start luigid (a no-op when one answers already); state and log in $(SCHEDULER_DIR).
+scheduler: setup
+	$(LUIGID) start
+
+scheduler-stop:
+	test ! -x $(PY) || $(LUIGID) stop
+
+run: scheduler
+	@echo "Watch the run in the scheduler's web UI: $(SCHEDULER_UI)"
+	$(VENV)/bin/luigi --module pipeline PlotInference --scheduler-host $(SCHEDULER_HOST) --scheduler-port $(SCHEDULER_PORT)
 	$(PY) -m pipeline status PlotInference
+	@echo "Scheduler web UI: $(SCHEDULER_UI) (luigid keeps running; make scheduler-stop stops it)"
+
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	apt-cache show chromium >/dev/null 2>&1 || $(SUDO) apt-get update -q
+	$(APT_INSTALL) || { $(SUDO) apt-get update -q && $(APT_INSTALL); }
 
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint browser
 	$(VENV)/bin/pytest
 
 clean-venv:

@@ -25,10 +25,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 if not logging.root.handlers:
     logging.root.addHandler(logging.NullHandler())
 
+from pipeline import scheduler  # noqa: E402
 from pipeline.errors import install_filter  # noqa: E402
 
 install_filter()  # a user's mistake prints as one message, not a traceback
 
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, Repro, TrainEstimator  # noqa: E402
+
+# Without a central scheduler, fail at once with a hint (not after Luigi's 90 s of retries).
+scheduler.install_check()
 
 __all__ = ["CreateShards", "EvaluateEstimator", "PlotInference", "Repro", "TrainEstimator"]

@@ -94,6 +94,14 @@ class Stage(luigi.Task):
         # Build the stages above now, so that every parameter of the DAG is
         # checked when the task is built, before anything runs.
         self.upstream()
+        # Upstream stages take their parameters from luigi.cfg and the command line, so
+        # two runs that differ only upstream (another learning rate) build an equal
+        # EvaluateEstimator(). A central scheduler shared by both would take them for one
+        # task and run it once: the task id names the identity too.
+        self.task_id = luigi.task.task_id_str(
+            self.task_family,
+            {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
+        )
 
     @classmethod
     def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:
