@@ -58,8 +58,10 @@ def stage_folders() -> list[Path]:
 
 
 def lock_path(folder: Path) -> Path:
-    """The lock file that serialises runs writing one output folder."""
-    return folder.with_name(f".{folder.name}.lock")
+    """The lock file that serialises runs writing one output folder (kept out of the artifact roots)."""
+    locks = Path(paths().root) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return locks / f"{folder.parent.name}-{folder.name}.lock"
 
 
 def shard_name(split: str, index: int, count: int) -> str:
