@@ -188,8 +188,10 @@ def create_shards(
 ) -> dict[str, Any]:
     """Write a source's train and validation splits as shards, then the manifest.
 
-    `source` has `rows()` (rows per split, shuffled), `to_features` (a
-    module-level row encoder) and `manifest()`. Returns the manifest written.
+    `source` has `rows()` (rows per split, shuffled), `check(processes)`
+    (raises ValueError naming every bad input; returns facts for the
+    manifest), `to_features` (a module-level row encoder) and `manifest()`.
+    Nothing is written before every check has passed. Returns the manifest.
     """
     rows = source.rows()
     for split in paths.SPLITS:  # check every split before writing any
@@ -198,9 +200,12 @@ def create_shards(
                 f"The {split} split has {len(rows[split])} examples, so it takes 1 to "
                 f"{len(rows[split])} shards. Received: num_{split}_shards={num_shards[split]}"
             )
+    if progress:
+        progress(0.0, "checking the source")
+    facts = source.check(processes)
     total = sum(num_shards.values())
     done_before = 0
-    manifest = dict(source.manifest(), splits={})
+    manifest = dict(source.manifest(), **facts, splits={})
     for split in paths.SPLITS:
 
         def report(done: int, count: int, split: str = split, offset: int = done_before) -> None:
