@@ -25,6 +25,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 if not logging.root.handlers:
     logging.root.addHandler(logging.NullHandler())
 
-from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator  # noqa: E402
+from pipeline.tasks import CreateShards, EvaluateEstimator, MakeShapes, PlotInference, TrainEstimator  # noqa: E402
 
-__all__ = ["CreateShards", "EvaluateEstimator", "PlotInference", "TrainEstimator"]
+__all__ = ["CreateShards", "EvaluateEstimator", "MakeShapes", "PlotInference", "TrainEstimator"]

@@ -98,7 +98,7 @@ def write_image_grid(
     summary: str = "",
     columns: int = 6,
 ) -> None:
-    """A grid of validation images with true and predicted class (mistakes in red); `summary` ends the title."""
+    """A grid of validation images with true and predicted class (mistakes in red); `summary` follows the run."""
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 1.95 * rows + 0.6), layout="constrained")
     axes = np.atleast_1d(axes).ravel()
@@ -108,10 +108,8 @@ def write_image_grid(
     for ax in axes[len(images) :]:
         ax.axis("off")
     mistakes = int(np.sum(np.asarray(labels) != predicted))
-    fig.suptitle(
-        f"Validation images of {run}\n{len(images)} shown, {mistakes} of them misclassified (red frame){summary}",
-        fontsize="medium",
-    )
+    shown = f"{len(images)} shown, {mistakes} of them misclassified (red frame)"
+    fig.suptitle(f"Validation images of {run}{summary}\n{shown}", fontsize="medium")
     fig.legend(
         handles=[
             Patch(facecolor="none", edgecolor="tab:green", linewidth=1.5, label="correct"),
