@@ -16,6 +16,7 @@ folder, `data/raw/shapes`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -48,6 +49,8 @@ class PerNetworkParameter(luigi.Parameter[Any]):
         self.value_type = value_type
 
     def parse(self, x: str) -> Any:
+        with contextlib.suppress(ValueError):
+            return self.value_type(x)  # one number, as Python spells it: 0.01, 1e-2, nan, 6000
         try:
             value = json.loads(x)
         except ValueError:
@@ -68,9 +71,9 @@ class PerNetworkParameter(luigi.Parameter[Any]):
         return self.value_type(v)
 
     def _expected(self, received: Any) -> str:
-        kind = self.value_type.__name__
+        one, many = ("an integer", "integers") if self.value_type is int else ("a number", "numbers")
         example = '{"mlp": ..., "cnn": ...}'
-        return f"Expected one {kind}, or a JSON object of {kind}s by network like {example}. Received: {received!r}"
+        return f"Expected {one}, or a JSON object of {many} by network like {example}. Received: {received!r}"
 
     def serialize(self, x: Any) -> str:
         return json.dumps(dict(x) if isinstance(x, Mapping) else x)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -414,10 +415,12 @@ def test_per_network_parameter_parses_one_value_or_one_per_network() -> None:
     assert param.parse("6000") == 6000
     assert dict(param.parse('{"mlp": 6000, "cnn": 1500}')) == {"cnn": 1500, "mlp": 6000}
     assert param.serialize(param.parse('{"mlp": 6000, "cnn": 1500}')) == '{"cnn": 1500, "mlp": 6000}'
-    for bad in ("1.5", '"many"', '{"mlp": "x"}', "true"):
-        with pytest.raises(ValueError, match="Expected one int, or a JSON object of ints by network"):
+    for bad in ("1.5", "many", '"many"', '{"mlp": "x"}', '{"mlp": 1.5}', "true"):
+        with pytest.raises(ValueError, match="Expected an integer, or a JSON object of integers by network"):
             param.parse(bad)
-    assert PerNetworkParameter(value_type=float).parse("3") == 3.0
+    as_float = PerNetworkParameter(value_type=float)
+    assert as_float.parse("3") == 3.0 and as_float.parse("1e-2") == 0.01
+    assert math.isnan(as_float.parse("nan"))  # a number: TrainEstimator.validate() then says it must be positive
 
 
 def test_training_follows_the_source(workspace: Path, config: Config) -> None:
