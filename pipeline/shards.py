@@ -157,13 +157,25 @@ def write_split(
             if on_shard_done:
                 on_shard_done(done, num_shards)
     else:
-        # fork: the writers need nothing but this module, which is already loaded.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=min(processes, num_shards), mp_context=context) as pool:
+        with process_pool(min(processes, num_shards)) as pool:
             for done, _ in enumerate(pool.map(_write_shard, jobs), 1):
                 if on_shard_done:
                     on_shard_done(done, num_shards)
     return names
+
+
+def process_pool(max_workers: int) -> ProcessPoolExecutor:
+    """Worker processes forked from a clean server process rather than from this one.
+
+    This process may already run threads (TensorFlow's, in a test session or in
+    a Luigi worker that trained a model before), and a child forked from a
+    threaded process can hang on a lock one of those threads held: it happened
+    here. The forkserver starts once per process, imports the writers' modules
+    (no TensorFlow) and forks each worker from that single-threaded state.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pipeline.sources"])
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=context)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline import image_folder
+from pipeline import image_folder, shards
 
 X_MIN, X_MAX = -4 * math.pi, 4 * math.pi
 
@@ -241,10 +239,9 @@ def _check_image(job: tuple[str, str, int]) -> tuple[str, str, str | None]:
 
 
 def _parallel_map(fn: Callable[[Any], Any], jobs: Sequence[Any], processes: int) -> list[Any]:
-    """`[fn(job) for job in jobs]`, in up to `processes` forked processes, in order."""
+    """`[fn(job) for job in jobs]`, in up to `processes` worker processes, in order."""
     if processes <= 1 or len(jobs) < 2:
         return [fn(job) for job in jobs]
-    context = multiprocessing.get_context("fork")
     chunk = max(1, len(jobs) // (4 * processes))
-    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+    with shards.process_pool(processes) as pool:
         return list(pool.map(fn, jobs, chunksize=chunk))
