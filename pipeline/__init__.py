@@ -30,9 +30,16 @@ from pipeline.errors import install_filter  # noqa: E402
 
 install_filter()  # a user's mistake prints as one message, not a traceback
 
-from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, Repro, TrainEstimator  # noqa: E402
+from pipeline.tasks import (  # noqa: E402
+    CreateShards,
+    EvaluateEstimator,
+    MakeShapes,
+    PlotInference,
+    Repro,
+    TrainEstimator,
+)
 
 # Without a central scheduler, fail at once with a hint (not after Luigi's 90 s of retries).
 scheduler.install_check()
 
-__all__ = ["CreateShards", "EvaluateEstimator", "PlotInference", "Repro", "TrainEstimator"]
+__all__ = ["CreateShards", "EvaluateEstimator", "MakeShapes", "PlotInference", "Repro", "TrainEstimator"]

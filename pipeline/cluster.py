@@ -37,7 +37,9 @@ def tf_config() -> dict[str, Any]:
         return {}
     try:
         config = json.loads(text)
-        config["cluster"], config["task"]["type"], config["task"]["index"]  # noqa: B018 (all present)
+        missing = [key for key in ("type", "index") if key not in config["task"]]
+        if "cluster" not in config or missing:
+            raise KeyError(", ".join(missing) or "cluster")
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(
             'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '

@@ -18,7 +18,7 @@ class ParameterError(PipelineError, ValueError):
     """A parameter (command line or luigi.cfg) that is not accepted."""
 
 
-class DataError(PipelineError):
+class DataError(PipelineError, ValueError):
     """Input data that is missing, damaged or unusable."""
 
 

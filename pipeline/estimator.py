@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import inputs, networks, paths
+from pipeline import inputs, metrics, networks, paths
 from pipeline.errors import TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -46,6 +46,8 @@ class TrainConfig:
     shuffle_buffer: int
     seed: int
     steps_per_execution: int
+    conv_filters: tuple[int, ...] = ()  # cnn only
+    dense_units: int = 0  # cnn only
 
 
 def configure_determinism(seed: int) -> None:
@@ -139,11 +141,14 @@ def train(
     spec = networks.NetworkSpec(
         name=config.network,
         task=manifest["task"],
-        input_shape=tuple(manifest["features"][manifest["inputs"]]["shape"]),
+        input_shape=inputs.input_shape(manifest),
         hidden_units=tuple(config.hidden_units),
         learning_rate=config.learning_rate,
         lr_decay_steps=config.max_steps if config.lr_decay else 0,
         steps_per_execution=spe,
+        num_classes=len(manifest.get("class_names", [])),
+        conv_filters=tuple(config.conv_filters),
+        dense_units=config.dense_units,
     )
     with distribution_strategy().scope():
         model = networks.build_model(spec)
@@ -190,14 +195,24 @@ def load_model(model_dir: Path) -> keras.Model:
 
 
 def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[str, Any]:
-    """Metrics over every example of each split, as streamed by Keras.
+    """Metrics over every example of each split.
 
-    Regression: MSE, RMSE and MAE; with the number of examples per split.
+    Regression: MSE, RMSE and MAE as streamed by Keras. Classification:
+    accuracy, per-class precision / recall / F1 and the confusion matrix,
+    computed from the predictions over the whole split. With the number of
+    examples per split.
     """
     manifest = read_manifest(shards_dir)
+    if manifest["task"] == "classification":
+        results: dict[str, Any] = {"class_names": manifest["class_names"]}
+        for split in ("validation", "train"):
+            p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
+            predicted = np.argmax(p["predictions"], axis=-1)
+            results[split] = metrics.classification_report(p["labels"], predicted, manifest["class_names"])
+        return results
     model = load_model(model_dir)
     model.compile(loss="mse", metrics=networks.regression_metrics())
-    results: dict[str, Any] = {}
+    results = {}
     for split in ("validation", "train"):
         ds = inputs.eval_dataset(shards_dir, manifest, split, batch_size)
         values = model.evaluate(ds, verbose=0, return_dict=True)
@@ -206,17 +221,26 @@ def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[s
     return results
 
 
-def predict(model_dir: Path, shards_dir: Path, split: str, batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Inputs, labels and predictions of a whole split, in shard order."""
+def predict(
+    model_dir: Path, shards_dir: Path, split: str, batch_size: int = 256, keep_inputs: bool = True
+) -> dict[str, np.ndarray]:
+    """Inputs, labels and predictions of a whole split, in shard order.
+
+    Batch by batch; with `keep_inputs=False` the inputs are not kept (a
+    split of images would not fit in memory), only labels and predictions.
+    """
     manifest = read_manifest(shards_dir)
     model = load_model(model_dir)
-    xs, ys = [], []
+    xs, ys, ps = [], [], []
     for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
-        xs.append(x.numpy())
+        ps.append(np.asarray(model(x, training=False)))
         ys.append(y.numpy())
-    x_all, y_all = np.concatenate(xs), np.concatenate(ys)
-    y_pred = model.predict(x_all, batch_size=batch_size, verbose=0)
-    return {"inputs": x_all, "labels": y_all, "predictions": np.asarray(y_pred)}
+        if keep_inputs:
+            xs.append(x.numpy())
+    out = {"labels": np.concatenate(ys), "predictions": np.concatenate(ps)}
+    if keep_inputs:
+        out["inputs"] = np.concatenate(xs)
+    return out
 
 
 def _read_json(path: Path, default: Any) -> Any:

@@ -28,8 +28,10 @@ SAVED_MODEL = "saved_model"
 
 # Inside a reports folder.
 METRICS = "metrics.json"
-PREDICTIONS_PNG = "predictions.png"
+PREDICTIONS_PNG = "predictions.png"  # the sine: predictions against x
 CURVES_PNG = "training_curves.png"
+CONFUSION_PNG = "confusion_matrix.png"  # images: validation confusion matrix
+IMAGES_PNG = "validation_images.png"  # images: a grid of validation images, true and predicted class
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names config sections after the class)
@@ -62,6 +64,11 @@ def lock_path(folder: Path) -> Path:
     locks = Path(paths().root) / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     return locks / f"{folder.parent.name}-{folder.name}.lock"
+
+
+def raw_dir(name: str) -> Path:
+    """A folder of raw data, e.g. `data/raw/shapes`: written once, never modified."""
+    return artifact_root("data") / "raw" / name
 
 
 def shard_name(split: str, index: int, count: int) -> str:

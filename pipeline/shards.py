@@ -114,11 +114,14 @@ def read_records(path: Path) -> list[bytes]:
 RowEncoder = Callable[[Any], dict[str, FeatureValue | np.ndarray]]
 
 
-def _die_with_parent(parent: int) -> None:
-    """Make a writer process end when the stage process dies (Linux), e.g. on SIGKILL."""
+def _die_with_parent() -> None:
+    """Make a writer process end when its parent dies (Linux), e.g. when the stage is SIGKILLed.
+
+    Its parent is the forkserver, which exits as soon as the stage process is gone.
+    """
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
 
 
@@ -168,18 +171,25 @@ def write_split(
             if on_shard_done:
                 on_shard_done(done, num_shards)
     else:
-        # fork: the writers need nothing but this module, which is already loaded.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(
-            max_workers=min(processes, num_shards),
-            mp_context=context,
-            initializer=_die_with_parent,
-            initargs=(os.getpid(),),
-        ) as pool:
+        with process_pool(min(processes, num_shards)) as pool:
             for done, _ in enumerate(pool.map(_write_shard, jobs), 1):
                 if on_shard_done:
                     on_shard_done(done, num_shards)
     return names
+
+
+def process_pool(max_workers: int) -> ProcessPoolExecutor:
+    """Worker processes forked from a clean server process rather than from this one.
+
+    This process may already run threads (TensorFlow's, in a test session or in
+    a Luigi worker that trained a model before), and a child forked from a
+    threaded process can hang on a lock one of those threads held: it happened
+    here. The forkserver starts once per process, imports the writers' modules
+    (no TensorFlow) and forks each worker from that single-threaded state.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pipeline.sources"])
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=context, initializer=_die_with_parent)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
@@ -204,8 +214,10 @@ def create_shards(
 ) -> dict[str, Any]:
     """Write a source's train and validation splits as shards, then the manifest.
 
-    `source` has `rows()` (rows per split, shuffled), `to_features` (a
-    module-level row encoder) and `manifest()`. Returns the manifest written.
+    `source` has `rows()` (rows per split, shuffled), `check(processes)`
+    (raises ValueError naming every bad input; returns facts for the
+    manifest), `to_features` (a module-level row encoder) and `manifest()`.
+    Nothing is written before every check has passed. Returns the manifest.
     """
     rows = source.rows()
     for split in paths.SPLITS:  # check every split before writing any
@@ -214,9 +226,12 @@ def create_shards(
                 f"The {split} split has {len(rows[split])} examples, so it takes 1 to "
                 f"{len(rows[split])} shards. Received: num_{split}_shards={num_shards[split]}"
             )
+    if progress:
+        progress(0.0, "checking the source")
+    facts = source.check(processes)
     total = sum(num_shards.values())
     done_before = 0
-    manifest = dict(source.manifest(), splits={})
+    manifest = dict(source.manifest(), **facts, splits={})
     for split in paths.SPLITS:
 
         def report(done: int, count: int, split: str = split, offset: int = done_before) -> None:

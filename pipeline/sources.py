@@ -1,16 +1,29 @@
-"""Raw example sources: the seed's noisy sine (and, later, folders of images).
+"""Raw example sources: the seed's noisy sine, and a user's folder of images.
 
 A source returns its examples already shuffled once, globally, and split into
-train and validation: the two never mix downstream.
+train and validation: the two never mix downstream. Its interface, used by
+`shards.create_shards`: `check(processes)` raises ValueError naming every bad
+input before any shard is written, `rows()` gives the rows per split,
+`to_features` is a module-level encoder of one row (sent to the writer
+processes) and `manifest()` says what downstream stages need to know.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps
+
+from pipeline import image_folder, shards
+from pipeline.errors import DataError
 
 X_MIN, X_MAX = -4 * math.pi, 4 * math.pi
 
@@ -41,6 +54,11 @@ class SineSource:
                 f"validation_fraction={self.validation_fraction} of num_examples={self.num_examples} "
                 "leaves one split empty: choose a fraction that keeps examples on both sides."
             )
+
+    def check(self, processes: int = 1) -> dict[str, Any]:
+        """Raise ValueError on bad fields; nothing to add to the manifest."""
+        self.validate()
+        return {}
 
     @property
     def to_features(self) -> Any:
@@ -90,3 +108,141 @@ def sine_features(row: tuple[float, float]) -> dict[str, list[float]]:
 def true_function(x: np.ndarray) -> np.ndarray:
     """The noiseless target, sin(x) + 1."""
     return np.sin(x) + 1.0
+
+
+# --- a folder of images, one subfolder per class ---------------------------------------
+
+# What a row of an image folder is: (absolute path, path relative to the folder, label, image size).
+ImageRow = tuple[str, str, int, int]
+MAX_NAMED_FILES = 10  # unreadable files named in one error message
+
+
+@dataclass(frozen=True)
+class ImageFolderSource:
+    """PNG or JPEG images in `image_dir/<class>/`, resized to `image_size` squares, split per class.
+
+    The split is stratified: each class's files (sorted) are shuffled with
+    `seed` and its first `round(n * validation_fraction)` go to validation;
+    each split is then shuffled again, globally, so shards mix the classes.
+    """
+
+    image_dir: Path
+    image_size: int
+    validation_fraction: float
+    seed: int
+
+    @cached_property
+    def classes(self) -> dict[str, list[str]]:
+        """Class name -> relative image paths, scanned once; raises ValueError on an unusable layout."""
+        return image_folder.check_layout(self.image_dir, self.validation_fraction)
+
+    def check(self, processes: int = 1) -> dict[str, Any]:
+        """Decode every image (in `processes` processes); raise ValueError naming the unreadable ones.
+
+        Returns the sha256 of every file, for the manifest: the stage identity
+        uses the folder's listing (path, size, mtime), the manifest records
+        what the bytes were.
+        """
+        files = [f for names in self.classes.values() for f in names]
+        jobs = [(str(self.image_dir / f), f, self.image_size) for f in files]
+        results = _parallel_map(_check_image, jobs, processes)
+        bad = [(rel, error) for rel, _, error in results if error]
+        if bad:
+            named = "; ".join(f"{self.image_dir / rel} ({error})" for rel, error in bad[:MAX_NAMED_FILES])
+            more = f"; and {len(bad) - MAX_NAMED_FILES} more" if len(bad) > MAX_NAMED_FILES else ""
+            raise DataError(
+                f"{len(bad)} of the {len(files)} image files in {self.image_dir} cannot be read as images: "
+                f"{named}{more}. Fix or remove them, then rerun."
+            )
+        return {"source_sha256": {rel: sha for rel, sha, _ in results}}
+
+    @property
+    def to_features(self) -> Any:
+        return image_features
+
+    def split_files(self) -> dict[str, list[tuple[str, int]]]:
+        """(relative path, label) per split: stratified per class, then shuffled globally."""
+        rs = np.random.RandomState(self.seed)
+        splits: dict[str, list[tuple[str, int]]] = {"train": [], "validation": []}
+        for label, files in enumerate(self.classes.values()):
+            order = rs.permutation(len(files))
+            n_val = image_folder.num_validation(len(files), self.validation_fraction)
+            splits["validation"] += [(files[i], label) for i in order[:n_val]]
+            splits["train"] += [(files[i], label) for i in order[n_val:]]
+        return {split: [rows[i] for i in rs.permutation(len(rows))] for split, rows in splits.items()}
+
+    def rows(self) -> dict[str, list[ImageRow]]:
+        """(path, relative path, label, image size) per split, in shuffled order."""
+        return {
+            split: [(str(self.image_dir / rel), rel, label, self.image_size) for rel, label in files]
+            for split, files in self.split_files().items()
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        """Classes, image shape, feature spec and the count of each class in each split."""
+        class_names = list(self.classes)
+        counts = {
+            split: {name: sum(1 for _, label in files if label == k) for k, name in enumerate(class_names)}
+            for split, files in self.split_files().items()
+        }
+        return {
+            "source": "image_folder",
+            "image_dir": str(self.image_dir),
+            "task": "classification",
+            "class_names": class_names,
+            "class_counts": counts,
+            "image_shape": [self.image_size, self.image_size, 3],
+            "features": {
+                "image": {"dtype": "string", "shape": [], "encoding": "png"},
+                "label": {"dtype": "int64", "shape": []},
+                "shape": {"dtype": "int64", "shape": [3]},
+                "path": {"dtype": "string", "shape": []},
+            },
+            "inputs": "image",
+            "label": "label",
+        }
+
+
+def load_image(data: bytes, size: int) -> Image.Image:
+    """Decode image bytes, upright (EXIF orientation), as RGB, resized to `size` x `size`.
+
+    Like Keras' image_dataset_from_directory: bilinear, the aspect ratio is
+    not kept. Large JPEGs are decoded at a reduced scale first (`draft`).
+    """
+    opened = Image.open(io.BytesIO(data))
+    opened.draft("RGB", (size, size))
+    image = ImageOps.exif_transpose(opened).convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return image
+
+
+def image_features(row: ImageRow) -> dict[str, Any]:
+    """The Example features of one image: PNG bytes at the target size, label, shape, relative path."""
+    path, rel, label, size = row
+    with open(path, "rb") as f:
+        image = load_image(f.read(), size)
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    return {"image": [encoded.getvalue()], "label": [label], "shape": [size, size, 3], "path": [rel.encode()]}
+
+
+def _check_image(job: tuple[str, str, int]) -> tuple[str, str, str | None]:
+    """(relative path, sha256, error or None) of one image file, decoded as the writers will."""
+    path, rel, size = job
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        load_image(data, size)
+    except Exception as e:  # Pillow raises many types for bad data: every one means "unreadable"
+        return rel, "", f"{type(e).__name__}: {e}"
+    return rel, hashlib.sha256(data).hexdigest(), None
+
+
+def _parallel_map(fn: Callable[[Any], Any], jobs: Sequence[Any], processes: int) -> list[Any]:
+    """`[fn(job) for job in jobs]`, in up to `processes` worker processes, in order."""
+    if processes <= 1 or len(jobs) < 2:
+        return [fn(job) for job in jobs]
+    chunk = max(1, len(jobs) // (4 * processes))
+    with shards.process_pool(processes) as pool:
+        return list(pool.map(fn, jobs, chunksize=chunk))

@@ -121,9 +121,9 @@ class Stage(luigi.Task):
                     param.task_value(family, name)
                 except (ValueError, TypeError) as bad:
                     flag = f"--{family}-{name.replace('_', '-')}"
+                    detail = str(bad) if "Expected" in str(bad) else f"{bad}. Expected {_accepted(param)}."
                     raise ParameterError(
-                        f"{flag} (or [{family}] {name} in luigi.cfg) is not accepted: {bad}. "
-                        f"Expected {_accepted(param)}."
+                        f"{flag} (or [{family}] {name} in luigi.cfg) is not accepted: {detail}"
                     ) from None
             raise ParameterError(f"Bad parameter for {family}: {error}") from None
 

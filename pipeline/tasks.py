@@ -6,22 +6,35 @@ built with no arguments, so every task reads its own parameters from luigi.cfg
 and the command line (`--TrainEstimator-learning-rate 0.003` works whatever
 task is named). Library modules that import TensorFlow, NumPy or Matplotlib
 are imported inside `build`: importing this module stays fast.
+
+Two experiments share the DAG: the seed's sine regression (the default) and
+image classification (`--CreateShards-image-dir DIR`, a folder with one
+subfolder per class). The network, metrics and plots follow the source.
+`MakeShapes` writes demo images; CreateShards requires it when pointed at its
+folder, `data/raw/shapes`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import luigi
+from luigi.freezing import FrozenOrderedDict
 
-from pipeline import paths
+from pipeline import identity, image_folder, paths
 from pipeline.errors import ParameterError
 from pipeline.stage import Stage, dag
 
-NETWORK_NAMES = ("mlp",)
+# Network builders by name (networks.NETWORKS) and the task each solves; auto picks by source.
+NETWORK_TASKS = {"mlp": "regression", "cnn": "classification"}
+NETWORK_NAMES = ("auto", *NETWORK_TASKS)
+SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "hexagon")  # shapes.OUTLINES
 
 
 def _require(condition: bool, message: str) -> None:
@@ -29,56 +42,205 @@ def _require(condition: bool, message: str) -> None:
         raise ParameterError(message)
 
 
-class CreateShards(Stage):
-    """ETL: raw examples -> train and validation TFRecord shards, apart from the start."""
+class PerNetworkParameter(luigi.Parameter[Any]):
+    """One value for every network, or one per network as JSON: `0.01` or `{"mlp": 0.01, "cnn": 0.003}`."""
+
+    def __init__(self, *, value_type: type, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.value_type = value_type
+
+    def parse(self, x: str) -> Any:
+        with contextlib.suppress(ValueError):
+            return self.value_type(x)  # one number, as Python spells it: 0.01, 1e-2, nan, 6000
+        try:
+            value = json.loads(x)
+        except ValueError:
+            raise ValueError(self._expected(x)) from None
+        return self._checked(value)
+
+    def normalize(self, x: Any) -> Any:
+        return self.parse(x) if isinstance(x, str) else self._checked(x)
+
+    def _checked(self, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return FrozenOrderedDict(sorted((str(k), self._number(v)) for k, v in value.items()))
+        return self._number(value)
+
+    def _number(self, v: Any) -> Any:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.value_type is int and v != int(v)):
+            raise ValueError(self._expected(v))
+        return self.value_type(v)
+
+    def _expected(self, received: Any) -> str:
+        one, many = ("an integer", "integers") if self.value_type is int else ("a number", "numbers")
+        example = '{"mlp": ..., "cnn": ...}'
+        return f"Expected {one}, or a JSON object of {many} by network like {example}. Received: {received!r}"
+
+    def serialize(self, x: Any) -> str:
+        return json.dumps(dict(x) if isinstance(x, Mapping) else x)
+
+
+class MakeShapes(Stage):
+    """Demo data: PNGs of geometric shapes in data/raw/shapes/<class>/, written once, never modified."""
 
     artifact_kind = "data"
-    code_modules = ("sources", "shards")
+    code_modules = ("shapes",)
+    folder: ClassVar[str] = "shapes"  # below data/raw/
 
+    classes = luigi.ChoiceListParameter(choices=SHAPE_NAMES, description="Shape classes, e.g. circle,square.")
+    images_per_class = luigi.IntParameter(description="Images of each class.")
+    image_size = luigi.IntParameter(description="Side of the square images, in pixels.")
+    seed = luigi.IntParameter(description="Seed of colours, sizes, positions, rotations and noise.")
+
+    def validate(self) -> None:
+        _require(
+            len(set(self.classes)) == len(self.classes) >= 2,
+            f"--MakeShapes-classes must name at least two different shapes. Received: {','.join(self.classes)}",
+        )
+        _require(
+            self.images_per_class >= 2,
+            f"--MakeShapes-images-per-class must be at least 2. Received: {self.images_per_class}",
+        )
+        _require(
+            self.image_size >= 8, f"--MakeShapes-image-size must be at least 8 pixels. Received: {self.image_size}"
+        )
+        # Raw data is immutable: never overwrite a folder made otherwise (or not by this task).
+        folder = self.output_dir()
+        if folder.exists():
+            marker = identity.read_marker(folder)
+            if marker is None or marker.get("identity") != self.identity().digest:
+                why = "; ".join(identity.explain_change(marker, self.identity().as_dict())) if marker else ""
+                raise ValueError(
+                    f"{folder} already holds images that MakeShapes with these parameters did not make"
+                    f"{f' ({why})' if why else ''}. Raw data is never overwritten: move or delete that "
+                    "folder to make the demo images anew, or keep its parameters."
+                )
+
+    def output_dir(self) -> Path:
+        return paths.raw_dir(self.folder)
+
+    def folder_prefix(self) -> str:
+        return self.folder
+
+    def build(self, staging: Path) -> dict[str, Any]:
+        from pipeline import shapes
+
+        counts = shapes.write_shapes(
+            staging, self.classes, self.images_per_class, self.image_size, self.seed, self.progress
+        )
+        return {"images": counts}
+
+
+def _folder_prefix(folder: str) -> str:
+    """A user's folder name, made safe for an output folder name."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(folder).resolve().name).strip("-.")
+    return name or "images"
+
+
+class CreateShards(Stage):
+    """ETL: raw examples -> train and validation TFRecord shards, apart from the start.
+
+    The source is the seed's sine, or with `image_dir` a folder of images
+    (one subfolder per class), resized to `image_size` squares and split
+    stratified by class. The folder's listing (path, size, mtime of every
+    file) is part of this stage's identity: adding, removing or changing an
+    image makes the shards stale.
+    """
+
+    artifact_kind = "data"
+    code_modules = ("sources", "shards", "image_folder")
+
+    image_dir = luigi.Parameter(
+        description="A folder of PNG or JPEG images, one subfolder per class; empty: the sine source."
+    )
+    image_size = luigi.IntParameter(description="Images: side in pixels every image is resized to.")
     num_examples = luigi.IntParameter(description="Number of (x, y) examples of the sine source.")
     noise_stddev = luigi.FloatParameter(description="Standard deviation of the Gaussian noise on y.")
     validation_fraction = luigi.FloatParameter(description="Share of examples held out for validation, in (0, 1).")
     num_train_shards = luigi.IntParameter(description="Number of train TFRecord files.")
     num_validation_shards = luigi.IntParameter(description="Number of validation TFRecord files.")
-    seed = luigi.IntParameter(description="Seed of the noise and of the global shuffle.")
+    seed = luigi.IntParameter(description="Seed of the noise, of the split and of the global shuffle.")
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
     def validate(self) -> None:
-        _require(
-            self.num_examples >= 2, f"--CreateShards-num-examples must be at least 2. Received: {self.num_examples}"
-        )
         _require(
             0 < self.validation_fraction < 1,
             "--CreateShards-validation-fraction must be strictly between 0 and 1. "
             f"Received: {self.validation_fraction}",
         )
+        _require(self.writer_processes >= 1, "--CreateShards-writer-processes must be at least 1.")
+        if self.image_dir:
+            self._validate_images()
+            return
+        _require(
+            self.num_examples >= 2, f"--CreateShards-num-examples must be at least 2. Received: {self.num_examples}"
+        )
         _require(self.noise_stddev >= 0, f"--CreateShards-noise-stddev must be >= 0. Received: {self.noise_stddev}")
         num_validation = int(self.num_examples * self.validation_fraction)
+        self._validate_shard_counts(num_validation, self.num_examples - num_validation, "examples")
+
+    def _validate_images(self) -> None:
+        _require(
+            self.image_size >= 8, f"--CreateShards-image-size must be at least 8 pixels. Received: {self.image_size}"
+        )
+        if self.is_demo() and not Path(self.image_dir).exists():
+            return  # MakeShapes writes it first
+        classes = image_folder.check_layout(Path(self.image_dir), self.validation_fraction)
+        num_validation = sum(image_folder.num_validation(len(f), self.validation_fraction) for f in classes.values())
+        num_train = sum(len(f) for f in classes.values()) - num_validation
+        self._validate_shard_counts(num_validation, num_train, "images")
+
+    def _validate_shard_counts(self, num_validation: int, num_train: int, what: str) -> None:
         for split, count, shards in (
             ("validation", num_validation, self.num_validation_shards),
-            ("train", self.num_examples - num_validation, self.num_train_shards),
+            ("train", num_train, self.num_train_shards),
         ):
             _require(
                 1 <= shards <= count,
-                f"--CreateShards-num-{split}-shards must be between 1 and the {count} {split} examples. "
+                f"--CreateShards-num-{split}-shards must be between 1 and the {count} {split} {what}. "
                 f"Received: {shards}",
             )
-        _require(self.writer_processes >= 1, "--CreateShards-writer-processes must be at least 1.")
+
+    def task_kind(self) -> str:
+        """The task the source asks for: classification (images) or regression (the sine)."""
+        return "classification" if self.image_dir else "regression"
+
+    def is_demo(self) -> bool:
+        """Whether `image_dir` is the folder MakeShapes writes (then it is made first)."""
+        demo = paths.raw_dir(MakeShapes.folder)
+        return bool(self.image_dir) and Path(self.image_dir).resolve() == demo.resolve()
+
+    def requires(self) -> list[Stage]:
+        return [MakeShapes()] if self.is_demo() else []
+
+    def source_folders(self) -> dict[str, Path]:
+        return {"image_dir": Path(self.image_dir)} if self.image_dir else {}
 
     def folder_prefix(self) -> str:
-        return "sine"
+        return _folder_prefix(self.image_dir) if self.image_dir else "sine"
 
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline import shards, sources
 
-        source = sources.SineSource(self.num_examples, self.noise_stddev, self.validation_fraction, self.seed)
+        source: sources.SineSource | sources.ImageFolderSource
+        if self.image_dir:
+            source = sources.ImageFolderSource(
+                Path(self.image_dir), self.image_size, self.validation_fraction, self.seed
+            )
+        else:
+            source = sources.SineSource(self.num_examples, self.noise_stddev, self.validation_fraction, self.seed)
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
         manifest = shards.create_shards(staging, source, num_shards, self.writer_processes, self.progress)
         return {"examples": {split: s["num_examples"] for split, s in manifest["splits"].items()}}
 
 
 class TrainEstimator(Stage):
-    """Train a Keras network on the shards into a model_dir (checkpoints, events, export)."""
+    """Train a Keras network on the shards into a model_dir (checkpoints, events, export).
+
+    The network follows the source (`auto`: mlp for the sine, cnn for
+    images), and so can `learning_rate`, `max_steps` and `checkpoint_steps`
+    (one value, or one per network: see luigi.cfg).
+    """
 
     artifact_kind = "models"
     code_modules = ("inputs", "networks", "estimator")
@@ -86,23 +248,28 @@ class TrainEstimator(Stage):
     resumable = True
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
 
-    network = luigi.ChoiceParameter(choices=NETWORK_NAMES, description="Network builder, by name.")
-    hidden_units = luigi.ListParameter(description="Units of each hidden layer, e.g. [100, 100].")
-    learning_rate = luigi.FloatParameter(description="Adam's (initial) learning rate.")
+    network = luigi.ChoiceParameter(
+        choices=NETWORK_NAMES, description="Network builder by name; auto: mlp for the sine, cnn for images."
+    )
+    hidden_units = luigi.ListParameter(description="mlp: units of each hidden layer, e.g. [100, 100].")
+    conv_filters = luigi.ListParameter(description="cnn: filters of each convolution block, e.g. [16, 32, 64].")
+    dense_units = luigi.IntParameter(description="cnn: units of the dense layer before the classifier.")
+    learning_rate = PerNetworkParameter(value_type=float, description="Adam's (initial) learning rate.")
     lr_decay = luigi.BoolParameter(
         parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Cosine-decay the rate to 0 over max_steps."
     )
     batch_size = luigi.IntParameter(description="Examples per training step.")
-    max_steps = luigi.IntParameter(description="Train until the global step reaches this.")
-    checkpoint_steps = luigi.IntParameter(description="Evaluate and checkpoint every N steps.")
+    max_steps = PerNetworkParameter(value_type=int, description="Train until the global step reaches this.")
+    checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
-    seed = luigi.IntParameter(description="Seed of the initial weights and of the data order.")
+    seed = luigi.IntParameter(description="Seed of the initial weights, the data order and the augmentation.")
     keep_checkpoints = luigi.IntParameter(default=3, significant=False, description="Checkpoints kept.")
     steps_per_execution = luigi.IntParameter(
         default=50, significant=False, description="Steps per tf.function call (speed only)."
     )
 
     def validate(self) -> None:
+        self._resolve_for_source()
         for name in ("batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints"):
             value = getattr(self, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
@@ -111,10 +278,58 @@ class TrainEstimator(Stage):
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {self.learning_rate}",
         )
+        if self.network == "mlp":
+            _require(
+                len(self.hidden_units) > 0 and all(isinstance(u, int) and u > 0 for u in self.hidden_units),
+                "--TrainEstimator-hidden-units must be a list of positive integers. "
+                f"Received: {list(self.hidden_units)}",
+            )
+        else:
+            _require(
+                len(self.conv_filters) > 0 and all(isinstance(f, int) and f > 0 for f in self.conv_filters),
+                "--TrainEstimator-conv-filters must be a list of positive integers. "
+                f"Received: {list(self.conv_filters)}",
+            )
+            _require(
+                self.dense_units >= 1, f"--TrainEstimator-dense-units must be at least 1. Received: {self.dense_units}"
+            )
+            image_size = self.requires().image_size
+            _require(
+                image_size >> len(self.conv_filters) >= 1,
+                f"--TrainEstimator-conv-filters has {len(self.conv_filters)} blocks, each halving the image: "
+                f"too many for --CreateShards-image-size {image_size}. Use at most "
+                f"{image_size.bit_length() - 1} blocks or larger images.",
+            )
+
+    def _resolve_for_source(self) -> None:
+        """Set the values this run uses, so that the stage identity holds exactly those.
+
+        `auto` becomes the source's network, a per-network value this
+        network's, and the other network's sizes are cleared: changing them
+        changes nothing here. (Reads CreateShards' parameters: they are fixed
+        for a Luigi run, so the cached task instance stays right.)
+        """
+        kind = self.requires().task_kind()
+        if self.network == "auto":
+            self.network = next(name for name, task in NETWORK_TASKS.items() if task == kind)
         _require(
-            len(self.hidden_units) > 0 and all(isinstance(u, int) and u > 0 for u in self.hidden_units),
-            f"--TrainEstimator-hidden-units must be a list of positive integers. Received: {list(self.hidden_units)}",
+            NETWORK_TASKS[self.network] == kind,
+            f"--TrainEstimator-network {self.network} solves {NETWORK_TASKS[self.network]}, but the source asks "
+            f"for {kind} (--CreateShards-image-dir {'set' if kind == 'classification' else 'empty'}). Use auto.",
         )
+        for name in ("learning_rate", "max_steps", "checkpoint_steps"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                _require(
+                    self.network in value,
+                    f"--TrainEstimator-{name.replace('_', '-')} has no value for the {self.network} network. "
+                    f"Received: {json.dumps(dict(value))}",
+                )
+                setattr(self, name, value[self.network])
+        if self.network == "mlp":
+            self.conv_filters, self.dense_units = (), 0
+        else:
+            self.hidden_units = ()
 
     def requires(self) -> CreateShards:
         return CreateShards()
@@ -137,6 +352,8 @@ class TrainEstimator(Stage):
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
             steps_per_execution=self.steps_per_execution,
+            conv_filters=tuple(self.conv_filters),
+            dense_units=self.dense_units,
         )
         return estimator.train(config, self.requires().output_dir(), staging, self.progress)
 
@@ -145,7 +362,7 @@ class EvaluateEstimator(Stage):
     """Metrics of the trained model over the whole validation (and training) set, as JSON."""
 
     artifact_kind = "reports"
-    code_modules = ("inputs", "networks", "estimator")
+    code_modules = ("inputs", "networks", "estimator", "metrics")
     uses_tensorflow = True
 
     def requires(self) -> dict[str, Stage]:
@@ -161,8 +378,12 @@ class EvaluateEstimator(Stage):
         up = self.requires()
         metrics = estimator.evaluate(up["model"].output_dir(), up["shards"].output_dir())
         (staging / paths.METRICS).write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        self.progress(1.0, f"validation MSE {metrics['validation']['mse']:.4g}")
-        return {"validation": metrics["validation"]}
+        validation = metrics["validation"]
+        if "accuracy" in validation:  # classification: the headline numbers, not the whole report
+            self.progress(1.0, f"validation accuracy {validation['accuracy']:.4f}")
+            return {"validation": {k: validation[k] for k in ("accuracy", "macro_avg", "num_examples")}}
+        self.progress(1.0, f"validation MSE {validation['mse']:.4g}")
+        return {"validation": validation}
 
 
 class PlotInference(Stage):
@@ -184,6 +405,8 @@ class PlotInference(Stage):
         up = self.requires()
         model_dir, shards_dir = up["model"].output_dir(), up["shards"].output_dir()
         run = model_dir.name
+        if CreateShards().task_kind() == "classification":
+            return self._plot_classification(staging, run, model_dir, shards_dir, up["metrics"].output_dir())
         predictions = {}
         for i, split in enumerate(("train", "validation")):
             self.progress(i / 3, f"predicting on the {split} set")
@@ -194,9 +417,39 @@ class PlotInference(Stage):
         plots.write_curves(staging / paths.CURVES_PNG, run, history)
         return {"figures": [paths.PREDICTIONS_PNG, paths.CURVES_PNG]}
 
+    def _plot_classification(
+        self, staging: Path, run: str, model_dir: Path, shards_dir: Path, metrics_dir: Path
+    ) -> dict[str, Any]:
+        """Confusion matrix, a grid of validation images (true and predicted class), training curves."""
+        from pipeline import estimator, inputs, plots
+        from pipeline.shards import read_manifest
+
+        manifest = read_manifest(shards_dir)
+        metrics = json.loads((metrics_dir / paths.METRICS).read_text())
+        self.progress(0.0, "plotting the confusion matrix")
+        plots.write_confusion(staging / paths.CONFUSION_PNG, run, metrics["validation"], metrics["class_names"])
+        self.progress(1 / 3, "predicting on the validation set")
+        p = estimator.predict(model_dir, shards_dir, "validation", keep_inputs=False)
+        predicted = p["predictions"].argmax(axis=-1)
+        indices = plots.grid_indices(p["labels"], predicted)
+        images = inputs.take_images(shards_dir, manifest, "validation", indices)
+        plots.write_image_grid(
+            staging / paths.IMAGES_PNG,
+            run,
+            [images[i] for i in indices],
+            p["labels"][indices],
+            p["predictions"][indices],
+            metrics["class_names"],
+            summary=f": {int((predicted != p['labels']).sum())} of {len(predicted)} misclassified, shown first",
+        )
+        self.progress(2 / 3, "plotting the training curves")
+        history = json.loads((model_dir / paths.HISTORY).read_text())
+        plots.write_curves(staging / paths.CURVES_PNG, run, history)
+        return {"figures": [paths.CONFUSION_PNG, paths.IMAGES_PNG, paths.CURVES_PNG]}
+
 
 STAGES: dict[str, type[Stage]] = {
-    cls.__name__: cls for cls in (CreateShards, TrainEstimator, EvaluateEstimator, PlotInference)
+    cls.__name__: cls for cls in (MakeShapes, CreateShards, TrainEstimator, EvaluateEstimator, PlotInference)
 }
 
 
