@@ -1,6 +1,8 @@
 """The Estimator's model_dir on Keras 3: train, evaluate, predict, export.
 
-A model_dir holds `checkpoints/` (tf.train.CheckpointManager over the model
+Training runs where `cluster.strategy()` says: the CPU or one GPU, every GPU
+of the host (MirroredStrategy), or several hosts (MultiWorkerMirroredStrategy
+from TF_CONFIG). A model_dir holds `checkpoints/` (tf.train.CheckpointManager over the model
 and its optimizer, whose `iterations` is the global step), `events/train` and
 `events/eval` for TensorBoard, `history.json` (the curves, saved with every
 checkpoint), and at the end `model.keras` and a SavedModel in `saved_model/`.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import inputs, metrics, networks, paths
+from pipeline import cluster, inputs, metrics, networks, paths
 from pipeline.errors import TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -48,6 +51,7 @@ class TrainConfig:
     steps_per_execution: int
     conv_filters: tuple[int, ...] = ()  # cnn only
     dense_units: int = 0  # cnn only
+    mixed_precision: bool = False
 
 
 def configure_determinism(seed: int) -> None:
@@ -56,12 +60,11 @@ def configure_determinism(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def distribution_strategy() -> tf.distribute.Strategy:
-    """MirroredStrategy over several GPUs, else the default strategy (one GPU or the CPU)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+def precision_policy(mixed: bool) -> str:
+    """Keras dtype policy: float16 compute on GPUs, bfloat16 on CPUs (which have no fast float16)."""
+    if not mixed:
+        return "float32"
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
 class _ModelDirCallback(keras.callbacks.Callback):
@@ -128,16 +131,51 @@ def train(
     shards_dir: Path,
     model_dir: Path,
     progress: Progress | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> dict[str, Any]:
     """Train into `model_dir`, resuming from its latest checkpoint, then export.
 
-    Returns the last evaluation (metrics on the whole validation set) and the
-    step training resumed from.
+    Every worker of a cluster calls this with the same arguments; the chief
+    writes `model_dir`, the others a scratch folder that is removed at the
+    end. Returns the last evaluation (metrics on the whole validation set),
+    the step training resumed from and how it was distributed.
     """
+    strategy = strategy or cluster.strategy()  # first: it sets up the runtime for several hosts
+    role = cluster.role()
+    write_dir = role.write_dir(model_dir)
     manifest = read_manifest(shards_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    write_dir.mkdir(parents=True, exist_ok=True)
     configure_determinism(config.seed)
+    policy = precision_policy(config.mixed_precision)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        result = _train(config, manifest, shards_dir, model_dir, write_dir, strategy, progress)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    if not role.chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
+    return {
+        **result,
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": role.num_workers,
+        "strategy": type(strategy).__name__,
+        "precision": policy,
+    }
+
+
+def _train(
+    config: TrainConfig,
+    manifest: dict[str, Any],
+    shards_dir: Path,
+    model_dir: Path,
+    write_dir: Path,
+    strategy: tf.distribute.Strategy,
+    progress: Progress | None,
+) -> dict[str, Any]:
     spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
+    if strategy.num_replicas_in_sync > 1:
+        spe = 1  # Keras 3.15's multi-step loop fails on a distributed iterator; one step per call works
+
     spec = networks.NetworkSpec(
         name=config.network,
         task=manifest["task"],
@@ -150,25 +188,28 @@ def train(
         conv_filters=tuple(config.conv_filters),
         dense_units=config.dense_units,
     )
-    with distribution_strategy().scope():
+    with strategy.scope():
         model = networks.build_model(spec)
         model.optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    # Every worker restores the chief's latest checkpoint and saves (a collective
+    # operation) into its own folder; only the chief's is kept.
+    latest = tf.train.latest_checkpoint(str(model_dir / paths.CHECKPOINTS))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
     manager = tf.train.CheckpointManager(
-        checkpoint, str(model_dir / paths.CHECKPOINTS), max_to_keep=config.keep_checkpoints
+        checkpoint, str(write_dir / paths.CHECKPOINTS), max_to_keep=config.keep_checkpoints
     )
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     start_step = int(model.optimizer.iterations.numpy())
     history = [h for h in _read_json(model_dir / paths.HISTORY, []) if h["step"] <= start_step]
-    _write_json(model_dir / "train_config.json", {"config": asdict(config), "manifest": manifest})
+    _write_json(write_dir / "train_config.json", {"config": asdict(config), "manifest": manifest})
 
     if start_step < config.max_steps:
         train_ds = inputs.train_dataset(
             shards_dir, manifest, config.batch_size, config.seed, config.shuffle_buffer, skip_batches=start_step
         )
         val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
-        callback = _ModelDirCallback(model_dir, manager, history, config.max_steps, progress)
+        callback = _ModelDirCallback(write_dir, manager, history, config.max_steps, progress)
         model.fit(
             train_ds,
             initial_epoch=start_step // config.checkpoint_steps,
@@ -179,7 +220,7 @@ def train(
             shuffle=False,  # the dataset is shuffled already
             verbose=0,
         )
-    export(model, model_dir)
+    export(model, write_dir)
     return {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
 
 

@@ -34,7 +34,7 @@ def build_mlp(spec: NetworkSpec) -> keras.Model:
     h = inputs
     for i, units in enumerate(spec.hidden_units):
         h = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
-    outputs = keras.layers.Dense(1, name="y")(h)
+    outputs = keras.layers.Dense(1, name="y", dtype="float32")(h)  # float32 output under mixed precision
     return keras.Model(inputs, outputs, name="mlp")
 
 
@@ -57,7 +57,7 @@ def build_cnn(spec: NetworkSpec) -> keras.Model:
         h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
     h = keras.layers.GlobalAveragePooling2D(name="global_pool")(h)
     h = keras.layers.Dense(spec.dense_units, activation="relu", name="dense")(h)
-    outputs = keras.layers.Dense(spec.num_classes, activation="softmax", name="probabilities")(h)
+    outputs = keras.layers.Dense(spec.num_classes, activation="softmax", name="probabilities", dtype="float32")(h)
     return keras.Model(inputs, outputs, name="cnn")
 
 

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.freezing import FrozenOrderedDict
 
-from pipeline import identity, image_folder, paths
+from pipeline import cluster, identity, image_folder, paths
 from pipeline.errors import ParameterError
 from pipeline.stage import Stage, dag
 
@@ -263,12 +263,20 @@ class TrainEstimator(Stage):
     checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
     seed = luigi.IntParameter(description="Seed of the initial weights, the data order and the augmentation.")
+    mixed_precision = luigi.BoolParameter(
+        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+        description="Compute in float16 on GPUs (bfloat16 on CPUs), keep weights in float32.",
+    )
     keep_checkpoints = luigi.IntParameter(default=3, significant=False, description="Checkpoints kept.")
     steps_per_execution = luigi.IntParameter(
         default=50, significant=False, description="Steps per tf.function call (speed only)."
     )
 
     def validate(self) -> None:
+        try:
+            cluster.check_single_host()
+        except ValueError as error:  # a malformed TF_CONFIG
+            raise ParameterError(str(error)) from None
         self._resolve_for_source()
         for name in ("batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints"):
             value = getattr(self, name)
@@ -340,7 +348,13 @@ class TrainEstimator(Stage):
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline import estimator
 
-        config = estimator.TrainConfig(
+        return estimator.train(self.train_config(), self.requires().output_dir(), staging, self.progress)
+
+    def train_config(self) -> Any:
+        """The library's TrainConfig for this task's parameters."""
+        from pipeline import estimator
+
+        return estimator.TrainConfig(
             network=self.network,
             hidden_units=tuple(self.hidden_units),
             learning_rate=self.learning_rate,
@@ -354,8 +368,8 @@ class TrainEstimator(Stage):
             steps_per_execution=self.steps_per_execution,
             conv_filters=tuple(self.conv_filters),
             dense_units=self.dense_units,
+            mixed_precision=self.mixed_precision,
         )
-        return estimator.train(config, self.requires().output_dir(), staging, self.progress)
 
 
 class EvaluateEstimator(Stage):

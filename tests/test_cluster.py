@@ -1,0 +1,88 @@
+"""Where training runs: TF_CONFIG roles, all devices of a host, mixed precision (pipeline/cluster.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from pipeline import cluster, estimator, paths, shards, sources
+from tests.conftest import PROJECT_DIR, run_cli
+from tests.test_estimator import small_config
+
+
+def _tf_config(monkeypatch: pytest.MonkeyPatch, workers: int, index: int, kind: str = "worker") -> None:
+    cluster_spec = {"worker": [f"127.0.0.1:{2222 + i}" for i in range(workers)]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster_spec, "task": {"type": kind, "index": index}}))
+
+
+def test_role_from_tf_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cluster.role() == cluster.Role(num_workers=1, index=0, chief=True)
+    _tf_config(monkeypatch, workers=1, index=0)
+    assert cluster.role().chief
+    _tf_config(monkeypatch, workers=3, index=2)
+    role = cluster.role()
+    assert (role.num_workers, role.index, role.chief) == (3, 2, False)
+    assert role.write_dir(tmp_path / "m") == tmp_path / "m.worker-2"
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG must be JSON like"):
+        cluster.role()
+
+
+def test_several_workers_are_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _tf_config(monkeypatch, workers=2, index=0)
+    out = run_cli(["luigi", "--module", "pipeline", "TrainEstimator", "--local-scheduler"], cwd=tmp_path)
+    assert out.returncode == 40
+    assert "training across hosts is not supported yet" in out.stderr and "Unset TF_CONFIG" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists()
+
+
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from pathlib import Path
+from pipeline import estimator
+from tests.test_estimator import small_config
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+result = estimator.train(small_config(max_steps=100, checkpoint_steps=50), Path(sys.argv[1]), Path(sys.argv[2]),
+                         strategy=strategy)
+print(json.dumps(result))
+"""
+
+
+def test_mirrored_strategy_over_two_devices(tmp_path: Path) -> None:
+    """MirroredStrategy (as on a host with two GPUs), here over two logical CPU devices."""
+    shards.create_shards(tmp_path / "shards", sources.SineSource(), {"train": 3, "validation": 2})
+    code = MIRRORED.replace("import json, sys", f"import json, sys; sys.path.insert(0, {str(PROJECT_DIR)!r})")
+    out = run_cli(["python", "-c", code, str(tmp_path / "shards"), str(tmp_path / "model")], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (result["strategy"], result["replicas"]) == ("MirroredStrategy", 2)
+    model_dir = tmp_path / "model"
+    assert [h["step"] for h in json.loads((model_dir / paths.HISTORY).read_text())] == [50, 100]
+    for name in (paths.KERAS_MODEL, paths.SAVED_MODEL, paths.CHECKPOINTS, paths.EVENTS):
+        assert (model_dir / name).exists()
+    assert result["last_eval"]["loss"] < 0.5  # it learned (the data's variance is ~0.5)
+
+
+def test_mixed_precision_on_cpu(tmp_path: Path) -> None:
+    shards.create_shards(tmp_path / "shards", sources.SineSource(), {"train": 3, "validation": 2})
+    result = estimator.train(
+        small_config(max_steps=200, checkpoint_steps=100, mixed_precision=True), tmp_path / "shards", tmp_path / "m"
+    )
+    assert result["precision"] == "mixed_bfloat16"  # CPUs: bfloat16 (float16 on GPUs)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
+    model = estimator.load_model(tmp_path / "m")
+    assert model.get_layer("hidden_0").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("hidden_0").kernel.dtype == "float32"  # weights stay float32
+    prediction = model.predict(np.zeros((4, 1), "float32"), verbose=0)
+    assert prediction.dtype == np.float32
+    history = json.loads((tmp_path / "m" / paths.HISTORY).read_text())
+    assert history[-1]["eval"]["loss"] < history[0]["eval"]["loss"]
