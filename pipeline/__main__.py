@@ -3,6 +3,11 @@
 status TASK [--Task-param value ...]
     Every stage of TASK's DAG as up to date or stale, with the reason, and
     where its output is. Takes the same parameters as `luigi --module pipeline`.
+worker [--Task-param value ...]
+    Join a multi-host training as a worker other than the chief: with
+    TF_CONFIG naming this process, on a host that sees the artifact root.
+    The chief runs `luigi --module pipeline TrainEstimator` (or any stage
+    below it) with the same parameters and its own TF_CONFIG.
 gc [--yes] [TASK] [--Task-param value ...]
     Lists the artifact folders (shards, model dirs, reports) that TASK's DAG
     (default PlotInference) with the current configuration does not use, and
@@ -13,12 +18,13 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
-from pipeline import identity, paths
+from pipeline import cluster, identity, paths
 from pipeline.stage import Stage, dag
 
 USAGE = __doc__ or ""
@@ -101,6 +107,35 @@ def gc(argv: list[str]) -> int:
     return 0
 
 
+def worker(argv: list[str], wait_seconds: float = 600) -> int:
+    """Train as a non-chief worker of TrainEstimator's multi-worker run."""
+    role = cluster.role()
+    if role.chief or role.num_workers < 2:
+        print(
+            "python -m pipeline worker is for the workers other than the chief of a multi-host training: "
+            'set TF_CONFIG, e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
+            '"task": {"type": "worker", "index": 1}}. The chief (index 0) runs '
+            "luigi --module pipeline TrainEstimator with its own TF_CONFIG.",
+            file=sys.stderr,
+        )
+        return 2
+    with CmdlineParser.global_instance(["TrainEstimator", *argv]) as parser:
+        task = parser.get_task_obj()
+        shards = task.requires()
+        deadline = time.monotonic() + wait_seconds
+        while not shards.complete():  # the chief's Luigi run builds them first
+            if time.monotonic() > deadline:
+                print(f"No shards at {shards.output_dir()} after {wait_seconds:.0f} s.", file=sys.stderr)
+                return 1
+            time.sleep(1.0)
+        from pipeline import estimator
+
+        model_dir = identity.staging_path(task.output_dir())  # where the chief trains
+        result = estimator.train(task.train_config(), shards.output_dir(), model_dir)
+    print(f"worker {role.index} of {result['workers']}: trained to step {task.max_steps} ({result['strategy']})")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -110,6 +145,8 @@ def main(argv: list[str]) -> int:
         return status(rest)
     if command == "gc":
         return gc(rest)
+    if command == "worker":
+        return worker(rest)
     print(f"Unknown command or missing task: {' '.join(argv)}\n{USAGE}", file=sys.stderr)
     return 2
 

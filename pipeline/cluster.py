@@ -1,11 +1,11 @@
-"""Where training runs: one CPU or GPU, or all the GPUs of a host.
+"""Where training runs: one CPU or GPU, several GPUs, or several hosts (TF_CONFIG).
 
 TensorFlow's own engines do the work: `MirroredStrategy` over the GPUs of one
-host. Hosts are described by the standard `TF_CONFIG` environment variable;
-in a cluster the chief (worker 0, or the task of type "chief") writes the
-model_dir and every other worker would write the same files into a scratch
-folder beside it (TensorFlow's documented pattern). Training across hosts
-is refused for now: see `strategy()`.
+host, `MultiWorkerMirroredStrategy` across hosts described by the standard
+`TF_CONFIG` environment variable. The chief (worker 0, or the task of type
+"chief") writes the model_dir; every other worker writes the same files into
+a scratch folder beside it, removed at the end (TensorFlow's documented
+pattern: checkpoints and exports are collective, so every worker saves).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pipeline.errors import PipelineError
 
 
 @dataclass(frozen=True)
@@ -61,28 +59,16 @@ def role() -> Role:
     return Role(num_workers=num_workers, index=int(task["index"]), chief=chief)
 
 
-def check_single_host() -> None:
-    """Refuse a TF_CONFIG of several workers, with the reason (see `strategy()`)."""
-    if role().num_workers > 1:
-        raise PipelineError(
-            "TF_CONFIG names several workers, but training across hosts is not supported yet: Keras 3's "
-            "fit does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585). Unset TF_CONFIG "
-            "to train on this host (all its GPUs are used)."
-        )
-
-
 def strategy() -> Any:
-    """MirroredStrategy for several GPUs, else the default strategy (the CPU or one GPU).
+    """MultiWorkerMirroredStrategy for a cluster, MirroredStrategy for several GPUs, else the default.
 
-    A TF_CONFIG naming several workers is refused with the reason: Keras 3's
-    `fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras
-    issue 20585, still open with Keras 3.15: it fails reducing the first batch
-    and the per-replica logs). Training across hosts needs a custom
-    distributed loop, which this project does not have yet.
+    Create it before any other TensorFlow operation: the multi-worker
+    strategy configures the runtime's collective operations.
     """
     import tensorflow as tf
 
-    check_single_host()
+    if role().num_workers > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_physical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()

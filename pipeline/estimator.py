@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, networks, paths
+from pipeline import cluster, inputs, metrics, multiworker, networks, paths
 from pipeline.errors import TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -149,7 +149,7 @@ def train(
     policy = precision_policy(config.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     try:
-        result = _train(config, manifest, shards_dir, model_dir, write_dir, strategy, progress)
+        result = _train(config, manifest, shards_dir, model_dir, write_dir, strategy, progress, role.num_workers > 1)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if not role.chief:
@@ -171,6 +171,7 @@ def _train(
     write_dir: Path,
     strategy: tf.distribute.Strategy,
     progress: Progress | None,
+    multi_worker: bool,
 ) -> dict[str, Any]:
     spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
     if strategy.num_replicas_in_sync > 1:
@@ -210,16 +211,22 @@ def _train(
         )
         val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
         callback = _ModelDirCallback(write_dir, manager, history, config.max_steps, progress)
-        model.fit(
-            train_ds,
-            initial_epoch=start_step // config.checkpoint_steps,
-            epochs=math.ceil(config.max_steps / config.checkpoint_steps),
-            steps_per_epoch=config.checkpoint_steps,
-            validation_data=val_ds,
-            callbacks=[callback],
-            shuffle=False,  # the dataset is shuffled already
-            verbose=0,
-        )
+        if multi_worker:  # Keras 3's fit does not run under MultiWorkerMirroredStrategy
+            multiworker.fit(
+                model, strategy, manifest["task"], train_ds, val_ds, config.batch_size, start_step,
+                config.max_steps, config.checkpoint_steps, callback,
+            )  # fmt: skip
+        else:
+            model.fit(
+                train_ds,
+                initial_epoch=start_step // config.checkpoint_steps,
+                epochs=math.ceil(config.max_steps / config.checkpoint_steps),
+                steps_per_epoch=config.checkpoint_steps,
+                validation_data=val_ds,
+                callbacks=[callback],
+                shuffle=False,  # the dataset is shuffled already
+                verbose=0,
+            )
     export(model, write_dir)
     return {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
 

@@ -274,7 +274,7 @@ class TrainEstimator(Stage):
 
     def validate(self) -> None:
         try:
-            cluster.check_single_host()
+            cluster.role()
         except ValueError as error:  # a malformed TF_CONFIG
             raise ParameterError(str(error)) from None
         self._resolve_for_source()
