@@ -13,12 +13,13 @@ that was killed restarts from the latest checkpoint's step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, multiworker, networks, paths
-from pipeline.errors import TrainingDivergedError
+from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards
+from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
 Progress = Callable[[float, str], None]
@@ -149,7 +150,10 @@ def train(
     policy = precision_policy(config.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     try:
-        result = _train(config, manifest, shards_dir, model_dir, write_dir, strategy, progress, role.num_workers > 1)
+        with corrupt_shards_named(shards_dir):
+            result = _train(
+                config, manifest, shards_dir, model_dir, write_dir, strategy, progress, role.num_workers > 1
+            )
     finally:
         keras.mixed_precision.set_global_policy("float32")
     if not role.chief:
@@ -231,6 +235,25 @@ def _train(
     return {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
 
 
+@contextlib.contextmanager
+def corrupt_shards_named(shards_dir: Path) -> Iterator[None]:
+    """Turn TensorFlow's DataLossError into a DataError naming the damaged shards and the fix."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        damaged = []
+        for split in paths.SPLITS:
+            for shard in paths.shard_files(shards_dir, split):
+                try:
+                    shards.read_records(shard)
+                except ValueError:
+                    damaged.append(str(shard))
+        raise DataError(
+            f"Corrupt shard {', '.join(damaged) or 'in ' + str(shards_dir)} ({error.message}). "
+            "Rebuild it with: luigi --module pipeline Repro --local-scheduler"
+        ) from None
+
+
 def export(model: keras.Model, model_dir: Path) -> None:
     """Write `model.keras` (for Keras) and a SavedModel (for serving)."""
     model.save(model_dir / paths.KERAS_MODEL)
@@ -263,7 +286,8 @@ def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[s
     results = {}
     for split in ("validation", "train"):
         ds = inputs.eval_dataset(shards_dir, manifest, split, batch_size)
-        values = model.evaluate(ds, verbose=0, return_dict=True)
+        with corrupt_shards_named(shards_dir):
+            values = model.evaluate(ds, verbose=0, return_dict=True)
         results[split] = {k: float(v) for k, v in values.items() if k != "loss"}
         results[split]["num_examples"] = manifest["splits"][split]["num_examples"]
     return results

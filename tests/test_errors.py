@@ -134,3 +134,19 @@ def test_two_local_scheduler_runs_at_once_publish_once(workspace: Path) -> None:
         for log in logs
     ]
     assert sum(trained) == 1
+
+
+def test_corrupt_shard_while_reading_names_the_shard(tmp_path: Path) -> None:
+    """Damage TensorFlow meets while reading (past the stage's checks) is named with the fix."""
+    from pipeline import estimator, shards, sources
+    from tests.test_estimator import small_config
+
+    shards.create_shards(tmp_path / "shards", sources.SineSource(), {"train": 3, "validation": 2})
+    shard = paths.shard_files(tmp_path / "shards", "train")[2]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError) as raised:
+        estimator.train(small_config(max_steps=600, checkpoint_steps=600), tmp_path / "shards", tmp_path / "m")
+    assert str(shard) in str(raised.value)
+    assert "luigi --module pipeline Repro --local-scheduler" in str(raised.value)

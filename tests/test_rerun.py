@@ -95,8 +95,8 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(project_copy: tu
     # The network: training and everything below it.
     _edit(
         proj / "pipeline" / "networks.py",
-        'outputs = keras.layers.Dense(1, name="y")',
-        'outputs = keras.layers.Dense(1, name="out")',
+        'Dense(1, name="y",',
+        'Dense(1, name="out",',
     )
     ran, _ = _run_copy(proj, work)
     assert ran == {"TrainEstimator", "EvaluateEstimator", "PlotInference"}
