@@ -160,26 +160,17 @@ class Identity:
 def explain_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Say in words how two identity dicts (`Identity.as_dict()`) differ."""
     reasons: list[str] = []
-    old_p, new_p = old.get("params", {}), new.get("params", {})
-    for name in sorted(set(old_p) | set(new_p)):
-        if old_p.get(name) != new_p.get(name):
-            reasons.append(f"parameter {name} changed from {_show(old_p.get(name))} to {_show(new_p.get(name))}")
-    old_c, new_c = old.get("code", {}), new.get("code", {})
-    for name in sorted(set(old_c) | set(new_c)):
-        if old_c.get(name) != new_c.get(name):
-            reasons.append(f"code in {name} changed")
-    old_v, new_v = old.get("versions", {}), new.get("versions", {})
-    for name in sorted(set(old_v) | set(new_v)):
-        if old_v.get(name) != new_v.get(name):
-            reasons.append(f"{name} version changed from {old_v.get(name)} to {new_v.get(name)}")
-    old_u, new_u = old.get("upstream", {}), new.get("upstream", {})
-    for name in sorted(set(old_u) | set(new_u)):
-        if old_u.get(name) != new_u.get(name):
-            reasons.append(f"upstream stage {name} changed")
-    old_s, new_s = old.get("sources", {}), new.get("sources", {})
-    for name in sorted(set(old_s) | set(new_s)):
-        if old_s.get(name) != new_s.get(name):
-            reasons.append(f"source folder {name} changed (files added, removed or modified)")
+    for part, say in (
+        ("params", "parameter {name} changed from {old} to {new}"),
+        ("code", "code in {name} changed"),
+        ("versions", "{name} version changed from {old} to {new}"),
+        ("upstream", "upstream stage {name} changed"),
+        ("sources", "source folder {name} changed (files added, removed or modified)"),
+    ):
+        before, after = old.get(part, {}), new.get(part, {})
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                reasons.append(say.format(name=name, old=_show(before.get(name)), new=_show(after.get(name))))
     return reasons
 
 
