@@ -20,7 +20,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
-.PHONY: setup run scheduler scheduler-stop browser test lint clean-venv
+.PHONY: setup run scheduler scheduler-stop browser test lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -56,6 +56,18 @@ lint: setup
 
 test: lint browser
 	$(VENV)/bin/pytest
+
+# Benchmarks (docs/benchmarks.md): each prints its figures and ratios, none asserts.
+# Run them on a quiet machine (the load average is printed). Not bench/crash_trials.py:
+# a crash test (the test suite runs it; `$(PY) bench/crash_trials.py` runs more trials).
+BENCHMARKS := input_stall input_pipeline etl_scaling growth schedule_check end_to_end
+
+bench: setup
+	@for name in $(BENCHMARKS); do \
+		echo "== $$name: $(PY) -m bench.$$name"; \
+		TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m bench.$$name || exit 1; \
+		echo; \
+	done
 
 clean-venv:
 	rm -rf $(VENV)

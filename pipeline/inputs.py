@@ -1,15 +1,20 @@
 """tf.data readers of the shards (imports TensorFlow: reached from `run()` only).
 
 Training: list_files shuffled -> parallel interleave of TFRecordDatasets ->
-shuffle -> repeat -> then, for the sine, batch -> vectorised parse; for
-images, parallel decode / normalise / augment per example -> batch; ->
-prefetch. Evaluation and prediction: the sorted shards, unshuffled, finite,
-deterministic, never augmented.
+shuffle -> repeat -> batch -> skip the batches a resumed run has seen ->
+vectorised parse (images: one parse of the batch, each PNG decoded) ->
+augmentation of the whole batch at once (images) -> prefetch. A split that
+takes at most `IN_MEMORY_BYTES` parsed (the sine, the demo shapes) is
+instead read and parsed once, kept in memory and permuted every epoch: its
+examples are so cheap, or so few, that tf.data's work per example and the
+decoding of every image every epoch, not the model, would take the CPU time
+(bench/input_stall.py). Evaluation and prediction: the sorted shards,
+unshuffled, finite, deterministic, never augmented.
 
 Images are PNGs already resized to the manifest's `image_shape` by
 CreateShards; they come out as float32 in [0, 1], shape [height, width, 3].
 Augmentation (training only) uses stateless random ops seeded by the run's
-seed and the example's position in the stream: the same run sees the same
+seed and the batch's position in the stream: the same run sees the same
 augmented images, however many threads decode them, and a resumed run sees
 what an unbroken one would have.
 """
@@ -53,6 +58,11 @@ def _shards(folder: Path, split: str) -> list[str]:
     return files
 
 
+# A train split whose parsed examples (images: decoded, uint8) take at most this
+# many bytes is read and parsed once and kept in memory; a larger one streams.
+IN_MEMORY_BYTES = 32 << 20
+
+
 def train_dataset(
     folder: Path,
     manifest: dict[str, Any],
@@ -66,33 +76,72 @@ def train_dataset(
     The order is a function of `seed` alone, so a run resumed at step `s`
     skips the `s` batches it already trained on (before parsing, so skipping
     costs only the reads) and sees what an uninterrupted run would have seen.
+    A split of at most `IN_MEMORY_BYTES` parsed is parsed once, kept in
+    memory and fully reshuffled every epoch (`shuffle_buffer` then plays no
+    part); a larger one streams through a shuffle buffer.
     """
     files = _shards(folder, "train")
-    ds = tf.data.Dataset.list_files(files, shuffle=True, seed=seed)
-    ds = ds.interleave(
-        tf.data.TFRecordDataset,
-        cycle_length=len(files),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=True,
-    )
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.repeat()
-    if is_image(manifest):
-        # Number the examples first: the index seeds each one's augmentation.
-        ds = ds.enumerate().skip(skip_batches * batch_size)
-        parse = image_parser(manifest)
-
-        def parse_and_augment(index: tf.Tensor, serialized: tf.Tensor) -> Parsed:
-            image, label = parse(serialized)
-            return augment(image, tf.stack([tf.cast(seed, tf.int64), index])), label
-
-        ds = ds.map(parse_and_augment, num_parallel_calls=AUTOTUNE, deterministic=True)
-        return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if skip_batches:
+    in_memory = parsed_bytes(manifest, "train") <= IN_MEMORY_BYTES
+    if in_memory:
+        ds = _in_memory_batches(files, manifest, batch_size, seed)  # parsed already
+    else:
+        ds = tf.data.Dataset.list_files(files, shuffle=True, seed=seed)
+        ds = ds.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=len(files),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=True)
+    if not is_image(manifest):
         ds = ds.skip(skip_batches)
-    ds = ds.map(parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=True)
+        if not in_memory:
+            ds = ds.map(parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=True)
+        return ds.prefetch(AUTOTUNE)
+    decode = _image_decoder(manifest)
+
+    def augmented(index: tf.Tensor, batch: Any) -> Parsed:
+        images, labels = batch if in_memory else decode(batch)
+        images = tf.image.convert_image_dtype(images, tf.float32)
+        return augment(images, tf.stack([tf.cast(seed, tf.int64), index])), labels
+
+    # Number the batches first: the index seeds each one's augmentation.
+    ds = ds.enumerate().skip(skip_batches)
+    ds = ds.map(augmented, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def parsed_bytes(manifest: dict[str, Any], split: str) -> int:
+    """What a split takes in memory parsed: images decoded (uint8) with their labels, or the features."""
+    if is_image(manifest):
+        per_example = math.prod(manifest["image_shape"]) + tf.int64.size
+    else:
+        per_example = sum(
+            math.prod(f["shape"]) * tf.dtypes.as_dtype(f["dtype"]).size for f in manifest["features"].values()
+        )
+    return int(manifest["splits"][split]["num_examples"] * per_example)
+
+
+def _in_memory_batches(files: list[str], manifest: dict[str, Any], batch_size: int, seed: int) -> tf.data.Dataset:
+    """Endless batches of a small split parsed once (images: uint8), a new permutation every epoch.
+
+    Every epoch is a full shuffle, a function of (seed, epoch); batches run on
+    across epochs, as with shuffle -> repeat -> batch. A step then costs the
+    input a slice of memory, not tf.data's work per example (for the sine,
+    that work would take longer than the step itself).
+    """
+    num_examples = manifest["splits"]["train"]["num_examples"]
+    parse = _image_decoder(manifest) if is_image(manifest) else parser(manifest)
+    split = tf.data.TFRecordDataset(files).batch(num_examples).map(parse).cache()  # one element: the split
+
+    def permute(epoch: tf.Tensor, parsed: Parsed) -> Parsed:
+        count = tf.shape(parsed[1])[0]  # num_examples, or a worker's share if the files are sharded
+        order = tf.random.experimental.stateless_shuffle(tf.range(count), tf.stack([tf.cast(seed, tf.int64), epoch]))
+        return tf.gather(parsed[0], order), tf.gather(parsed[1], order)
+
+    return split.repeat().enumerate().map(permute).rebatch(batch_size, drop_remainder=True)
 
 
 def eval_dataset(folder: Path, manifest: dict[str, Any], split: str, batch_size: int) -> tf.data.Dataset:
@@ -103,12 +152,9 @@ def eval_dataset(folder: Path, manifest: dict[str, Any], split: str, batch_size:
     """
     num_batches = math.ceil(manifest["splits"][split]["num_examples"] / batch_size)
     ds = tf.data.TFRecordDataset(_shards(folder, split))
-    if is_image(manifest):
-        ds = ds.map(image_parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=True)
-        ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(num_batches))
-        return ds.prefetch(AUTOTUNE)
     ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(num_batches))
-    ds = ds.map(parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=True)
+    parse = image_batch_parser(manifest) if is_image(manifest) else parser(manifest)
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
 
 
@@ -134,6 +180,33 @@ def input_shape(manifest: dict[str, Any]) -> tuple[int, ...]:
 
 def image_parser(manifest: dict[str, Any]) -> Callable[[tf.Tensor], Parsed]:
     """A function parsing one serialised Example into (image float32 in [0, 1], label int64)."""
+    parse_batch = image_batch_parser(manifest)
+
+    def parse(serialized: tf.Tensor) -> Parsed:
+        images, labels = parse_batch(serialized[tf.newaxis])
+        return images[0], labels[0]
+
+    return parse
+
+
+def image_batch_parser(manifest: dict[str, Any]) -> Callable[[tf.Tensor], Parsed]:
+    """A function parsing a batch of serialised Examples into (images float32 in [0, 1], labels int64)."""
+    decode = _image_decoder(manifest)
+
+    def parse(serialized: tf.Tensor) -> Parsed:
+        images, labels = decode(serialized)
+        return tf.image.convert_image_dtype(images, tf.float32), labels
+
+    return parse
+
+
+def _image_decoder(manifest: dict[str, Any]) -> Callable[[tf.Tensor], Parsed]:
+    """A function parsing a batch of serialised Examples into (images uint8, labels int64).
+
+    One vectorised parse of the batch, then each PNG decoded (the one step
+    that is per image) and checked against its recorded shape and the
+    manifest's.
+    """
     spec = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "label": tf.io.FixedLenFeature([], tf.int64),
@@ -141,25 +214,53 @@ def image_parser(manifest: dict[str, Any]) -> Callable[[tf.Tensor], Parsed]:
     }
     image_shape = manifest["image_shape"]
 
-    def parse(serialized: tf.Tensor) -> Parsed:
-        features = tf.io.parse_single_example(serialized, spec)
-        image = tf.io.decode_png(features["image"], channels=3)
-        image = tf.ensure_shape(tf.reshape(image, features["shape"]), image_shape)  # the recorded shape, checked
-        return tf.image.convert_image_dtype(image, tf.float32), features["label"]
+    def decode_one(example: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+        data, shape = example
+        image = tf.reshape(tf.io.decode_png(data, channels=3), shape)  # the recorded shape, checked
+        return tf.ensure_shape(image, image_shape)
 
-    return parse
+    def decode(serialized: tf.Tensor) -> Parsed:
+        features = tf.io.parse_example(serialized, spec)
+        images = tf.map_fn(
+            decode_one,
+            (features["image"], features["shape"]),
+            fn_output_signature=tf.TensorSpec(image_shape, tf.uint8),
+        )
+        return images, features["label"]
+
+    return decode
 
 
-def augment(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Flip, shift-crop and brighten one [h, w, c] image in [0, 1]; a function of `seed` ([2] int64)."""
+def _shifted(size: int, pad: int, offsets: tf.Tensor, flips: tf.Tensor | None = None) -> tf.Tensor:
+    """[batch, size] source indices along one axis: shifted by `offsets - pad`, reflected at the
+    edges (as a REFLECT pad then a crop), then mirrored where `flips`."""
+    index = tf.abs(tf.range(size)[tf.newaxis, :] + offsets[:, tf.newaxis] - pad)
+    index = (size - 1) - tf.abs((size - 1) - index)
+    if flips is not None:
+        index = tf.where(flips[:, tf.newaxis], size - 1 - index, index)
+    return index
+
+
+def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Flip, shift-crop and brighten images in [0, 1]: a batch [n, h, w, c] or one [h, w, c].
+
+    Each image gets its own draws; all are a function of `seed` ([2] int64).
+    Done with index arithmetic and two gathers over the whole batch rather
+    than per image ops: a handful of ops per batch, not per image.
+    """
+    single = images.shape.rank == 3
+    if single:
+        images = images[tf.newaxis]
     flip_seed, crop_seed, brightness_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    height, width = image.shape[0], image.shape[1]
+    count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
     pad = max(1, round(min(height, width) * MAX_SHIFT_FRACTION))
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-    image = tf.image.stateless_random_crop(padded, tf.shape(image), crop_seed)
-    image = tf.image.stateless_random_brightness(image, MAX_BRIGHTNESS_DELTA, brightness_seed)
-    return tf.clip_by_value(image, 0.0, 1.0)
+    flips = tf.random.stateless_uniform([count], flip_seed) < 0.5
+    offsets = tf.random.stateless_uniform([count, 2], crop_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32)
+    images = tf.gather(images, _shifted(height, pad, offsets[:, 0]), axis=1, batch_dims=1)
+    images = tf.gather(images, _shifted(width, pad, offsets[:, 1], flips), axis=2, batch_dims=1)
+    delta = tf.random.stateless_uniform([count], brightness_seed, -MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA)
+    images = tf.clip_by_value(images + delta[:, tf.newaxis, tf.newaxis, tf.newaxis], 0.0, 1.0)
+    return images[0] if single else images
 
 
 def take_images(folder: Path, manifest: dict[str, Any], split: str, indices: list[int]) -> dict[int, Any]:

@@ -253,10 +253,13 @@ def test_eval_dataset_is_the_images_unaugmented_in_shard_order(image_shards: Pat
     np.testing.assert_array_equal(images, again)
 
 
-def test_train_dataset_augments_deterministically_and_resumes(image_shards: Path) -> None:
+def test_train_dataset_augments_deterministically_and_resumes(
+    image_shards: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifest = shards.read_manifest(image_shards)
-    # One shard and a shuffle buffer of 1: the stream is the shard in order, so each
-    # training image can be set beside its unaugmented original.
+    # Streamed, with one shard and a shuffle buffer of 1: the stream is the shard in
+    # order, so each training image can be set beside its unaugmented original.
+    monkeypatch.setattr(inputs, "IN_MEMORY_BYTES", 0)
     stream = inputs.train_dataset(image_shards, manifest, batch_size=6, seed=5, shuffle_buffer=1)
     first = [(x.numpy(), y.numpy()) for x, y in stream.take(6)]
     raw = _raw_images(image_shards, "train")
@@ -276,6 +279,27 @@ def test_train_dataset_augments_deterministically_and_resumes(image_shards: Path
         np.testing.assert_array_equal(a, b)
     resumed = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=2).take(4)]
     for (a, _), b in zip(first[2:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_small_train_split_is_kept_in_memory_and_reshuffled_every_epoch(image_shards: Path) -> None:
+    manifest = shards.read_manifest(image_shards)
+    assert inputs.parsed_bytes(manifest, "train") == 18 * (16 * 16 * 3 + 8) <= inputs.IN_MEMORY_BYTES
+    stream = [(x.numpy(), y.numpy()) for x, y in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(9)]
+    labels = sorted(int(e["label"]) for e in _parse_all(image_shards, "train"))
+    epochs = [np.concatenate([y for _, y in stream[i : i + 3]]) for i in (0, 3, 6)]  # 18 images: 3 batches each
+    assert all(sorted(e.tolist()) == labels for e in epochs)  # every image once an epoch...
+    assert epochs[0].tolist() != epochs[1].tolist()  # ...in a new order
+    assert all(x.shape == (6, 16, 16, 3) and x.dtype == np.float32 for x, _ in stream)
+    originals = {tuple(np.round(image * 255).astype(int).ravel()) for image in _raw_images(image_shards, "train")}
+    assert (
+        sum(tuple(np.round(image * 255).astype(int).ravel()) in originals for image in stream[0][0]) <= 1
+    )  # augmented
+    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(9)]
+    resumed = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=4).take(5)]
+    for (a, _), b in zip(stream, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for (a, _), b in zip(stream[4:], resumed, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

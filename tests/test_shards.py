@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import paths, shards, sources
+from pipeline import inputs, paths, shards, sources
 
 
 def test_sine_source_is_the_seed_experiment() -> None:
@@ -67,6 +67,25 @@ def test_shards_round_trip_through_tensorflow(tmp_path: Path) -> None:
         np.testing.assert_array_equal(y, expected[split]["y"])
         # The plain reader verifies the same framing and CRCs.
         assert sum(len(shards.read_records(Path(f))) for f in files) == len(x)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_train_stream_sees_every_example_once_an_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_memory: bool
+) -> None:
+    manifest = _create(tmp_path, processes=1)
+    if not in_memory:  # a split above the limit streams through the shuffle buffer
+        monkeypatch.setattr(inputs, "IN_MEMORY_BYTES", 0)
+    assert (inputs.parsed_bytes(manifest, "train") <= inputs.IN_MEMORY_BYTES) == in_memory
+    train_x = np.sort(sources.SineSource().splits()["train"]["x"])
+    # Batches of 683: one an epoch; the order is new every epoch and a function of the seed.
+    stream = [x.numpy().ravel() for x, _ in inputs.train_dataset(tmp_path, manifest, 683, 3, 1024).take(3)]
+    for epoch in stream:
+        np.testing.assert_array_equal(np.sort(epoch), train_x)
+    assert not np.array_equal(stream[0], stream[1])
+    resumed = [x.numpy().ravel() for x, _ in inputs.train_dataset(tmp_path, manifest, 683, 3, 1024, 1).take(2)]
+    for a, b in zip(stream[1:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_same_parameters_same_bytes(tmp_path: Path) -> None:

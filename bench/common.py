@@ -1,0 +1,128 @@
+"""Helpers the benchmarks share: the machine, a Luigi workspace, the resolved training configuration.
+
+Benchmarks use the pipeline's own code paths: shards are made by the
+`CreateShards` task (and `MakeShapes` for the demo images), the training
+configuration is what `TrainEstimator()` resolves from luigi.cfg for the
+source at hand, datasets come from `pipeline.inputs` and models from
+`pipeline.networks`. Nothing here asserts: a benchmark prints figures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import os
+import platform
+import statistics
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import luigi
+from luigi.task_register import Register
+
+import pipeline
+from pipeline import tasks
+from pipeline.shards import read_manifest
+
+DEMO_SHAPES = Path("data/raw/shapes")  # below the artifact root: MakeShapes writes it first
+
+
+def machine() -> str:
+    """One line: cores, RAM, CPU model, load average now, Python, TensorFlow and Keras versions."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    versions = []
+    for dist in ("tensorflow-cpu", "tensorflow", "keras"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions.append(f"{dist} {importlib.metadata.version(dist)}")
+    return (
+        f"{os.cpu_count()} cores ({model}), {ram:.0f} GiB, load average {load()}, "
+        f"Python {platform.python_version()}, {', '.join(versions)}"
+    )
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(values: Sequence[float], digits: int = 3) -> str:
+    """`median (min-max)` of repeated measurements."""
+    return f"{median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+@contextlib.contextmanager
+def workspace(root: Path, image_dir: Path | str | None = None, **sections: dict[str, Any]) -> Iterator[None]:
+    """Point luigi.cfg's `[paths] root` at `root` (and `[CreateShards] image_dir`), plus any
+    `section={option: value}` overrides, for the duration; task instances are rebuilt."""
+    parser = luigi.configuration.get_config()
+    settings: dict[str, dict[str, Any]] = {"paths": {"root": root}, **sections}
+    if image_dir is not None:
+        settings.setdefault("CreateShards", {})["image_dir"] = image_dir
+    saved = []
+    for section, options in settings.items():
+        if not parser.has_section(section):
+            parser.add_section(section)
+        for option, value in options.items():
+            saved.append((section, option, parser.get(section, option, None)))
+            parser.set(section, option, str(value))
+    Register.clear_instance_cache()
+    try:
+        yield
+    finally:
+        for section, option, old in reversed(saved):
+            if old is None:
+                parser.remove_option(section, option)
+            else:
+                parser.set(section, option, old)
+        Register.clear_instance_cache()
+
+
+def build(*stages: luigi.Task) -> None:
+    """Run stages with the local scheduler, in this process; stop on failure."""
+    result = luigi.build(list(stages), local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    if result.status != luigi.LuigiStatusCode.SUCCESS:
+        raise SystemExit(result.summary_text)
+
+
+def shards() -> tuple[Path, dict[str, Any]]:
+    """Build the configured shards (CreateShards; MakeShapes first for the demo); their folder and manifest."""
+    build(pipeline.CreateShards())
+    folder = pipeline.CreateShards().output_dir()
+    return folder, read_manifest(folder)
+
+
+def train_task() -> tasks.TrainEstimator:
+    """TrainEstimator as luigi.cfg resolves it for the current source (network, per-network values)."""
+    return pipeline.TrainEstimator()
+
+
+def network_spec(task: tasks.TrainEstimator, manifest: dict[str, Any]) -> Any:
+    """The `NetworkSpec` `estimator.train` builds for this task and these shards (same steps_per_execution)."""
+    from pipeline import inputs, networks
+
+    return networks.NetworkSpec(
+        name=task.network,
+        task=manifest["task"],
+        input_shape=inputs.input_shape(manifest),
+        hidden_units=tuple(task.hidden_units),
+        learning_rate=task.learning_rate,
+        lr_decay_steps=task.max_steps if task.lr_decay else 0,
+        steps_per_execution=math.gcd(task.steps_per_execution, task.checkpoint_steps, task.max_steps),
+        num_classes=len(manifest.get("class_names", [])),
+        conv_filters=tuple(task.conv_filters),
+        dense_units=task.dense_units,
+    )
+
+
+def folder_bytes(folder: Path, pattern: str = "**/*") -> int:
+    """Total size of the files below `folder` matching `pattern`."""
+    return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())

@@ -1,0 +1,101 @@
+"""Input stall: is training ever left waiting for data? Prints figures; asserts nothing.
+
+For the sine MLP and for the image CNN (on the demo shapes), with luigi.cfg's
+configuration for each (batch size, steps_per_execution, network sizes),
+trains the same model on the real input (`inputs.train_dataset`: TFRecord
+shards read, shuffled, parsed, augmented) and on one batch of it cached and
+repeated (`take(1).cache().repeat()`: the input costs nothing). Each
+measurement is one epoch of `--steps` steps after a warm-up epoch (tracing,
+the first shuffle buffer), real and synthetic alternating, median of
+`--repeat`. Stall = 1 - real steps/s / synthetic steps/s (target: under 5 %).
+
+    .venv/bin/python -m bench.input_stall [--repeat 5] [--mlp-steps 2000] [--cnn-steps 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import common
+
+
+class EpochTimer:
+    """A Keras callback recording each epoch's wall time (built lazily: Keras is imported late)."""
+
+    @staticmethod
+    def make() -> Any:
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.seconds: list[float] = []
+
+            def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                self.seconds.append(time.perf_counter() - self.started)
+
+        return _Timer()
+
+
+def measure(name: str, root: Path, image_dir: Path | None, steps: int, repeat: int) -> dict[str, Any]:
+    """Steps/s of the real and the synthetic input for one configuration."""
+    from pipeline import estimator, inputs, networks
+
+    with common.workspace(root, image_dir=image_dir):
+        folder, manifest = common.shards()
+        task = common.train_task()
+        spec = common.network_spec(task, manifest)
+    estimator.configure_determinism(task.seed)  # as estimator.train: deterministic ops
+    real = inputs.train_dataset(folder, manifest, task.batch_size, task.seed, task.shuffle_buffer)
+    datasets = {"real": real, "synthetic": real.take(1).cache().repeat()}
+    models = {mode: networks.build_model(spec) for mode in datasets}
+    rates: dict[str, list[float]] = {mode: [] for mode in datasets}
+    for _ in range(repeat):
+        for mode, ds in datasets.items():
+            timer = EpochTimer.make()
+            models[mode].fit(ds, epochs=2, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
+            rates[mode].append(steps / timer.seconds[-1])  # the first epoch is the warm-up
+    return {
+        "name": name,
+        "batch_size": task.batch_size,
+        "steps_per_execution": spec.steps_per_execution,
+        "steps": steps,
+        **rates,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--mlp-steps", type=int, default=2000, help="steps per timed epoch, sine MLP")
+    parser.add_argument("--cnn-steps", type=int, default=100, help="steps per timed epoch, image CNN")
+    args = parser.parse_args()
+    print(f"Machine: {common.machine()}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        results.append(measure("sine mlp", root, None, args.mlp_steps, args.repeat))
+        results.append(measure("shapes cnn", root, root / common.DEMO_SHAPES, args.cnn_steps, args.repeat))
+    print(f"Input stall, steps/s median (min-max) of {args.repeat} epochs after a warm-up epoch:")
+    for r in results:
+        real, synthetic = common.median(r["real"]), common.median(r["synthetic"])
+        stall = 1 - real / synthetic
+        print(
+            f"  {r['name']:<11} batch {r['batch_size']}, steps_per_execution {r['steps_per_execution']}, "
+            f"{r['steps']} steps/epoch: real {common.spread(r['real'], 1)}, "
+            f"synthetic {common.spread(r['synthetic'], 1)} steps/s; "
+            f"real/synthetic {real / synthetic:.3f}, stall {stall:.1%} (target < 5 %); "
+            f"{real * r['batch_size']:.0f} examples/s"
+        )
+    print(f"Load average at the end: {common.load()}")
+
+
+if __name__ == "__main__":
+    main()
