@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import math
 import os
 import platform
 import statistics
@@ -107,20 +106,9 @@ def train_task() -> tasks.TrainEstimator:
 
 def network_spec(task: tasks.TrainEstimator, manifest: dict[str, Any]) -> Any:
     """The `NetworkSpec` `estimator.train` builds for this task and these shards (same steps_per_execution)."""
-    from pipeline import inputs, networks
+    from pipeline import estimator
 
-    return networks.NetworkSpec(
-        name=task.network,
-        task=manifest["task"],
-        input_shape=inputs.input_shape(manifest),
-        hidden_units=tuple(task.hidden_units),
-        learning_rate=task.learning_rate,
-        lr_decay_steps=task.max_steps if task.lr_decay else 0,
-        steps_per_execution=math.gcd(task.steps_per_execution, task.checkpoint_steps, task.max_steps),
-        num_classes=len(manifest.get("class_names", [])),
-        conv_filters=tuple(task.conv_filters),
-        dense_units=task.dense_units,
-    )
+    return estimator.network_spec(task.train_config(), manifest)
 
 
 def folder_bytes(folder: Path, pattern: str = "**/*") -> int:

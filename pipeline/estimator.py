@@ -167,21 +167,12 @@ def train(
     }
 
 
-def _train(
-    config: TrainConfig,
-    manifest: dict[str, Any],
-    shards_dir: Path,
-    model_dir: Path,
-    write_dir: Path,
-    strategy: tf.distribute.Strategy,
-    progress: Progress | None,
-    multi_worker: bool,
-) -> dict[str, Any]:
+def network_spec(config: TrainConfig, manifest: dict[str, Any], replicas: int = 1) -> networks.NetworkSpec:
+    """The network `train` builds for this configuration and these shards."""
     spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
-    if strategy.num_replicas_in_sync > 1:
+    if replicas > 1:
         spe = 1  # Keras 3.15's multi-step loop fails on a distributed iterator; one step per call works
-
-    spec = networks.NetworkSpec(
+    return networks.NetworkSpec(
         name=config.network,
         task=manifest["task"],
         input_shape=inputs.input_shape(manifest),
@@ -193,6 +184,19 @@ def _train(
         conv_filters=tuple(config.conv_filters),
         dense_units=config.dense_units,
     )
+
+
+def _train(
+    config: TrainConfig,
+    manifest: dict[str, Any],
+    shards_dir: Path,
+    model_dir: Path,
+    write_dir: Path,
+    strategy: tf.distribute.Strategy,
+    progress: Progress | None,
+    multi_worker: bool,
+) -> dict[str, Any]:
+    spec = network_spec(config, manifest, strategy.num_replicas_in_sync)
     with strategy.scope():
         model = networks.build_model(spec)
         model.optimizer.build(model.trainable_variables)
