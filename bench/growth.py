@@ -16,7 +16,9 @@ in a fresh artifact root:
    that no execution runs past the pass.
 
 Flat time per example and flat peak memory mean the stages stream: nothing
-holds the whole dataset in memory.
+holds the whole dataset in memory, but for a training split small enough to
+be kept in memory parsed (`inputs.IN_MEMORY_BYTES`, 32 MiB; the "input"
+column says which).
 
     .venv/bin/python -m bench.growth [--scales 1 4 16] [--sources sine shapes]
 """
@@ -102,6 +104,7 @@ def train_one_pass(folder: Path, manifest: dict[str, Any], task: Any, spec: Any)
         "examples": steps * task.batch_size,
         "steps": steps,
         "steps_per_execution": spe,
+        "input": "memory" if inputs.parsed_bytes(manifest, "train") <= inputs.IN_MEMORY_BYTES else "stream",
     }
 
 
@@ -169,14 +172,14 @@ def main() -> None:
     print("Growth with data (each phase in a fresh process; peak memory: the process tree's RSS, and ru_maxrss):")
     print(
         f"  {'source':<7}{'scale':>6}{'examples':>9} | {'CreateShards':>12}{'us/ex':>8}{'tree MB':>9}{'own MB':>8} | "
-        f"{'one pass':>9}{'steps':>6}{'spe':>4}{'us/ex':>8}{'tree MB':>9}{'own MB':>8}"
+        f"{'one pass':>9}{'input':>7}{'steps':>6}{'spe':>4}{'us/ex':>8}{'tree MB':>9}{'own MB':>8}"
     )
     for source, scale, etl, train in rows:
         etl_us, train_us = etl["seconds"] / etl["examples"] * 1e6, train["seconds"] / train["examples"] * 1e6
         print(
             f"  {source:<7}{scale:>5}x{etl['examples']:>9} | {etl['seconds']:>11.2f}s{etl_us:>8.1f}"
-            f"{etl['tree_peak_mb']:>9.0f}{etl['maxrss_mb']:>8.0f} | {train['seconds']:>8.2f}s{train['steps']:>6}"
-            f"{train['steps_per_execution']:>4}{train_us:>8.1f}{train['tree_peak_mb']:>9.0f}{train['maxrss_mb']:>8.0f}"
+            f"{etl['tree_peak_mb']:>9.0f}{etl['maxrss_mb']:>8.0f} | {train['seconds']:>8.2f}s{train['input']:>7}"
+            f"{train['steps']:>6}{train['steps_per_execution']:>4}{train_us:>8.1f}{train['tree_peak_mb']:>9.0f}{train['maxrss_mb']:>8.0f}"
         )
     for source in args.sources:
         scaled = [(e, t) for src, _, e, t in rows if src == source]

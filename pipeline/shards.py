@@ -10,6 +10,7 @@ name). TensorFlow reads the files back in `inputs.py`; tests check both ways.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import json
@@ -17,8 +18,8 @@ import multiprocessing
 import os
 import signal
 import struct
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -125,19 +126,29 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _write_shard(job: tuple[Path, Sequence[Any], RowEncoder]) -> tuple[str, int]:
-    path, rows, to_features = job
-    tmp = path.with_name(path.name + ".tmp")
-    size = 0
-    with open(tmp, "wb") as f:
-        for row in rows:
-            record = frame_record(encode_example(to_features(row)))
-            f.write(record)
-            size += len(record)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path.name, size
+# Rows encoded per job: small enough to spread a shard over every writer process,
+# large enough that sending a job costs little beside encoding it.
+ROWS_PER_JOB = 64
+
+
+def _encode_rows(job: tuple[Sequence[Any], RowEncoder]) -> list[bytes]:
+    """The framed TFRecords of a run of rows (in a writer process)."""
+    rows, to_features = job
+    return [frame_record(encode_example(to_features(row))) for row in rows]
+
+
+def _in_order(pool: ProcessPoolExecutor | None, jobs: list[Any], ahead: int) -> Iterator[list[bytes]]:
+    """`_encode_rows` of each job, in order; at most `ahead` jobs in flight (memory stays bounded)."""
+    if pool is None:
+        yield from map(_encode_rows, jobs)
+        return
+    pending: collections.deque[Future[list[bytes]]] = collections.deque()
+    for job in jobs:
+        pending.append(pool.submit(_encode_rows, job))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def write_split(
@@ -151,10 +162,12 @@ def write_split(
 ) -> list[str]:
     """Write `rows` (already shuffled) as `num_shards` contiguous shards.
 
-    One job per shard, run by up to `processes` writer processes;
-    `to_features` turns a row into the feature dict of its Example and must be
-    a module-level function (it is sent to the writers). Returns the shard
-    paths relative to `folder`.
+    The rows are encoded in runs of `ROWS_PER_JOB` by up to `processes`
+    writer processes, whatever the number of shards (a shard is not one
+    process's work: 3 shards keep 2 processes equally busy); this process
+    writes the records to each shard in order. `to_features` turns a row
+    into the feature dict of its Example and must be a module-level function
+    (it is sent to the writers). Returns the shard paths relative to `folder`.
     """
     if not 1 <= num_shards <= len(rows):
         raise ValueError(
@@ -164,17 +177,25 @@ def write_split(
     bounds = np.linspace(0, len(rows), num_shards + 1).astype(int)
     names = [paths.shard_name(split, i, num_shards) for i in range(num_shards)]
     (folder / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(folder / names[i], rows[bounds[i] : bounds[i + 1]], to_features) for i in range(num_shards)]
-    if processes <= 1 or num_shards == 1:
-        for done, job in enumerate(jobs, 1):
-            _write_shard(job)
+    runs = [
+        [(rows[start : min(start + ROWS_PER_JOB, bounds[i + 1])], to_features)
+         for start in range(bounds[i], bounds[i + 1], ROWS_PER_JOB)]
+        for i in range(num_shards)
+    ]  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(process_pool(processes)) if processes > 1 else None
+        encoded = _in_order(pool, [job for shard_jobs in runs for job in shard_jobs], ahead=4 * processes)
+        for i, name in enumerate(names):
+            path = folder / name
+            tmp = path.with_name(path.name + ".tmp")
+            with open(tmp, "wb") as f:
+                for _ in runs[i]:
+                    f.writelines(next(encoded))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
             if on_shard_done:
-                on_shard_done(done, num_shards)
-    else:
-        with process_pool(min(processes, num_shards)) as pool:
-            for done, _ in enumerate(pool.map(_write_shard, jobs), 1):
-                if on_shard_done:
-                    on_shard_done(done, num_shards)
+                on_shard_done(i + 1, num_shards)
     return names
 
 
