@@ -18,15 +18,16 @@ import multiprocessing
 import os
 import signal
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import crc32c
 import numpy as np
 
 from pipeline import paths
+from pipeline.errors import DataError
 
 # One feature value: a list of floats, ints or bytes (as tf.train.Feature holds).
 FeatureValue = Sequence[float] | Sequence[int] | Sequence[bytes]
@@ -112,7 +113,15 @@ def read_records(path: Path) -> list[bytes]:
 
 # --- writing shards -----------------------------------------------------------------
 
-RowEncoder = Callable[[Any], dict[str, FeatureValue | np.ndarray]]
+
+class UnreadableRowError(ValueError):
+    """Raised by a row encoder for an input it cannot read: "<the input> (<the problem>)"."""
+
+
+# A row encoder: a row -> the features of its Example, and the sha256 of each
+# source file it read (relative path -> hex digest; empty if none). Module-level:
+# it is sent to the writer processes.
+RowEncoder = Callable[[Any], tuple[dict[str, FeatureValue | np.ndarray], dict[str, str]]]
 
 
 def _die_with_parent() -> None:
@@ -131,18 +140,35 @@ def _die_with_parent() -> None:
 ROWS_PER_JOB = 64
 
 
-def _encode_rows(job: tuple[Sequence[Any], RowEncoder]) -> list[bytes]:
-    """The framed TFRecords of a run of rows (in a writer process)."""
+class EncodedRun(NamedTuple):
+    """What a writer process returns for a run of rows."""
+
+    records: list[bytes]  # the framed TFRecords of the readable rows, in order
+    sha256: dict[str, str]  # of the source files read
+    errors: list[str]  # one per unreadable row
+
+
+def _encode_rows(job: tuple[Sequence[Any], RowEncoder]) -> EncodedRun:
+    """Encode a run of rows (in a writer process); unreadable rows are reported, not raised."""
     rows, to_features = job
-    return [frame_record(encode_example(to_features(row))) for row in rows]
+    run = EncodedRun([], {}, [])
+    for row in rows:
+        try:
+            features, sha256 = to_features(row)
+        except UnreadableRowError as error:
+            run.errors.append(str(error))
+            continue
+        run.records.append(frame_record(encode_example(features)))
+        run.sha256.update(sha256)
+    return run
 
 
-def _in_order(pool: ProcessPoolExecutor | None, jobs: list[Any], ahead: int) -> Iterator[list[bytes]]:
+def _in_order(pool: ProcessPoolExecutor | None, jobs: Iterable[Any], ahead: int) -> Iterator[EncodedRun]:
     """`_encode_rows` of each job, in order; at most `ahead` jobs in flight (memory stays bounded)."""
     if pool is None:
         yield from map(_encode_rows, jobs)
         return
-    pending: collections.deque[Future[list[bytes]]] = collections.deque()
+    pending: collections.deque[Future[EncodedRun]] = collections.deque()
     for job in jobs:
         pending.append(pool.submit(_encode_rows, job))
         if len(pending) >= ahead:
@@ -151,52 +177,69 @@ def _in_order(pool: ProcessPoolExecutor | None, jobs: list[Any], ahead: int) -> 
         yield pending.popleft().result()
 
 
-def write_split(
+class WrittenSplits(NamedTuple):
+    shards: dict[str, list[str]]  # split -> shard paths relative to the folder
+    sha256: dict[str, str]  # of every source file read
+    errors: list[str]  # unreadable rows (then no shard was kept)
+
+
+def write_splits(
     folder: Path,
-    split: str,
-    rows: Sequence[Any],
-    num_shards: int,
+    rows: dict[str, Sequence[Any]],
+    num_shards: dict[str, int],
     to_features: RowEncoder,
     processes: int = 1,
-    on_shard_done: Callable[[int, int], None] | None = None,
-) -> list[str]:
-    """Write `rows` (already shuffled) as `num_shards` contiguous shards.
+    progress: Callable[[float, str], None] | None = None,
+) -> WrittenSplits:
+    """Write each split's rows (already shuffled) as `num_shards[split]` contiguous shards.
 
-    The rows are encoded in runs of `ROWS_PER_JOB` by up to `processes`
-    writer processes, whatever the number of shards (a shard is not one
-    process's work: 3 shards keep 2 processes equally busy); this process
-    writes the records to each shard in order. `to_features` turns a row
-    into the feature dict of its Example and must be a module-level function
-    (it is sent to the writers). Returns the shard paths relative to `folder`.
+    Each row is read and encoded once. The rows of every split are encoded in
+    runs of `ROWS_PER_JOB` by one pool of up to `processes` writer processes,
+    whatever the number of shards (3 shards keep 2 processes equally busy);
+    this process writes the records to each shard in order. Every row is
+    encoded even after one turned out unreadable, so that all of them can be
+    named; then no shard is kept. Shards appear under their names only once
+    every row was read.
     """
-    if not 1 <= num_shards <= len(rows):
-        raise ValueError(
-            f"The {split} split has {len(rows)} examples, so it takes 1 to {len(rows)} shards. "
-            f"Received: num_{split}_shards={num_shards}"
-        )
-    bounds = np.linspace(0, len(rows), num_shards + 1).astype(int)
-    names = [paths.shard_name(split, i, num_shards) for i in range(num_shards)]
-    (folder / split).mkdir(parents=True, exist_ok=True)
-    runs = [
-        [(rows[start : min(start + ROWS_PER_JOB, bounds[i + 1])], to_features)
-         for start in range(bounds[i], bounds[i + 1], ROWS_PER_JOB)]
-        for i in range(num_shards)
-    ]  # fmt: skip
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(process_pool(processes)) if processes > 1 else None
-        encoded = _in_order(pool, [job for shard_jobs in runs for job in shard_jobs], ahead=4 * processes)
-        for i, name in enumerate(names):
-            path = folder / name
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as f:
-                for _ in runs[i]:
-                    f.writelines(next(encoded))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            if on_shard_done:
-                on_shard_done(i + 1, num_shards)
-    return names
+    bounds = {split: np.linspace(0, len(rows[split]), num_shards[split] + 1).astype(int) for split in rows}
+    names = {split: [paths.shard_name(split, i, num_shards[split]) for i in range(num_shards[split])] for split in rows}
+    shards = [(split, i) for split in rows for i in range(num_shards[split])]
+
+    def runs(split: str, i: int) -> list[tuple[Sequence[Any], RowEncoder]]:
+        start, stop = bounds[split][i], bounds[split][i + 1]
+        return [(rows[split][j : min(j + ROWS_PER_JOB, stop)], to_features) for j in range(start, stop, ROWS_PER_JOB)]
+
+    written = WrittenSplits(names, {}, [])
+    temporary = []
+    try:
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(process_pool(processes)) if processes > 1 else None
+            encoded = _in_order(pool, (job for shard in shards for job in runs(*shard)), ahead=4 * processes)
+            for done, (split, i) in enumerate(shards, 1):
+                (folder / split).mkdir(parents=True, exist_ok=True)
+                tmp = folder / (names[split][i] + ".tmp")
+                temporary.append(tmp)
+                with open(tmp, "wb") as f:
+                    for _ in runs(split, i):
+                        run = next(encoded)
+                        f.writelines(run.records)
+                        written.sha256.update(run.sha256)
+                        written.errors.extend(run.errors)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if progress:
+                    progress(done / len(shards), f"{split}: wrote shard {i + 1} of {num_shards[split]}")
+        if not written.errors:
+            for tmp in temporary:
+                os.replace(tmp, tmp.with_suffix(""))
+            temporary = []
+    finally:
+        for tmp in temporary:
+            tmp.unlink(missing_ok=True)
+        for split in rows:
+            with contextlib.suppress(OSError):
+                (folder / split).rmdir()  # only if empty: nothing kept
+    return written
 
 
 def process_pool(max_workers: int) -> ProcessPoolExecutor:
@@ -235,11 +278,14 @@ def create_shards(
 ) -> dict[str, Any]:
     """Write a source's train and validation splits as shards, then the manifest.
 
-    `source` has `rows()` (rows per split, shuffled), `check(processes)`
-    (raises ValueError naming every bad input; returns facts for the
-    manifest), `to_features` (a module-level row encoder) and `manifest()`.
-    Nothing is written before every check has passed. Returns the manifest.
+    `source` has `check()` (raises ValueError on a bad source, before any
+    work), `rows()` (rows per split, shuffled), `to_features` (its row
+    encoder), `manifest()` and, if its encoder can raise `UnreadableRowError`,
+    `unreadable(errors, count)` (the message naming them). When a row is
+    unreadable, every one is named in one DataError and no file is left
+    in `folder`. Returns the manifest.
     """
+    source.check()
     rows = source.rows()
     for split in paths.SPLITS:  # check every split before writing any
         if not 1 <= num_shards[split] <= len(rows[split]):
@@ -247,20 +293,14 @@ def create_shards(
                 f"The {split} split has {len(rows[split])} examples, so it takes 1 to "
                 f"{len(rows[split])} shards. Received: num_{split}_shards={num_shards[split]}"
             )
-    if progress:
-        progress(0.0, "checking the source")
-    facts = source.check(processes)
-    total = sum(num_shards.values())
-    done_before = 0
-    manifest = dict(source.manifest(), **facts, splits={})
+    split_rows = {split: rows[split] for split in paths.SPLITS}
+    written = write_splits(folder, split_rows, num_shards, source.to_features, processes, progress)
+    if written.errors:
+        raise DataError(source.unreadable(sorted(written.errors), sum(map(len, split_rows.values()))))
+    manifest = dict(source.manifest(), splits={})
+    if written.sha256:
+        manifest["source_sha256"] = dict(sorted(written.sha256.items()))
     for split in paths.SPLITS:
-
-        def report(done: int, count: int, split: str = split, offset: int = done_before) -> None:
-            if progress:
-                progress((offset + done) / total, f"{split}: wrote shard {done} of {count}")
-
-        names = write_split(folder, split, rows[split], num_shards[split], source.to_features, processes, report)
-        manifest["splits"][split] = {"num_examples": len(rows[split]), "shards": names}
-        done_before += num_shards[split]
+        manifest["splits"][split] = {"num_examples": len(rows[split]), "shards": written.shards[split]}
     write_manifest(folder, manifest)
     return manifest

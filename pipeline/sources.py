@@ -2,10 +2,12 @@
 
 A source returns its examples already shuffled once, globally, and split into
 train and validation: the two never mix downstream. Its interface, used by
-`shards.create_shards`: `check(processes)` raises ValueError naming every bad
-input before any shard is written, `rows()` gives the rows per split,
-`to_features` is a module-level encoder of one row (sent to the writer
-processes) and `manifest()` says what downstream stages need to know.
+`shards.create_shards`: `check()` raises ValueError on a bad source before any
+work, `rows()` gives the rows per split, `to_features` is a module-level
+encoder of one row (sent to the writer processes; it reads and decodes each
+input once, and raises `shards.UnreadableRowError` for one it cannot read),
+`unreadable()` words the error naming those, and `manifest()` says what
+downstream stages need to know.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from collections.abc import Callable, Sequence
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +25,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline import image_folder, shards
-from pipeline.errors import DataError
 
 X_MIN, X_MAX = -4 * math.pi, 4 * math.pi
 
@@ -55,10 +56,9 @@ class SineSource:
                 "leaves one split empty: choose a fraction that keeps examples on both sides."
             )
 
-    def check(self, processes: int = 1) -> dict[str, Any]:
-        """Raise ValueError on bad fields; nothing to add to the manifest."""
+    def check(self) -> None:
+        """Raise ValueError on bad fields."""
         self.validate()
-        return {}
 
     @property
     def to_features(self) -> Any:
@@ -100,9 +100,9 @@ class SineSource:
         }
 
 
-def sine_features(row: tuple[float, float]) -> dict[str, list[float]]:
-    """The Example features of one (x, y) row."""
-    return {"x": [row[0]], "y": [row[1]]}
+def sine_features(row: tuple[float, float]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """The Example features of one (x, y) row (no source file read)."""
+    return {"x": [row[0]], "y": [row[1]]}, {}
 
 
 def true_function(x: np.ndarray) -> np.ndarray:
@@ -136,25 +136,17 @@ class ImageFolderSource:
         """Class name -> relative image paths, scanned once; raises ValueError on an unusable layout."""
         return image_folder.check_layout(self.image_dir, self.validation_fraction)
 
-    def check(self, processes: int = 1) -> dict[str, Any]:
-        """Decode every image (in `processes` processes); raise ValueError naming the unreadable ones.
+    def check(self) -> None:
+        """Raise ValueError on an unusable folder layout (each image is checked as it is encoded)."""
+        self.classes  # noqa: B018 (scanned and checked once)
 
-        Returns the sha256 of every file, for the manifest: the stage identity
-        uses the folder's listing (path, size, mtime), the manifest records
-        what the bytes were.
-        """
-        files = [f for names in self.classes.values() for f in names]
-        jobs = [(str(self.image_dir / f), f, self.image_size) for f in files]
-        results = _parallel_map(_check_image, jobs, processes)
-        bad = [(rel, error) for rel, _, error in results if error]
-        if bad:
-            named = "; ".join(f"{self.image_dir / rel} ({error})" for rel, error in bad[:MAX_NAMED_FILES])
-            more = f"; and {len(bad) - MAX_NAMED_FILES} more" if len(bad) > MAX_NAMED_FILES else ""
-            raise DataError(
-                f"{len(bad)} of the {len(files)} image files in {self.image_dir} cannot be read as images: "
-                f"{named}{more}. Fix or remove them, then rerun."
-            )
-        return {"source_sha256": {rel: sha for rel, sha, _ in results}}
+    def unreadable(self, errors: list[str], count: int) -> str:
+        """The message naming the files `image_features` could not read (up to `MAX_NAMED_FILES`)."""
+        more = f"; and {len(errors) - MAX_NAMED_FILES} more" if len(errors) > MAX_NAMED_FILES else ""
+        return (
+            f"{len(errors)} of the {count} image files in {self.image_dir} cannot be read as images: "
+            f"{'; '.join(errors[:MAX_NAMED_FILES])}{more}. Fix or remove them, then rerun."
+        )
 
     @property
     def to_features(self) -> Any:
@@ -173,8 +165,9 @@ class ImageFolderSource:
 
     def rows(self) -> dict[str, list[ImageRow]]:
         """(path, relative path, label, image size) per split, in shuffled order."""
+        base = os.fspath(self.image_dir)  # joined as strings: pathlib costs more than the rest of this
         return {
-            split: [(str(self.image_dir / rel), rel, label, self.image_size) for rel, label in files]
+            split: [(os.path.join(base, rel), rel, label, self.image_size) for rel, label in files]
             for split, files in self.split_files().items()
         }
 
@@ -217,32 +210,17 @@ def load_image(data: bytes, size: int) -> Image.Image:
     return image
 
 
-def image_features(row: ImageRow) -> dict[str, Any]:
-    """The Example features of one image: PNG bytes at the target size, label, shape, relative path."""
+def image_features(row: ImageRow) -> tuple[dict[str, Any], dict[str, str]]:
+    """The Example features of one image (PNG bytes at the target size, label, shape, relative
+    path) and the sha256 of the file; raises `shards.UnreadableRowError` naming a file that is not an image."""
     path, rel, label, size = row
-    with open(path, "rb") as f:
-        image = load_image(f.read(), size)
-    encoded = io.BytesIO()
-    image.save(encoded, format="PNG")
-    return {"image": [encoded.getvalue()], "label": [label], "shape": [size, size, 3], "path": [rel.encode()]}
-
-
-def _check_image(job: tuple[str, str, int]) -> tuple[str, str, str | None]:
-    """(relative path, sha256, error or None) of one image file, decoded as the writers will."""
-    path, rel, size = job
     try:
         with open(path, "rb") as f:
             data = f.read()
-        load_image(data, size)
+        image = load_image(data, size)
     except Exception as e:  # Pillow raises many types for bad data: every one means "unreadable"
-        return rel, "", f"{type(e).__name__}: {e}"
-    return rel, hashlib.sha256(data).hexdigest(), None
-
-
-def _parallel_map(fn: Callable[[Any], Any], jobs: Sequence[Any], processes: int) -> list[Any]:
-    """`[fn(job) for job in jobs]`, in up to `processes` worker processes, in order."""
-    if processes <= 1 or len(jobs) < 2:
-        return [fn(job) for job in jobs]
-    chunk = max(1, len(jobs) // (4 * processes))
-    with shards.process_pool(processes) as pool:
-        return list(pool.map(fn, jobs, chunksize=chunk))
+        raise shards.UnreadableRowError(f"{path} ({type(e).__name__}: {e})") from None
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    features = {"image": [encoded.getvalue()], "label": [label], "shape": [size, size, 3], "path": [rel.encode()]}
+    return features, {rel: hashlib.sha256(data).hexdigest()}

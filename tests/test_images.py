@@ -192,7 +192,7 @@ def test_image_shards_round_trip(tmp_path: Path) -> None:
             assert e["path"].decode().split("/")[0] == manifest["class_names"][e["label"]]
 
 
-def test_unreadable_files_are_all_named_before_any_shard_is_written(tmp_path: Path) -> None:
+def test_unreadable_files_are_all_named_and_no_shard_is_left(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "images", {"circle": 4, "star": 4})
     (folder / "circle" / "notes.png").write_text("this is not an image")
     good = (folder / "star" / "000.png").read_bytes()
