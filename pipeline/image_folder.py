@@ -9,25 +9,25 @@ constructed, on Luigi's scheduling path, before any work is done.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from pipeline import identity
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def scan(folder: Path) -> dict[str, list[str]]:
-    """Class name -> sorted image paths relative to `folder`, for every class subfolder with images."""
+    """Class name -> sorted image paths relative to `folder`, for every class subfolder with images.
+
+    Built on `identity.folder_listing`, the listing that goes into the stage's identity.
+    """
     classes: dict[str, list[str]] = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(
-            f.relative_to(folder).as_posix()
-            for f in sub.rglob("*")
-            if f.suffix.lower() in IMAGE_EXTENSIONS
-            and f.is_file()
-            and not any(part.startswith(".") for part in f.relative_to(folder).parts)
-        )
-        if files:
-            classes[sub.name] = files
-    return classes
+    for rel in identity.folder_listing(folder):
+        name, sep, _ = rel.partition("/")
+        if sep and os.path.splitext(rel)[1].lower() in IMAGE_EXTENSIONS:
+            classes.setdefault(name, []).append(rel)
+    return dict(sorted(classes.items()))
 
 
 def num_validation(count: int, validation_fraction: float) -> int:

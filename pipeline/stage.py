@@ -228,6 +228,10 @@ class Stage(luigi.Task):
             set_message(message)
 
     def run(self) -> None:
+        with _memo_scope():  # identities are computed once per run (a source folder is listed once)
+            self._run()
+
+    def _run(self) -> None:
         final = self.output_dir()
         _check_writable(final.parent)
         # One run per output folder at a time, across processes (two
