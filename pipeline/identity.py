@@ -92,16 +92,40 @@ def code_digest(source: str, class_name: str | None = None) -> str:
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
 
 
-_code_cache: dict[tuple[str, str | None, int, int], str] = {}
+# Code digests by (sha256 of the file's bytes, class name), kept beside the
+# bytecode in the package's __pycache__: parsing and dumping the modules is
+# most of an up-to-date check's own time, hashing their bytes is nothing.
+CODE_DIGEST_CACHE = Path(__file__).parent / "__pycache__" / "code_digests.json"
+_CODE_CACHE_ENTRIES = 2000  # the newest are kept: a few hundred code versions
+_code_cache: dict[str, str] | None = None
+
+
+def _load_code_cache() -> dict[str, str]:
+    global _code_cache
+    if _code_cache is None:
+        try:
+            loaded = json.loads(CODE_DIGEST_CACHE.read_text())
+            _code_cache = {str(k): str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):  # none yet, or unreadable: computed afresh
+            _code_cache = {}
+    return _code_cache
 
 
 def file_code_digest(path: Path, class_name: str | None = None) -> str:
-    """`code_digest` of a file, cached on its path, size and mtime."""
-    st = path.stat()
-    key = (str(path), class_name, st.st_size, st.st_mtime_ns)
-    if key not in _code_cache:
-        _code_cache[key] = code_digest(path.read_text(), class_name)
-    return _code_cache[key]
+    """`code_digest` of a file (or of one class in it), cached on the sha256 of its bytes."""
+    data = path.read_bytes()
+    key = f"{hashlib.sha256(data).hexdigest()}:{class_name or ''}"
+    cache = _load_code_cache()
+    if key not in cache:
+        cache[key] = code_digest(data.decode(), class_name)
+        for old in list(cache)[: max(0, len(cache) - _CODE_CACHE_ENTRIES)]:
+            del cache[old]
+        with contextlib.suppress(OSError):  # a read-only install: the cache only saves time
+            CODE_DIGEST_CACHE.parent.mkdir(exist_ok=True)
+            tmp = CODE_DIGEST_CACHE.with_name(f"{CODE_DIGEST_CACHE.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache))
+            os.replace(tmp, CODE_DIGEST_CACHE)
+    return cache[key]
 
 
 def folder_listing(folder: Path) -> dict[str, list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -139,3 +140,20 @@ def test_folder_listing_follows_links_once_and_skips_hidden_and_broken(tmp_path:
     assert listing["cat/a.png"][0] == 5 and listing["dog/c.png"][0] == 3
     (elsewhere / "c.png").write_bytes(b"12")  # a change behind the link is a change of the listing
     assert identity.folder_listing(folder)["dog/c.png"][0] == 2
+
+
+def test_file_code_digest_follows_the_bytes_through_its_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(identity, "CODE_DIGEST_CACHE", tmp_path / "cache" / "code_digests.json")
+    monkeypatch.setattr(identity, "_code_cache", None)
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    return 1\n")
+    first = identity.file_code_digest(module)
+    assert first == identity.code_digest(module.read_text())
+    stat = module.stat()
+    module.write_text("def f():\n    return 2\n")  # same size, same mtime: still a new digest
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = identity.file_code_digest(module)
+    assert second != first and second == identity.code_digest(module.read_text())
+    monkeypatch.setattr(identity, "_code_cache", None)  # a new process reads the cache file
+    assert identity.file_code_digest(module) == second
+    assert len(json.loads((tmp_path / "cache" / "code_digests.json").read_text())) == 2
