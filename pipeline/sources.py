@@ -218,6 +218,8 @@ def image_features(row: ImageRow) -> tuple[dict[str, Any], dict[str, str]]:
         with open(path, "rb") as f:
             data = f.read()
         image = load_image(data, size)
+    except Image.UnidentifiedImageError:  # its message names a BytesIO object, not the file
+        raise shards.UnreadableRowError(f"{path} (not an image file that Pillow recognises)") from None
     except Exception as e:  # Pillow raises many types for bad data: every one means "unreadable"
         raise shards.UnreadableRowError(f"{path} ({type(e).__name__}: {e})") from None
     encoded = io.BytesIO()

@@ -205,6 +205,7 @@ def test_unreadable_files_are_all_named_and_no_shard_is_left(tmp_path: Path) -> 
     message = str(error.value)
     assert message.startswith("2 of the 10 image files in ")
     assert str(folder / "circle" / "notes.png") in message and str(folder / "star" / "truncated.png") in message
+    assert "BytesIO" not in message and "(not an image file that Pillow recognises)" in message
     assert "000.png" not in message and "Fix or remove them" in message
     assert not any(out.iterdir())
 
