@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import itertools
 import json
 import multiprocessing
 import os
@@ -201,26 +202,26 @@ def write_splits(
     named; then no shard is kept. Shards appear under their names only once
     every row was read.
     """
-    bounds = {split: np.linspace(0, len(rows[split]), num_shards[split] + 1).astype(int) for split in rows}
     names = {split: [paths.shard_name(split, i, num_shards[split]) for i in range(num_shards[split])] for split in rows}
-    shards = [(split, i) for split in rows for i in range(num_shards[split])]
-
-    def runs(split: str, i: int) -> list[tuple[Sequence[Any], RowEncoder]]:
-        start, stop = bounds[split][i], bounds[split][i + 1]
-        return [(rows[split][j : min(j + ROWS_PER_JOB, stop)], to_features) for j in range(start, stop, ROWS_PER_JOB)]
-
+    shards: dict[tuple[str, int], list[tuple[Sequence[Any], RowEncoder]]] = {}  # (split, index) -> its jobs
+    for split, split_rows in rows.items():
+        bounds = np.linspace(0, len(split_rows), num_shards[split] + 1).astype(int)
+        for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
+            shards[split, i] = [
+                (split_rows[j : min(j + ROWS_PER_JOB, stop)], to_features) for j in range(start, stop, ROWS_PER_JOB)
+            ]
     written = WrittenSplits(names, {}, [])
     temporary = []
     try:
         with contextlib.ExitStack() as stack:
             pool = stack.enter_context(process_pool(processes)) if processes > 1 else None
-            encoded = _in_order(pool, (job for shard in shards for job in runs(*shard)), ahead=4 * processes)
-            for done, (split, i) in enumerate(shards, 1):
+            encoded = _in_order(pool, (job for jobs in shards.values() for job in jobs), ahead=4 * processes)
+            for done, ((split, i), jobs) in enumerate(shards.items(), 1):
                 (folder / split).mkdir(parents=True, exist_ok=True)
                 tmp = folder / (names[split][i] + ".tmp")
                 temporary.append(tmp)
                 with open(tmp, "wb") as f:
-                    for _ in runs(split, i):
+                    for _ in jobs:
                         run = next(encoded)
                         f.writelines(run.records)
                         written.sha256.update(run.sha256)
