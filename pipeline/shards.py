@@ -294,10 +294,9 @@ def create_shards(
                 f"The {split} split has {len(rows[split])} examples, so it takes 1 to "
                 f"{len(rows[split])} shards. Received: num_{split}_shards={num_shards[split]}"
             )
-    split_rows = {split: rows[split] for split in paths.SPLITS}
-    written = write_splits(folder, split_rows, num_shards, source.to_features, processes, progress)
+    written = write_splits(folder, rows, num_shards, source.to_features, processes, progress)
     if written.errors:
-        raise DataError(source.unreadable(sorted(written.errors), sum(map(len, split_rows.values()))))
+        raise DataError(source.unreadable(sorted(written.errors), sum(map(len, rows.values()))))
     manifest = dict(source.manifest(), splits={})
     if written.sha256:
         manifest["source_sha256"] = dict(sorted(written.sha256.items()))
