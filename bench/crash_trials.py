@@ -41,7 +41,7 @@ from pipeline import identity, paths
 from pipeline.stage import Stage, dag
 
 BIN = Path(sys.executable).parent
-SMALL_CFG = {"TrainEstimator": {"max_steps": "1000", "checkpoint_steps": "100", "batch_size": "64"}}
+SMALL_CFG = {"paths": {"root": "."}, "TrainEstimator": {"max_steps": "1000", "checkpoint_steps": "100", "batch_size": "64"}}
 STAGE_ORDER = ["CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"]
 
 
@@ -53,7 +53,8 @@ def _configure(root: Path, set_option: SetOption) -> None:
     set_option("paths", "root", str(root))
     for section, options in SMALL_CFG.items():
         for option, value in options.items():
-            set_option(section, option, value)
+            if section != "paths":  # "." in the luigi.cfg written into `root` (for the `luigi` commands)
+                set_option(section, option, value)
     Register.clear_instance_cache()
 
 

@@ -40,6 +40,7 @@ def run(args: list[str]) -> dict[str, float]:
     """Run the DAG in a fresh folder; return stage seconds, wall seconds and validation MSE."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        (work / "luigi.cfg").write_text("[paths]\nroot = .\n")  # relative to this file: the artifact root
         started = time.perf_counter()
         out = subprocess.run(
             [str(BIN / "luigi"), "--module", "pipeline", "PlotInference", "--local-scheduler", *args],

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards
+from pipeline.console import duration
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -78,6 +79,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
         history: list[dict[str, Any]],
         max_steps: int,
         progress: Progress | None,
+        start_step: int = 0,
     ) -> None:
         super().__init__()
         self.model_dir = model_dir
@@ -91,6 +93,11 @@ class _ModelDirCallback(keras.callbacks.Callback):
             "eval": tf.summary.create_file_writer(str(events / "eval")),
         }
         self.started = time.monotonic()
+        # Speed over the last interval (its evaluation included): what the rest will take per step.
+        self.last_step, self.last_time = start_step, self.started
+        if progress:
+            resumed = ", resumed from its checkpoint" if start_step else ""
+            progress(min(start_step / max_steps, 1.0), f"step {start_step}/{max_steps}: training{resumed}")
 
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
@@ -120,10 +127,14 @@ class _ModelDirCallback(keras.callbacks.Callback):
         _write_json(self.model_dir / paths.HISTORY, self.history)
         self.manager.save(checkpoint_number=step)
         if self.progress:
+            now = time.monotonic()
+            rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+            self.last_step, self.last_time = step, now
+            eta = duration((self.max_steps - step) / rate) if rate > 0 else "?"
             self.progress(
                 min(step / self.max_steps, 1.0),
                 f"step {step}/{self.max_steps}: loss {train.get('loss', float('nan')):.4g}, "
-                f"eval loss {evaluation.get('loss', float('nan')):.4g}",
+                f"eval loss {evaluation.get('loss', float('nan')):.4g}, {rate:.1f} steps/s, ETA {eta}",
             )
 
 
@@ -218,7 +229,7 @@ def _train(
             shards_dir, manifest, config.batch_size, config.seed, config.shuffle_buffer, skip_batches=start_step
         )
         val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
-        callback = _ModelDirCallback(write_dir, manager, history, config.max_steps, progress)
+        callback = _ModelDirCallback(write_dir, manager, history, config.max_steps, progress, start_step)
         if multi_worker:  # Keras 3's fit does not run under MultiWorkerMirroredStrategy
             multiworker.fit(
                 model, strategy, manifest["task"], train_ds, val_ds, config.batch_size, start_step,

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from pipeline import identity, paths
+from pipeline import console, identity, paths
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity
 
@@ -75,6 +75,9 @@ class Stage(luigi.Task):
     code_modules: ClassVar[tuple[str, ...]] = ()  # pipeline modules whose code decides the output
     uses_tensorflow: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
+    # Output files the stages below do not read and whose bytes vary from run to run (event files
+    # carry timestamps): left out of the content digest they compare (fnmatch patterns).
+    volatile_files: ClassVar[tuple[str, ...]] = ()
 
     force = luigi.BoolParameter(
         default=False,
@@ -220,15 +223,17 @@ class Stage(luigi.Task):
     # --- running ---
 
     def progress(self, fraction: float, message: str) -> None:
-        """Report progress to the scheduler (shown in Luigi's UI); a no-op outside a worker."""
+        """Report progress to the scheduler (shown in Luigi's UI) and at the console (pipeline/console.py)."""
         set_percentage = getattr(self, "set_progress_percentage", None)
         set_message = getattr(self, "set_status_message", None)
         if set_percentage is not None and set_message is not None:
             set_percentage(round(100 * fraction, 1))
             set_message(message)
+        console.progress(fraction, message)
 
     def run(self) -> None:
-        with _memo_scope():  # identities are computed once per run (a source folder is listed once)
+        # identities are computed once per run (a source folder is listed once)
+        with _memo_scope(), console.running(self.task_family):
             self._run()
 
     def _run(self) -> None:
@@ -269,20 +274,26 @@ class Stage(luigi.Task):
         upstream_content = self.upstream_content()
         self._prepare_staging(staging, upstream_content)
         started, started_at = time.monotonic(), time.time()
-        info = self.build(staging)
-        info = {
-            **info,
-            "started_at": started_at,
-            "finished_at": time.time(),
-            "elapsed_seconds": round(time.monotonic() - started, 3),
-        }
-        (staging / STAGING_INFO).unlink(missing_ok=True)
-        identity.write_marker(staging, self.identity(), upstream_content, info)
-        identity.publish(staging, final)
+        try:
+            info = self.build(staging)
+            info = {
+                **info,
+                "started_at": started_at,
+                "finished_at": time.time(),
+                "elapsed_seconds": round(time.monotonic() - started, 3),
+            }
+            (staging / STAGING_INFO).unlink(missing_ok=True)
+            identity.write_marker(staging, self.identity(), upstream_content, info, volatile=self.volatile_files)
+            identity.publish(staging, final)
+        except BaseException:
+            # A failed stage that cannot resume leaves nothing behind for gc: its next run starts afresh.
+            if not self.resumable:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""
-        expected = {"identity": self.identity().digest, "upstream_content": upstream_content}
+        expected = {"stage": self.task_family, "identity": self.identity().digest, "upstream_content": upstream_content}
         if self.resumable and not self.force:
             try:
                 if json.loads((staging / STAGING_INFO).read_text()) == expected:

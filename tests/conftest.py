@@ -21,6 +21,15 @@ VENV_BIN = Path(sys.executable).parent
 
 # Small but real: a few hundred steps train the sine MLP in a second or two.
 SMALL_TRAINING = {"batch_size": "64", "max_steps": "200", "checkpoint_steps": "100", "steps_per_execution": "50"}
+# A relative [paths] root is relative to the luigi.cfg that sets it: this makes the folder
+# holding the file the artifact root of the commands run there (else it is the project's).
+ROOT_HERE = "[paths]\nroot = .\n"
+
+
+def make_root(folder: Path, config: str = "") -> Path:
+    """Write `folder`/luigi.cfg making `folder` the artifact root of commands run there, plus `config`."""
+    (folder / "luigi.cfg").write_text(ROOT_HERE + config)
+    return folder
 
 
 class Config:

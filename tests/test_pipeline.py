@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import estimator, paths
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
-from tests.conftest import Config, build, run_cli
+from tests.conftest import Config, build, make_root, run_cli
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
@@ -26,6 +26,7 @@ def test_import_pipeline_imports_no_tensorflow() -> None:
 
 def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     """`luigi --module pipeline PlotInference` with luigi.cfg's defaults: the seed experiment, done well."""
+    make_root(tmp_path)
     first = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "4 ran successfully" in first.stderr

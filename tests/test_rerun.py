@@ -18,7 +18,7 @@ from pipeline import __main__ as cli
 from pipeline import identity, paths, shards, sources
 from pipeline.stage import Stage
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, Repro, TrainEstimator
-from tests.conftest import PROJECT_DIR, SMALL_TRAINING, Config, build, run_cli
+from tests.conftest import PROJECT_DIR, ROOT_HERE, SMALL_TRAINING, Config, build, run_cli
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
@@ -44,7 +44,7 @@ def project_copy(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copy(PROJECT_DIR / "luigi.cfg", proj / "luigi.cfg")
     work.mkdir()
     small = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items())
-    (work / "luigi.cfg").write_text(f"[TrainEstimator]\n{small}\n")
+    (work / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{small}\n")
     return proj, work
 
 
@@ -275,7 +275,7 @@ def test_up_to_date_run_imports_no_tensorflow(workspace: Path) -> None:
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
     cfg = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items())
-    (workspace / "luigi.cfg").write_text(f"[TrainEstimator]\n{cfg}\n")
+    (workspace / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{cfg}\n")
     out = run_cli(["python", "-c", code], cwd=workspace)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False False"

@@ -25,7 +25,7 @@ import pytest
 from pipeline import identity, paths
 from pipeline.scheduler import SchedulerUnavailableError, probe
 from pipeline.tasks import TrainEstimator
-from tests.conftest import PROJECT_DIR, run_cli
+from tests.conftest import PROJECT_DIR, make_root, run_cli
 from tests.scheduler import Luigid, free_port, running_luigid, start_luigi, write_run_config
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
@@ -38,6 +38,7 @@ MAX_STEPS = 200
 
 def test_without_a_scheduler_luigi_fails_at_once_naming_both_ways_out(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
+    make_root(tmp_path)
     started = time.monotonic()
     out = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--scheduler-port", str(port)], cwd=tmp_path)
     elapsed = time.monotonic() - started
@@ -48,7 +49,7 @@ def test_without_a_scheduler_luigi_fails_at_once_naming_both_ways_out(tmp_path: 
     assert f"`make scheduler SCHEDULER_PORT={port}`" in out.stderr
     assert "--local-scheduler" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 2
-    assert list(tmp_path.iterdir()) == []  # nothing was run
+    assert [p.name for p in tmp_path.iterdir()] == ["luigi.cfg"]  # nothing was run
 
 
 def test_luigi_build_without_a_scheduler_raises_the_same_exit(workspace: Path) -> None:
