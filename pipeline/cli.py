@@ -47,7 +47,8 @@ def fail(error: PipelineError) -> NoReturn:
 
 
 def closest(word: str, candidates: Sequence[str]) -> str | None:
-    """The candidate `word` most likely meant: same spelling up to case, '_' and '-', else difflib's closest."""
+    """The candidate `word` most likely meant: the same up to case, '_' and '-'; those ending in it (a flag
+    without its task, `a or b` when several do); else difflib's closest; None when nothing is close."""
 
     def key(s: str) -> str:
         return s.lower().replace("_", "-")
@@ -56,8 +57,8 @@ def closest(word: str, candidates: Sequence[str]) -> str | None:
     if key(word) in by_key:
         return by_key[key(word)]
     suffix = [c for c in candidates if key(c).endswith("-" + key(word).lstrip("-"))]  # a flag without its task
-    if len(suffix) == 1:
-        return suffix[0]
+    if suffix:
+        return " or ".join(suffix[:3])
     match = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
     return by_key[match[0]] if match else None
 
@@ -117,6 +118,16 @@ def _config_value(cls: type[luigi.Task], name: str, param: luigi.Parameter) -> s
         return f"(not accepted: {error})"
 
 
+def _description(param: luigi.Parameter) -> str:
+    """A parameter's description, its choices (if any) in a stable order (Luigi lists a set's)."""
+    text = param.description or ""
+    choices = getattr(param, "_choices", None)
+    if choices is None:
+        return text
+    text = re.sub(r"\s*Choices: \{.*\}$", "", text)
+    return f"{text} Choices: {', '.join(sorted(map(str, choices)))}."
+
+
 def dag_help(task_family: str, stage_families: list[str]) -> str:
     """Help for a stage: the parameters of each stage of its DAG, upstream first, with value and description."""
     lines = [
@@ -133,7 +144,7 @@ def dag_help(task_family: str, stage_families: list[str]) -> str:
             flag = f"--{family}-{name.replace('_', '-')}"
             extra = "" if param.significant else " Not significant: changing it reruns nothing."
             lines.append(f"  {flag} {_config_value(cls, name, param)}")
-            lines.append(f"      {param.description or ''}{extra}")
+            lines.append(f"      {_description(param)}{extra}")
     lines += [
         "",
         "Luigi's own options: --local-scheduler, --workers N, --scheduler-host HOST, --scheduler-port PORT, "
