@@ -117,17 +117,23 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
     history = json.loads((model_dir / paths.HISTORY).read_text())
     last = history[-1]
     assert last["step"] == MAX_STEPS
-    assert final["TrainEstimator"] == (
-        100,
-        f"step {MAX_STEPS}/{MAX_STEPS}: loss {last['train']['loss']:.4g}, eval loss {last['eval']['loss']:.4g}",
+    # (then the speed over the last interval and the time left: none at the end)
+    pattern = re.compile(rf"step (\d+)/{MAX_STEPS}: loss (\S+), eval loss (\S+), [\d.]+ steps/s, ETA (\d+:\d\d)")
+    assert final["TrainEstimator"][0] == 100
+    match = pattern.fullmatch(final["TrainEstimator"][1])
+    assert match, final["TrainEstimator"]
+    assert match.group(1, 2, 3, 4) == (
+        str(MAX_STEPS),
+        f"{last['train']['loss']:.4g}",
+        f"{last['eval']['loss']:.4g}",
+        "0:00",
     )
     # ... and as it trained: every message the scheduler showed matches an evaluation of the run.
     by_step = {h["step"]: h for h in history}
     assert sorted(by_step) == list(range(20, MAX_STEPS + 1, 20))
-    pattern = re.compile(rf"step (\d+)/{MAX_STEPS}: loss (\S+), eval loss (\S+)")
     shown_steps = []
     for family, percentage, message in watched_run.seen_running:
-        if family != "TrainEstimator" or message is None:
+        if family != "TrainEstimator" or message is None or message == f"step 0/{MAX_STEPS}: training":
             continue
         match = pattern.fullmatch(message)
         assert match, message
