@@ -41,7 +41,10 @@ from pipeline import identity, paths
 from pipeline.stage import Stage, dag
 
 BIN = Path(sys.executable).parent
-SMALL_CFG = {"paths": {"root": "."}, "TrainEstimator": {"max_steps": "1000", "checkpoint_steps": "100", "batch_size": "64"}}
+SMALL_CFG = {
+    "paths": {"root": "."},
+    "TrainEstimator": {"max_steps": "1000", "checkpoint_steps": "100", "batch_size": "64"},
+}
 STAGE_ORDER = ["CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"]
 
 
