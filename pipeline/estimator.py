@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards
+from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards, teardown
 from pipeline.console import duration
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
@@ -167,6 +167,9 @@ def train(
             )
     finally:
         keras.mixed_precision.set_global_policy("float32")
+        # The model, its functions and the input iterator are cyclic garbage now: free them at once,
+        # off this thread, not in whichever later stage runs the next full collection (teardown.py).
+        teardown.collect_in_background("training teardown")
     if not role.chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return {
