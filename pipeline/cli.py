@@ -18,7 +18,6 @@ the same lines; `run_command` turns its other errors into the same one line.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
@@ -59,6 +58,8 @@ def closest(word: str, candidates: Sequence[str]) -> str | None:
     suffix = [c for c in candidates if key(c).endswith("-" + key(word).lstrip("-"))]  # a flag without its task
     if suffix:
         return " or ".join(suffix[:3])
+    import difflib  # only when something is mistyped
+
     match = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
     return by_key[match[0]] if match else None
 

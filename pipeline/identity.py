@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,6 +261,8 @@ def keras_archive_content(path: Path) -> str:
     save date in `metadata.json` and the `shared_object_id`s in `config.json` (ids of the saving
     process's objects, renumbered in order of appearance). Two saves of the same model, weights
     and configuration get the same digest; the archive's own bytes differ."""
+    import zipfile  # here: the scheduling path that imports this module never reads an archive
+
     members = {}
     with zipfile.ZipFile(path) as archive:
         for name in sorted(archive.namelist()):
@@ -292,12 +293,14 @@ def _without_volatile(value: Any, key: str, ids: dict[Any, int]) -> Any:
 def file_content(path: Path, sha256: str) -> str:
     """What a file holds for the stages that read it: its sha256, or for a Keras archive
     `keras_archive_content` (its bytes carry the save date)."""
-    if path.suffix == ".keras" and zipfile.is_zipfile(path):
-        try:
-            return keras_archive_content(path)
-        except (OSError, ValueError, zipfile.BadZipFile):  # not an archive Keras wrote: its bytes are its content
-            return sha256
-    return sha256
+    if path.suffix != ".keras":
+        return sha256
+    import zipfile
+
+    try:
+        return keras_archive_content(path)
+    except (OSError, ValueError, zipfile.BadZipFile):  # not an archive Keras wrote: its bytes are its content
+        return sha256
 
 
 def write_marker(

@@ -254,7 +254,8 @@ class Stage(luigi.Task):
                 if error.errno == errno.ENOSPC:
                     raise PipelineError(
                         f"No space left on the device of {final.parent} while {self.task_family} was writing. "
-                        "Free some space (python -m pipeline gc lists unused artifacts) and run again; "
+                        "Free some space (python -m pipeline gc lists leftovers and, with --unused, older results) "
+                        "and run again; "
                         "nothing was published."
                     ) from None
                 raise
