@@ -131,6 +131,10 @@ def results_block(tasks: list[luigi.Task], started: float) -> str:
                 shown = []
             if shown:
                 metrics_line = "Validation: " + ", ".join(shown)
+        last_eval = (marker or {}).get("info", {}).get("last_eval")
+        if not metrics_line and isinstance(last_eval, dict) and last_eval:  # a training without its evaluation
+            shown = headline_metrics({"validation": last_eval})
+            metrics_line = "Validation (the training's last evaluation): " + ", ".join(shown)
     if metrics_line:
         lines.append(metrics_line)
     lines.append(

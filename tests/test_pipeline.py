@@ -46,6 +46,8 @@ def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     second = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler"], cwd=tmp_path)
     assert second.returncode == 0
     assert "Did not run any tasks" in second.stderr
+    assert f"mse {metrics['validation']['mse']:.4g}" in second.stdout  # the results, reused
+    assert "Ran: nothing. Reused: CreateShards, TrainEstimator, EvaluateEstimator, PlotInference." in second.stdout
 
     status = run_cli(["python", "-m", "pipeline", "status", "PlotInference"], cwd=tmp_path)
     assert status.returncode == 0, status.stderr
@@ -54,9 +56,11 @@ def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     # A command-line override reaches the upstream stage, and status says what changed.
     override = ["--TrainEstimator-learning-rate", "0.003"]
     status = run_cli(["python", "-m", "pipeline", "status", "PlotInference", *override], cwd=tmp_path)
+    assert status.returncode == 1  # something is stale
     lines = status.stdout.splitlines()
-    assert lines[0].split()[:4] == ["CreateShards", "up", "to", "date"]
-    assert lines[1].split()[:2] == ["TrainEstimator", "stale"]
+    assert lines[0] == f"Artifact root: {tmp_path}"
+    assert lines[1].split()[:4] == ["CreateShards", "up", "to", "date"]
+    assert lines[2].split()[:2] == ["TrainEstimator", "stale"]
     assert "parameter learning_rate changed from 0.01 to 0.003" in status.stdout
 
 
