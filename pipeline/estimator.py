@@ -28,8 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards, teardown
-from pipeline.console import duration
+from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -130,12 +129,19 @@ class _ModelDirCallback(keras.callbacks.Callback):
             now = time.monotonic()
             rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
             self.last_step, self.last_time = step, now
-            eta = duration((self.max_steps - step) / rate) if rate > 0 else "?"
+            eta = _clock(round((self.max_steps - step) / rate)) if rate > 0 else "?"
             self.progress(
                 min(step / self.max_steps, 1.0),
                 f"step {step}/{self.max_steps}: loss {train.get('loss', float('nan')):.4g}, "
                 f"eval loss {evaluation.get('loss', float('nan')):.4g}, {rate:.1f} steps/s, ETA {eta}",
             )
+
+
+def _clock(seconds: int) -> str:
+    """`m:ss`, or `h:mm:ss` (as console.duration; not imported: console.py would join training's code identity)."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def train(
@@ -167,9 +173,6 @@ def train(
             )
     finally:
         keras.mixed_precision.set_global_policy("float32")
-        # The model, its functions and the input iterator are cyclic garbage now: free them at once,
-        # off this thread, not in whichever later stage runs the next full collection (teardown.py).
-        teardown.collect_in_background("training teardown")
     if not role.chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return {

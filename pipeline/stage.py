@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from pipeline import console, identity, paths
+from pipeline import console, identity, paths, teardown
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity
 
@@ -277,6 +277,8 @@ class Stage(luigi.Task):
         started, started_at = time.monotonic(), time.time()
         try:
             info = self.build(staging)
+            if self.uses_tensorflow:  # its models, functions and datasets: freed now, off this thread (teardown.py)
+                teardown.collect_in_background(f"{self.task_family} teardown")
             info = {
                 **info,
                 "started_at": started_at,

@@ -15,11 +15,12 @@ bench/end_to_end.py here, and a bare `gc.collect()` after a 450-step training
 took from 0.2 to 40 s (native stacks: the main thread in
 `RootDataset::Iterator::~Iterator` waiting for `Model::OptimizeLoop`).
 
-So the training's garbage is collected as soon as training returns, on a
-daemon thread: TensorFlow releases the GIL while it deletes a tensor handle, so
-if that wait happens, it blocks this thread and no stage. A collection already
-running makes the others in the process (automatic or explicit) return at once,
-so nothing waits on it either.
+So when a stage that runs TensorFlow has built its output, the process's
+garbage is collected at once (Stage calls this), on a daemon thread.
+TensorFlow releases the GIL while it deletes a tensor handle, so if that wait
+happens, it blocks this thread and no stage. A collection already running
+makes the others in the process (automatic or explicit) return at once, so
+nothing waits on it either.
 """
 
 from __future__ import annotations

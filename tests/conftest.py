@@ -28,6 +28,7 @@ ROOT_HERE = "[paths]\nroot = .\n"
 
 def make_root(folder: Path, config: str = "") -> Path:
     """Write `folder`/luigi.cfg making `folder` the artifact root of commands run there, plus `config`."""
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "luigi.cfg").write_text(ROOT_HERE + config)
     return folder
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import estimator, identity, paths, shards, sources, teardown
+from pipeline import estimator, identity, paths, shards, sources
 from tests.conftest import VENV_BIN, make_root
 
 
@@ -134,28 +133,3 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> 
         estimator.load_model(model_dir).get_weights(), estimator.load_model(reference).get_weights(), strict=True
     ):
         np.testing.assert_array_equal(wa, wb)
-
-
-def _live_input_iterators() -> int:
-    return sum(type(o).__name__ in ("OwnedIterator", "TFEpochIterator") for o in gc.get_objects())
-
-
-def test_training_tears_its_input_iterator_down_when_it_returns(
-    shards_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Not in whichever later stage runs the next full garbage collection (pipeline/teardown.py)."""
-    config = small_config(max_steps=100, checkpoint_steps=50)
-    gc.collect()
-    before = _live_input_iterators()
-    gc.disable()  # only the training's own teardown may free its cycles here
-    try:
-        estimator.train(config, shards_dir, tmp_path / "torn-down")
-        assert teardown.wait(timeout=120)
-        assert _live_input_iterators() == before
-        # Without it, Keras' epoch iterator and its tf.data iterator outlive the training (a reference cycle).
-        monkeypatch.setattr(teardown, "collect_in_background", lambda name: None)
-        estimator.train(config, shards_dir, tmp_path / "left")
-        assert _live_input_iterators() == before + 2
-    finally:
-        gc.enable()
-        gc.collect()
