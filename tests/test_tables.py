@@ -75,7 +75,7 @@ def test_bad_tables_are_named_with_file_line_and_column(
     tmp_path: Path, header: list[str], rows: list[list[object]], label: str, message: str
 ) -> None:
     path = write_csv(tmp_path / "t.csv", header, rows)
-    with pytest.raises(ValueError, match="t.csv") as error:
+    with pytest.raises(ValueError, match=r"t\.csv") as error:
         tables.read_table(path, label)
     assert message in str(error.value)
 
