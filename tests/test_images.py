@@ -631,7 +631,8 @@ def test_each_augmentation_alone_moves_what_it_names() -> None:
 
     def places(names: tuple[str, ...]) -> set[tuple[int, int]]:
         outputs = [inputs.apply_augmentations(tf.constant(pixel), seed, names).numpy() for seed in seeds]
-        return {tuple(int(v) for v in np.unravel_index(np.argmax(o[..., 0]), (16, 16))) for o in outputs}
+        found = [np.unravel_index(np.argmax(o[..., 0]), (16, 16)) for o in outputs]
+        return {(int(row), int(column)) for row, column in found}
 
     assert places(()) == {(5, 3)}
     assert places(("flip_horizontal",)) == {(5, 3), (5, 12)}
