@@ -21,16 +21,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import luigi
 from luigi.task import flatten
+from luigi.task_register import Register
 
 from pipeline import identity, paths
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity, framework_versions
 
 logger = logging.getLogger("luigi-interface")
+StageT = TypeVar("StageT", bound="Stage")
 
 STAGING_INFO = "_STAGING.json"
 
@@ -57,16 +59,25 @@ class Stage(luigi.Task):
     code_entry: ClassVar[tuple[str, ...]] = ()  # modules whose code (and what they import) decides the output
     uses_tensorflow: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
+    upstream_families: ClassVar[tuple[str, ...]] = ()  # the stages `requires` builds, by task family
 
     force = luigi.BoolParameter(
         default=False,
         significant=False,
         description="Rerun this stage although it is up to date; stages below rerun only if its bytes change.",
     )
+    variant = luigi.DictParameter(
+        default={},
+        significant=False,
+        description="Parameters of the stages above this one, by task family, e.g. "
+        '{"TrainEstimator": {"learning_rate": 0.003}} (what a sweep sets); the others come from luigi.cfg and '
+        "the command line.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
+        self._check_variant()
         try:
             self.validate()
         except ParameterError:
@@ -148,6 +159,44 @@ class Stage(luigi.Task):
     def build(self, staging: Path) -> dict[str, Any]:
         """Write the stage's files into `staging`; return facts for the marker."""
         raise NotImplementedError
+
+    # --- the stages above, and the parameters a variant hands them ---
+
+    @classmethod
+    def families_above(cls) -> set[str]:
+        """The task families of every stage above this one, transitively."""
+        found: set[str] = set()
+        for family in cls.upstream_families:
+            found |= {family, *Register.get_task_cls(family).families_above()}
+        return found
+
+    def stage_above(self, cls: type[StageT]) -> StageT:
+        """The stage `cls` above this one, with the parameters this one's variant sets for it.
+
+        Its own section of the variant become its parameters (the others come
+        from luigi.cfg and the command line, as for a stage built bare), and it
+        receives the sections of the stages above it. Variants that set the same
+        values for a stage build the same task: a sweep runs shared stages once.
+        """
+        own = dict(self.variant.get(cls.get_task_family(), {}))
+        above = {family: values for family, values in self.variant.items() if family in cls.families_above()}
+        return cls(**own, variant=above) if above else cls(**own)
+
+    def _check_variant(self) -> None:
+        allowed = self.families_above()
+        for family, values in self.variant.items():
+            if family not in allowed:
+                raise ParameterError(
+                    f"--{self.task_family}-variant names {family}, which is not a stage above {self.task_family} "
+                    f"(those are: {', '.join(sorted(allowed)) or 'none'})."
+                )
+            names = {name for name, _ in Register.get_task_cls(family).get_params()}
+            unknown = sorted(set(values) - names)
+            if unknown:
+                raise ParameterError(
+                    f"--{self.task_family}-variant sets {family} parameter {unknown[0]!r}, which {family} does not "
+                    f"have (it has: {', '.join(sorted(names - {'variant', 'force'}))})."
+                )
 
     def source_folders(self) -> dict[str, Path]:
         """Folders of user files this stage reads; their listings join its identity."""

@@ -175,6 +175,7 @@ class CreateShards(Stage):
 
     artifact_kind = "data"
     code_entry = ("pipeline.sources", "pipeline.shards")
+    upstream_families = ("MakeShapes",)
 
     image_dir = luigi.Parameter(
         description="A folder of images, one subfolder per class (classification); empty: not images."
@@ -232,7 +233,7 @@ class CreateShards(Stage):
     def schema(self) -> sources.Schema:
         """What the shards will hold (problem, input shape, classes, examples per split), before they exist."""
         if self.is_demo() and not Path(self.image_dir).exists():
-            demo = MakeShapes()
+            demo = self.stage_above(MakeShapes)
             counts = sources.split_counts(demo.images_per_class, self.validation_fraction)
             shape = (self.image_size, self.image_size, 3)
             total = {split: count * len(demo.classes) for split, count in counts.items()}
@@ -255,7 +256,7 @@ class CreateShards(Stage):
         return bool(self.image_dir) and Path(self.image_dir).resolve() == demo.resolve()
 
     def requires(self) -> list[Stage]:
-        return [MakeShapes()] if self.is_demo() else []
+        return [self.stage_above(MakeShapes)] if self.is_demo() else []
 
     def source_folders(self) -> dict[str, Path]:
         return {"image_dir": Path(self.image_dir)} if self.image_dir else {"csv": Path(self.csv)} if self.csv else {}
@@ -289,6 +290,7 @@ class TrainEstimator(Stage):
 
     artifact_kind = "models"
     code_entry = ("pipeline.estimator", "pipeline.problems")
+    upstream_families = ("CreateShards",)
     uses_tensorflow = True
     resumable = True
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
@@ -405,7 +407,7 @@ class TrainEstimator(Stage):
         return {**super().code_digests(), **self.user_code()}
 
     def requires(self) -> CreateShards:
-        return CreateShards()
+        return self.stage_above(CreateShards)
 
     def folder_prefix(self) -> str:
         network = self.settings().network
@@ -428,10 +430,11 @@ class EvaluateEstimator(Stage):
 
     artifact_kind = "reports"
     code_entry = ("pipeline.estimator", "pipeline.problems")
+    upstream_families = ("TrainEstimator", "CreateShards")
     uses_tensorflow = True
 
     def requires(self) -> dict[str, Stage]:
-        return {"model": TrainEstimator(), "shards": CreateShards()}
+        return {"model": self.stage_above(TrainEstimator), "shards": self.stage_above(CreateShards)}
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-eval"
@@ -453,10 +456,15 @@ class PlotInference(Stage):
 
     artifact_kind = "reports"
     code_entry = ("pipeline.estimator", "pipeline.problems", "pipeline.plots")
+    upstream_families = ("EvaluateEstimator", "TrainEstimator", "CreateShards")
     uses_tensorflow = True
 
     def requires(self) -> dict[str, Stage]:
-        return {"metrics": EvaluateEstimator(), "model": TrainEstimator(), "shards": CreateShards()}
+        return {
+            "metrics": self.stage_above(EvaluateEstimator),
+            "model": self.stage_above(TrainEstimator),
+            "shards": self.stage_above(CreateShards),
+        }
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-plots"
