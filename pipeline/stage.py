@@ -33,6 +33,7 @@ from pipeline.identity import Identity, framework_versions
 
 logger = logging.getLogger("luigi-interface")
 StageT = TypeVar("StageT", bound="Stage")
+NO_VARIANT: dict[str, Any] = {}  # a stage built bare: every stage above reads luigi.cfg and the command line
 
 STAGING_INFO = "_STAGING.json"
 
@@ -67,7 +68,7 @@ class Stage(luigi.Task):
         description="Rerun this stage although it is up to date; stages below rerun only if its bytes change.",
     )
     variant = luigi.DictParameter(
-        default={},
+        default=NO_VARIANT,
         significant=False,
         description="Parameters of the stages above this one, by task family, e.g. "
         '{"TrainEstimator": {"learning_rate": 0.003}} (what a sweep sets); the others come from luigi.cfg and '
@@ -92,10 +93,35 @@ class Stage(luigi.Task):
         # two runs that differ only upstream (another learning rate) build an equal
         # EvaluateEstimator(). A central scheduler shared by both would take them for one
         # task and run it once: the task id names the identity too.
-        self.task_id = luigi.task.task_id_str(
-            self.task_family,
-            {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
-        )
+        self.task_id = luigi.task.task_id_str(self.task_family, {**self.brief(), "identity": self.identity().short})
+
+    headline_params: ClassVar[tuple[str, ...]] = ()  # resolved values every log line shows (TrainEstimator: network)
+
+    def brief(self) -> dict[str, str]:
+        """What tells this task apart in a log line: its headline resolved values, the values set for it
+        rather than by luigi.cfg and the command line (a sweep's), and those its variant hands upstream."""
+        resolved = self.resolved()
+        shown = {name: _brief(resolved[name]) for name in self.headline_params if name in resolved}
+        family = self.task_family
+        for name, param in self.get_params():
+            if name in ("variant", "force") or name in shown or not param.significant:
+                continue
+            try:
+                configured = param.task_value(family, name)
+            except (ValueError, TypeError, luigi.parameter.MissingParameterException):
+                configured = None
+            if configured != getattr(self, name):
+                shown[name] = _brief(resolved.get(name, getattr(self, name)))
+        for upstream, values in sorted(self.variant.items()):
+            for name, value in sorted(values.items()):
+                shown[f"{upstream}.{name}"] = _brief(value)
+        return shown
+
+    def __repr__(self) -> str:
+        if not self.__dict__.get("_resolved_ready"):
+            return str(super().__repr__())
+        parts = [f"{name}={value}" for name, value in self.brief().items()]
+        return f"{self.task_family}({', '.join([*parts, 'id=' + self.identity().short])})"
 
     def to_str_params(self, only_significant: bool = False, only_public: bool = False) -> dict[str, str]:
         """The parameters as the scheduler (its web UI) and Luigi's summaries show them: resolved.
@@ -394,6 +420,13 @@ def _exclusive(final: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.lockf(lock, fcntl.LOCK_UN)
+
+
+def _brief(value: Any, width: int = 30) -> str:
+    """A value as a short string for log lines."""
+    plain = identity.normalise(value)
+    text = plain if isinstance(plain, str) else json.dumps(plain)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _accepted(param: luigi.Parameter) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ from pipeline import cluster, identity, paths, plugins, problems, settings, sour
 from pipeline.errors import ParameterError
 from pipeline.stage import Stage, dag
 
+logger = logging.getLogger("luigi-interface")
+MANY_EPOCHS = 100  # a training budget above this many passes over the split is worth a warning
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "hexagon")  # shapes.OUTLINES
 
 
@@ -176,6 +179,7 @@ class CreateShards(Stage):
     artifact_kind = "data"
     code_entry = ("pipeline.sources", "pipeline.shards")
     upstream_families = ("MakeShapes",)
+    headline_params = ("source",)
 
     image_dir = luigi.Parameter(
         description="A folder of images, one subfolder per class (classification); empty: not images."
@@ -291,6 +295,7 @@ class TrainEstimator(Stage):
     artifact_kind = "models"
     code_entry = ("pipeline.estimator", "pipeline.problems")
     upstream_families = ("CreateShards",)
+    headline_params = ("network",)
     uses_tensorflow = True
     resumable = True
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
@@ -311,6 +316,13 @@ class TrainEstimator(Stage):
     )
     batch_size = luigi.IntParameter(description="Examples per training step.")
     max_steps = PerNetworkParameter(value_type=int, description="Train until the global step reaches this.")
+    max_epochs = luigi.IntParameter(
+        description="Train for this many passes over the training split instead of max_steps; 0: use max_steps."
+    )
+    patience = luigi.IntParameter(
+        description="Stop when this many evaluations in a row bring no lower eval loss, and export the best "
+        "checkpoint; 0: off."
+    )
     checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
     seed = luigi.IntParameter(description="Seed of the initial weights, the data order and the augmentation.")
@@ -337,6 +349,10 @@ class TrainEstimator(Stage):
             value = getattr(config, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 1, f"{flag} must be a positive integer. Received: {value}")
+        for name in ("max_epochs", "patience"):
+            value = getattr(config, name)
+            flag = "--TrainEstimator-" + name.replace("_", "-")
+            _require(value >= 0, f"{flag} must be 0 (off) or more. Received: {value}")
         _require(
             math.isfinite(config.learning_rate) and config.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {config.learning_rate}",
@@ -417,7 +433,16 @@ class TrainEstimator(Stage):
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline import estimator
 
-        return estimator.train(self.settings(), self.requires().output_dir(), staging, self.progress)
+        config, examples = self.settings(), self.requires().schema().num_examples["train"]
+        epochs = config.max_steps * config.batch_size / examples
+        if epochs > MANY_EPOCHS:
+            logger.warning(
+                "TrainEstimator: %d steps of %d examples are %.0f epochs of the %d training examples (over %d). "
+                "If the eval loss stops falling early (training_curves.png), set --TrainEstimator-max-epochs, "
+                "or --TrainEstimator-patience to stop when it does.",
+                config.max_steps, config.batch_size, epochs, examples, MANY_EPOCHS,
+            )  # fmt: skip
+        return estimator.train(config, self.requires().output_dir(), staging, self.progress)
 
 
 TrainSettings = settings.settings_class(
@@ -473,12 +498,13 @@ class PlotInference(Stage):
         from pipeline import plots
 
         upstream = self.requires()
+        model = self.stage_above(TrainEstimator)
         figures = plots.write_figures(
             staging,
-            model_dir=upstream["model"].output_dir(),
+            model_dir=model.output_dir(),
             shards_dir=upstream["shards"].output_dir(),
             metrics_dir=upstream["metrics"].output_dir(),
-            title=upstream["model"].output_dir().name,
+            title=f"{model.output_dir().name}\n{settings.describe(model.settings())}",
             progress=self.progress,
         )
         return {"figures": figures}
