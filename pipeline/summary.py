@@ -32,7 +32,8 @@ from pipeline.stage import Stage, dag
 
 logger = logging.getLogger("luigi-interface")
 
-# Task families whose completeness the running command checked (Luigi's DEPENDENCY_* events).
+# Task families the running command reached: the roots, the dependencies Luigi discovered
+# below an incomplete stage, and those it found complete or missing (Luigi's events).
 _checked: set[str] = set()
 
 
@@ -40,6 +41,11 @@ _checked: set[str] = set()
 @Stage.event_handler(luigi.Event.DEPENDENCY_MISSING)
 def _record_checked(task: Stage) -> None:
     _checked.add(task.task_family)
+
+
+@Stage.event_handler(luigi.Event.DEPENDENCY_DISCOVERED)
+def _record_discovered(task: Stage, dependency: luigi.Task) -> None:
+    _checked.add(dependency.task_family)
 
 
 def stages_of(tasks: Iterable[luigi.Task]) -> list[Stage]:
@@ -161,7 +167,8 @@ def install() -> None:
         if CmdlineParser.get_instance() is None:  # luigi.build() from a program: its caller reads the result
             return result
         try:
-            for warning in force_warnings(list(flatten(tasks)), set(_checked)):
+            roots = {task.task_family for task in flatten(tasks)}
+            for warning in force_warnings(list(flatten(tasks)), _checked | roots):
                 logger.warning(warning)
             print(results_block(list(flatten(tasks)), started), flush=True)
         except Exception as error:  # the block must never change how the run ends (its exit code)

@@ -88,7 +88,7 @@ def test_help_lists_every_parameter_of_the_dag_above(tmp_path: Path) -> None:
             flag = f"--{family}-{name.replace('_', '-')}"
             assert re.search(rf"\n  {re.escape(flag)} .*\n      {re.escape(cli._description(param))}", text), flag
     assert "\n  --TrainEstimator-batch-size 96\n" in text  # the value luigi.cfg gives, here the folder's
-    assert "Network builder by name; auto: mlp for the sine, cnn for images. Choices: auto, cnn, mlp." in text
+    assert "or the problem to pose. Choices: auto, classification, regression.\n" in text  # sorted, not a set's order
     assert "--PlotInference-force" not in text and "MakeShapes" not in text  # below it; not in the sine's DAG
     assert text.index("\nCreateShards: ") < text.index("\nTrainEstimator: ") < text.index("\nEvaluateEstimator: ")
     # The DAG as the command line makes it: the demo images come first.
