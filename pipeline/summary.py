@@ -28,7 +28,7 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.task import flatten
 
 from pipeline import identity, paths
-from pipeline.stage import Stage, dag
+from pipeline.stage import Stage, _memo_scope, dag
 
 logger = logging.getLogger("luigi-interface")
 
@@ -168,9 +168,10 @@ def install() -> None:
             return result
         try:
             roots = {task.task_family for task in flatten(tasks)}
-            for warning in force_warnings(list(flatten(tasks)), _checked | roots):
-                logger.warning(warning)
-            print(results_block(list(flatten(tasks)), started), flush=True)
+            with _memo_scope():  # each stage's identity computed once for the warnings and the block
+                for warning in force_warnings(list(flatten(tasks)), _checked | roots):
+                    logger.warning(warning)
+                print(results_block(list(flatten(tasks)), started), flush=True)
         except Exception as error:  # the block must never change how the run ends (its exit code)
             logger.warning("Could not summarise the results: %s: %s", type(error).__name__, error)
         return result
