@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards
+from pipeline import cluster, hparams, inputs, metrics, multiworker, networks, paths, shards
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -156,7 +156,9 @@ def train(
             )
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    if not role.chief:
+    if role.chief:
+        hparams.write_hparams(config, write_dir)  # TensorBoard's HParams tab compares model_dirs
+    else:
         shutil.rmtree(write_dir, ignore_errors=True)
     return {
         **result,

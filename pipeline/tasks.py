@@ -271,6 +271,9 @@ class TrainEstimator(Stage):
     steps_per_execution = luigi.IntParameter(
         default=50, significant=False, description="Steps per tf.function call (speed only)."
     )
+    gpus_per_training = luigi.IntParameter(
+        default=1, significant=False, description="GPUs of one training (MirroredStrategy); see [gpu_slots]."
+    )
 
     def validate(self) -> None:
         try:
@@ -282,6 +285,10 @@ class TrainEstimator(Stage):
             value = getattr(self, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 1, f"{flag} must be a positive integer. Received: {value}")
+        _require(
+            self.gpus_per_training >= 1,
+            f"--TrainEstimator-gpus-per-training must be a positive integer. Received: {self.gpus_per_training}",
+        )
         _require(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {self.learning_rate}",
@@ -346,9 +353,10 @@ class TrainEstimator(Stage):
         return f"{self.requires().folder_prefix()}-{self.network}"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import estimator
+        from pipeline import train_process  # on a GPU slot of its own when the host has GPUs
 
-        return estimator.train(self.train_config(), self.requires().output_dir(), staging, self.progress)
+        shards_dir = self.requires().output_dir()
+        return train_process.train(self.train_config(), shards_dir, staging, self.progress, self.gpus_per_training)
 
     def train_config(self) -> Any:
         """The library's TrainConfig for this task's parameters."""
