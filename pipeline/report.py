@@ -36,6 +36,7 @@ from pipeline import runs as runs_module
 from pipeline.runs import Column, Run
 
 MAX_CURVE_PANELS = 4
+MAX_LEGEND_RUNS = 12
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -123,6 +124,8 @@ def curves_figure(runs: Sequence[Run], params: Sequence[Column], colours: Sequen
     for ax in axes_list[len(names) :]:
         ax.axis("off")
     handles = [Line2D([], [], color=c, lw=2, label=_label(run, params)) for run, c in zip(runs, colours, strict=True)]
+    if len(runs) > MAX_LEGEND_RUNS:  # a legend taller than the plots: the table's swatches name the colours
+        handles = []
     handles += [Line2D([], [], color="0.3", ls="--", label="train"), Line2D([], [], color="0.3", label="eval")]
     figure.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize="small")
     figure.suptitle(f"Training curves of {len(runs)} runs (train dashed, eval solid)")

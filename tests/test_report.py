@@ -1,0 +1,104 @@
+"""The HTML report of runs (pipeline/report.py, `python -m pipeline report`), opened in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.image
+
+from pipeline import report, runs
+from tests.browser import Chromium
+from tests.conftest import PROJECT_DIR, SineRuns, run_cli
+
+
+class _Page(HTMLParser):
+    """The rows of the runs table and the images of a report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.images: list[dict[str, str]] = []
+        self._cell: list[str] | None = None
+        self._in_body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append([])
+        elif tag == "td" and self._in_body:
+            self._cell = []
+        elif tag == "img":
+            self.images.append({k: v or "" for k, v in attrs})
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.rows[-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tbody":
+            self._in_body = False
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text())
+    return page
+
+
+def test_report_renders_offline_with_every_figure(sine_runs: SineRuns, tmp_path: Path) -> None:
+    found = runs.collect(sine_runs.root)
+    out = report.write_report(found, tmp_path / "report.html")
+    assert out == tmp_path / "report.html" and not list(tmp_path.glob(".*tmp*"))  # written in one piece
+
+    page = _parse(out)
+    assert [row[0] for row in page.rows] == [run.name for run in found]
+    # The curves, the metrics against the parameters, and each run's two figures, byte for byte.
+    assert [image["alt"] for image in page.images[:2]] == [
+        "Training curves of every run",
+        "Each metric against each parameter that differs",
+    ]
+    figures = [path for run in found for path in run.figures()]
+    assert len(figures) == 6
+    embedded = [base64.b64decode(image["src"].removeprefix("data:image/png;base64,")) for image in page.images[2:]]
+    assert embedded == [path.read_bytes() for path in figures]
+
+    with Chromium() as browser:
+        session, visit = browser.open(out)
+        assert visit.errors() == []
+        assert [url for url in visit.requests if not url.startswith("data:")] == [out.resolve().as_uri()]
+        assert visit.failed == []
+        # Every image decoded to its full size (a broken data: URL decodes to 0 x 0).
+        sizes = browser.evaluate(session, "Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+        assert len(sizes) == 8 and all(done for done, _ in sizes)
+        assert all(width >= 600 for _, width in sizes), sizes
+        shown = browser.evaluate(session, "Array.from(document.querySelectorAll('#runs tbody tr')).length")
+        assert shown == 3
+        screenshot = tmp_path / "report.png"
+        browser.screenshot(session, screenshot)
+    pixels = matplotlib.image.imread(io.BytesIO(screenshot.read_bytes()))
+    assert pixels.shape[:2] == (2000, 1400)
+    assert pixels[..., :3].std() > 0.1  # not a blank page
+    (PROJECT_DIR / "reports").mkdir(exist_ok=True)
+    (PROJECT_DIR / "reports" / "runs-report.png").write_bytes(screenshot.read_bytes())  # for a person to look at
+
+
+def test_report_command_for_chosen_runs(sine_runs: SineRuns, tmp_path: Path) -> None:
+    chosen = [sine_runs.models["slower"].name, sine_runs.models["base"].name[-12:]]  # a folder name, an identity
+    out = run_cli(["python", "-m", "pipeline", "report", *chosen, "--out", str(tmp_path / "two.html")], sine_runs.root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str((tmp_path / "two.html").resolve())
+    page = _parse(tmp_path / "two.html")
+    assert [row[0] for row in page.rows] == [sine_runs.models["slower"].name, sine_runs.models["base"].name]
+    assert len(page.images) == 2 + 4
+
+    out = run_cli(["python", "-m", "pipeline", "report", "nothing-like-this"], sine_runs.root)
+    assert out.returncode == 40
+    assert out.stderr.startswith("'nothing-like-this' names no trained model") and len(out.stderr.splitlines()) == 1
+    assert not (sine_runs.root / "reports" / "runs.html").exists()
