@@ -120,7 +120,7 @@ def test_slots_are_exclusive_waited_for_and_freed_by_sigkill(tmp_path: Path, hol
     taken = {_line(first), _line(second)}
     assert taken == {"GOT 0", "GOT 1"}
     held = gpu_slots.holders(["0", "1"], folder)
-    assert sorted(held.values()) == sorted([first.pid, second.pid])
+    assert {held["0"], held["1"]} == {first.pid, second.pid}
 
     third = _holder(folder, "0,1")
     holders.append(third)
@@ -128,6 +128,7 @@ def test_slots_are_exclusive_waited_for_and_freed_by_sigkill(tmp_path: Path, hol
         f"WAIT waiting for 1 free GPU slot(s) of 2 (held: GPU 0 by pid {held['0']}, GPU 1 by pid {held['1']})"
     )
     killed = held["0"]
+    assert killed is not None
     os.kill(killed, signal.SIGKILL)
     assert _line(third, timeout=10) == "GOT 0"  # the kernel released the dead process's lock
     assert gpu_slots.holders(["0", "1"], folder) == {"0": third.pid, "1": held["1"]}
