@@ -310,8 +310,11 @@ class Column:
         return run.seconds.get(self.key.removeprefix("seconds."))
 
 
-def _hashable(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def _hashable(value: Any) -> Any:
+    """A value to compare and sort by: scalars as they are (typed: true is not 1), the rest as JSON."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return (type(value).__name__, value)
+    return ("json", json.dumps(value, sort_keys=True))
 
 
 def differing(runs: Sequence[Run]) -> list[str]:
@@ -364,7 +367,7 @@ def sort_runs(runs: Sequence[Run], column: Column, reverse: bool = False) -> lis
         value = column.value(run)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return (0, value)
-        return (1, _hashable(value))
+        return (1, json.dumps(value, sort_keys=True))
 
     return sorted(present, key=key, reverse=reverse) + missing
 
