@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import select
 import signal
 import subprocess
@@ -190,18 +191,27 @@ def test_a_killed_stage_leaves_no_training_and_no_slot_behind(tmp_path: Path) ->
     slots = _write_config(tmp_path, gpus=1, pool=1, train={"max_steps": "1000000", "checkpoint_steps": "100"})
     checkpoint = "models/*.partial/checkpoints/checkpoint"
 
-    # The Luigi process is killed: its training process follows it, and the slot is free.
-    run = start_luigi(["TrainEstimator", "--local-scheduler"], tmp_path, tmp_path / "first.log")
-    try:
-        trainer = _wait_for_training(slots, checkpoint, tmp_path)
-        assert psutil.Process(trainer).ppid() == run.pid  # a child of the stage's process
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        assert _gone(trainer), "the training outlived its stage"
-        assert _free(slots, ["0"]) == {"0": None}
-    finally:
-        run.kill()
-        run.wait()
+    # Against a real luigid: the training process's progress reaches the scheduler through the stage.
+    with running_luigid(tmp_path / "luigid") as scheduler:
+        run = start_luigi(["TrainEstimator", *scheduler.cli()], tmp_path, tmp_path / "first.log")
+        try:
+            trainer = _wait_for_training(slots, checkpoint, tmp_path)
+            assert psutil.Process(trainer).ppid() == run.pid  # a child of the stage's process
+            deadline, message = time.monotonic() + 60, None
+            while message is None or not message.startswith("step "):
+                assert time.monotonic() < deadline, f"no training progress in the scheduler: {message!r}"
+                (task,) = scheduler.by_family("RUNNING")["TrainEstimator"]
+                message = task["status_message"]
+                time.sleep(0.1)
+            assert re.fullmatch(r"step \d+00/1000000: loss \S+, eval loss \S+", message), message
+            # The Luigi process is killed: its training process follows it, and the slot is free.
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+            assert _gone(trainer), "the training outlived its stage"
+            assert _free(slots, ["0"]) == {"0": None}
+        finally:
+            run.kill()
+            run.wait()
 
     # The training process is killed: the stage fails with one line, and the slot is free.
     run = start_luigi(["TrainEstimator", "--local-scheduler"], tmp_path, tmp_path / "second.log")
