@@ -37,6 +37,8 @@ from pipeline.runs import Column, Run
 
 MAX_CURVE_PANELS = 4
 MAX_LEGEND_RUNS = 12
+MAX_LABEL_PARAMS = 3  # more make a legend wider than the figure: the table has them
+MAX_PARAMS_PER_METRIC = 8
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -69,9 +71,9 @@ def _colours(count: int) -> list[Any]:
 
 
 def _label(run: Run, params: Sequence[Column]) -> str:
-    """The run's short identity and the values of the parameters that differ."""
+    """The run's folder name, and the values of the parameters that differ when they are few."""
     values = ", ".join(f"{c.header}={runs_module.format_value(c, c.value(run))}" for c in params)
-    return f"{run.identity[:8]}" + (f" ({values})" if values else "")
+    return f"{run.name} ({values})" if values and len(params) <= MAX_LABEL_PARAMS else run.name
 
 
 def _histories(runs: Sequence[Run]) -> list[list[dict[str, Any]]]:
@@ -92,9 +94,15 @@ def _curve_metrics(histories: Sequence[Sequence[dict[str, Any]]]) -> list[str]:
     def series(history: Sequence[dict[str, Any]], name: str) -> list[Any]:
         return [h["eval"].get(name) for h in history] + [h["train"].get(name) for h in history]
 
-    if "loss" in names:
-        names = [n for n in names if n == "loss" or any(series(h, n) != series(h, "loss") for h in histories if h)]
-    return names[:MAX_CURVE_PANELS]
+    def close(a: Any, b: Any) -> bool:  # the loss and its metric are summed in other orders
+        return a is b is None or (a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6))
+
+    def repeats_loss(name: str) -> bool:  # in every run that has it
+        having = [history for history in histories if any(v is not None for v in series(history, name))]
+        pairs = [zip(series(history, name), series(history, "loss"), strict=True) for history in having]
+        return all(close(a, b) for pair in pairs for a, b in pair)
+
+    return [name for name in names if name == "loss" or not repeats_loss(name)][:MAX_CURVE_PANELS]
 
 
 def curves_figure(runs: Sequence[Run], params: Sequence[Column], colours: Sequence[Any]) -> str | None:
@@ -136,35 +144,47 @@ def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
+def _pairs(runs: Sequence[Run], params: Sequence[Column], metrics: Sequence[Column]) -> list[list[Column]]:
+    """Per metric, the parameters to plot it against: those that differ among the runs that have it.
+
+    In a root of sine and image runs, the MSE is plotted against what differs between
+    the sine runs, not against the image folder. The metric itself must differ too.
+    """
+    rows = []
+    for metric in metrics:
+        having = [run for run in runs if metric.value(run) is not None]
+        if len({metric.value(run) for run in having}) < 2:
+            continue
+        against = [p for p in params if len({runs_module.format_value(p, p.value(run)) for run in having}) > 1]
+        rows.append([metric, *against[:MAX_PARAMS_PER_METRIC]])
+    return [row for row in rows if len(row) > 1]
+
+
 def metrics_figure(
     runs: Sequence[Run], params: Sequence[Column], metrics: Sequence[Column], colours: Sequence[Any]
 ) -> str | None:
-    """Each metric that differs between the runs (rows) against each parameter that differs (columns)."""
-    metrics = [m for m in metrics if len({m.value(run) for run in runs}) > 1]
-    if not params or not metrics:
+    """Each metric that differs between the runs (a row) against each parameter that differs (a panel)."""
+    rows = _pairs(runs, params, metrics)
+    if not rows:
         return None
+    width = max(len(row) - 1 for row in rows)
     figure, axes = plt.subplots(
-        len(metrics),
-        len(params),
-        figsize=(3.6 * len(params) + 0.6, 2.9 * len(metrics) + 0.6),
-        layout="constrained",
-        squeeze=False,
+        len(rows), width, figsize=(3.6 * width + 0.6, 2.9 * len(rows) + 0.6), layout="constrained", squeeze=False
     )
-    for column, param in enumerate(params):
-        values = [param.value(run) for run in runs]
-        if _numeric([v for v in values if v is not None]):
-            xs: list[Any] = values
-            ticks = None
-        else:  # lists, strings, booleans: one position per distinct value
-            labels = sorted({runs_module.format_value(param, v) for v in values})
-            xs = [labels.index(runs_module.format_value(param, v)) for v in values]
-            ticks = labels
-        for row, metric in enumerate(metrics):
+    for row, (metric, *against) in enumerate(rows):
+        having = [(run, colour) for run, colour in zip(runs, colours, strict=True) if metric.value(run) is not None]
+        for column, param in enumerate(against):
             ax = axes[row][column]
-            for x, run, colour in zip(xs, runs, colours, strict=True):
-                y = metric.value(run)
-                if x is not None and y is not None:
-                    ax.scatter([x], [y], color=colour, s=36, edgecolor="black", linewidth=0.5, zorder=3)
+            values = [param.value(run) for run, _ in having]
+            if _numeric([v for v in values if v is not None]):
+                xs: list[Any] = values
+                ticks = None
+            else:  # lists, strings, booleans: one position per distinct value
+                ticks = sorted({runs_module.format_value(param, v) for v in values})
+                xs = [ticks.index(runs_module.format_value(param, v)) for v in values]
+            for x, (run, colour) in zip(xs, having, strict=True):
+                if x is not None:
+                    ax.scatter([x], [metric.value(run)], color=colour, s=36, edgecolor="black", linewidth=0.5, zorder=3)
             positive = [x for x in xs if isinstance(x, (int, float)) and x > 0]
             if ticks is None and len(positive) == len(xs) and max(positive) / min(positive) >= 20:
                 ax.set_xscale("log")
@@ -174,7 +194,9 @@ def metrics_figure(
             ax.set_xlabel(param.header)
             ax.set_ylabel(metric.key)
             ax.grid(True, alpha=0.3)
-    figure.suptitle("Metrics against the parameters that differ (one point per run, colours as in the curves)")
+        for column in range(len(against), width):
+            axes[row][column].axis("off")
+    figure.suptitle("Metrics against the parameters that differ (one point per run, colours as in the table)")
     return _png(figure)
 
 

@@ -106,6 +106,15 @@ class Run:
         return (*self.upstream, self.model, *self.downstream)
 
     @cached_property
+    def depth(self) -> dict[str, int]:
+        """Each stage's place relative to the model: -2 raw data, -1 shards, 0 the model, 1 its evaluation..."""
+        count = len(self.upstream)
+        depths = {artifact.stage: i - count for i, artifact in enumerate(self.upstream)}
+        depths[self.model.stage] = 0
+        depths.update({artifact.stage: i + 1 for i, artifact in enumerate(self.downstream)})
+        return depths
+
+    @cached_property
     def params(self) -> dict[str, Any]:
         """Every parameter of every stage of the run, keyed `Stage.name`."""
         return {f"{stage.stage}.{name}": value for stage in self.stages for name, value in stage.params.items()}
@@ -317,15 +326,31 @@ def _hashable(value: Any) -> Any:
     return ("json", json.dumps(value, sort_keys=True))
 
 
+def _stages(runs: Sequence[Run]) -> list[str]:
+    """Every stage of the runs in DAG order (raw data, shards, model, evaluation, plots)."""
+    depth: dict[str, int] = {}
+    for run in runs:
+        for stage, place in run.depth.items():
+            depth[stage] = min(place, depth.get(stage, place))
+    return sorted(depth, key=depth.__getitem__)  # stable: ties keep their first appearance
+
+
+def _param_keys(runs: Sequence[Run]) -> list[str]:
+    """Every parameter key of the runs, stage by stage in DAG order."""
+    keys = list(dict.fromkeys(key for run in runs for key in run.params))
+    rank = {stage: i for i, stage in enumerate(_stages(runs))}
+    return sorted(keys, key=lambda key: rank.get(key.split(".", 1)[0], len(rank)))
+
+
 def differing(runs: Sequence[Run]) -> list[str]:
     """Parameter keys whose value is not the same in every run (absent counts as a value), in DAG order."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.params))
+    keys = _param_keys(runs)
     return [key for key in keys if len({_hashable(run.params.get(key)) for run in runs}) > 1]
 
 
 def _resolve_swept(runs: Sequence[Run], swept: Sequence[str]) -> list[str]:
     """Swept names (`Stage.name`, `name`, or `--Stage-name`) as parameter keys present in the runs."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.params))
+    keys = _param_keys(runs)
     found = []
     for name in swept:
         name = name.lstrip("-")
@@ -342,18 +367,20 @@ def _resolve_swept(runs: Sequence[Run], swept: Sequence[str]) -> list[str]:
 def columns(runs: Sequence[Run], all_params: bool = False, swept: Sequence[str] | None = None) -> list[Column]:
     """The table's columns: run, parameters (swept ones first, then those that differ, or all), metrics,
     when it finished, and seconds per stage."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.params))
+    keys = _param_keys(runs)
     shown = _resolve_swept(runs, swept or [])
     shown += [key for key in (keys if all_params else differing(runs)) if key not in shown]
-    # A parameter is headed by its name alone unless two shown stages share that name.
-    short = [key.split(".", 1)[1] for key in shown]
-    params = [Column(key, key if short.count(s) > 1 else s, "param") for key, s in zip(shown, short, strict=True)]
+    # A parameter is headed by its name alone unless another stage has one of that name.
+    names = [key.split(".", 1)[1] for key in keys]
+    params = [
+        Column(key, key if names.count(key.split(".", 1)[1]) > 1 else key.split(".", 1)[1], "param") for key in shown
+    ]
     metric_keys = sorted({key for run in runs for key in run.metrics})
     # `validation.mse` is headed `mse` when every metric is a validation metric.
     first = {key.split(".", 1)[0] for key in metric_keys}
     common = next(iter(first)) + "." if len(first) == 1 and all("." in k for k in metric_keys) else ""
     metrics = [Column(key, key.removeprefix(common), "metric") for key in metric_keys]
-    stages = list(dict.fromkeys(stage for run in runs for stage in run.seconds))
+    stages = [stage for stage in _stages(runs) if any(stage in run.seconds for run in runs)]
     seconds = [Column(f"seconds.{stage}", f"{stage} s", "seconds") for stage in stages]
     return [Column("run", "run", "run"), *params, *metrics, Column("finished", "finished", "finished"), *seconds]
 

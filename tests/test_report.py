@@ -6,6 +6,7 @@ import base64
 import io
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 
@@ -75,9 +76,15 @@ def test_report_renders_offline_with_every_figure(sine_runs: SineRuns, tmp_path:
         assert [url for url in visit.requests if not url.startswith("data:")] == [out.resolve().as_uri()]
         assert visit.failed == []
         # Every image decoded to its full size (a broken data: URL decodes to 0 x 0).
-        sizes = browser.evaluate(session, "Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-        assert len(sizes) == 8 and all(done for done, _ in sizes)
-        assert all(width >= 600 for _, width in sizes), sizes
+        sizes = browser.evaluate(
+            session, "Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight])"
+        )
+        assert len(sizes) == 8 and all(done for done, _, _ in sizes)
+        assert all(width >= 600 for _, width, _ in sizes), sizes
+        # The curves: loss, mae and rmse (the mse repeats the loss), two panels a row; the metrics:
+        # three (mae, mse, rmse) against three parameters (both seeds, the learning rate), 100 dpi.
+        assert sizes[0][1:] == [1300, round(100 * (3.8 * 2 + 0.4))]
+        assert sizes[1][1:] == [round(100 * (3.6 * 3 + 0.6)), round(100 * (2.9 * 3 + 0.6))]
         shown = browser.evaluate(session, "Array.from(document.querySelectorAll('#runs tbody tr')).length")
         assert shown == 3
         screenshot = tmp_path / "report.png"
@@ -87,6 +94,18 @@ def test_report_renders_offline_with_every_figure(sine_runs: SineRuns, tmp_path:
     assert pixels[..., :3].std() > 0.1  # not a blank page
     (PROJECT_DIR / "reports").mkdir(exist_ok=True)
     (PROJECT_DIR / "reports" / "runs-report.png").write_bytes(screenshot.read_bytes())  # for a person to look at
+
+
+def test_curves_leave_out_a_metric_that_repeats_the_loss() -> None:
+    def sine(train_mse: float) -> list[dict[str, Any]]:
+        return [
+            {"step": 1, "train": {"loss": 0.5, "mse": 0.5 * (1 + 1e-9), "mae": 0.7}, "eval": {"loss": 0.4, "mse": 0.4}},
+            {"step": 2, "train": {"loss": 0.2, "mse": train_mse, "mae": 0.6}, "eval": {"loss": 0.3, "mse": 0.3}},
+        ]
+
+    images = [{"step": 1, "train": {"loss": 1.0, "accuracy": 0.5}, "eval": {"loss": 1.2, "accuracy": 0.4}}]
+    assert report._curve_metrics([sine(0.2), images]) == ["loss", "accuracy", "mae"]
+    assert report._curve_metrics([sine(0.25), images]) == ["loss", "accuracy", "mae", "mse"]  # not the loss
 
 
 def test_report_command_for_chosen_runs(sine_runs: SineRuns, tmp_path: Path) -> None:
