@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import shutil
@@ -54,6 +55,7 @@ def lock_folder() -> Path:
     return Path(configured) if configured else DEFAULT_LOCK_DIR
 
 
+@functools.cache
 def detected_gpu_count() -> int:
     """How many NVIDIA GPUs this host has, without TensorFlow: the driver's listing, else nvidia-smi."""
     with contextlib.suppress(OSError):
@@ -96,6 +98,15 @@ def host_gpus(setting: str | None = None, environ: dict[str, str] | None = None)
             break
         devices.append(device)
     return devices
+
+
+def check_count(count: int, gpus: Sequence[str]) -> None:
+    """Raise ParameterError unless a training can take `count` of the host's `gpus` (any count without GPUs)."""
+    if gpus and not 1 <= count <= len(gpus):
+        raise ParameterError(
+            f"--TrainEstimator-gpus-per-training must be between 1 and the {len(gpus)} GPUs of this host "
+            f"({', '.join(gpus)}). Received: {count}"
+        )
 
 
 def _lock_path(folder: Path, gpu: str) -> Path:
@@ -151,11 +162,7 @@ def take(
     they end with it, and a second `take` in the same process would not see
     them (POSIX record locks), so one process takes one slot.
     """
-    if not 1 <= count <= len(gpus):
-        raise ParameterError(
-            f"--TrainEstimator-gpus-per-training must be between 1 and the {len(gpus)} GPUs of this host "
-            f"({', '.join(gpus) or 'none'}). Received: {count}"
-        )
+    check_count(count, gpus)
     _prepare(folder)
     told = False
     while (taken := _try_take(gpus, count, folder)) is None:

@@ -288,8 +288,8 @@ def select(runs: Sequence[Run], references: Sequence[str]) -> list[Run]:
         if len(matches) != 1:
             found = "no trained model" if not matches else f"{len(matches)} models"
             raise ValueError(
-                f"{reference!r} names {found} (`python -m pipeline runs` lists them; give a model folder "
-                f"or at least 4 hex digits of its identity). Received: {reference!r}"
+                f"RUN names {found}: give a model folder, its name or at least 4 hex digits of its identity "
+                f"(`python -m pipeline runs` lists them). Received: {reference!r}"
             )
         if matches[0] not in chosen:
             chosen.append(matches[0])

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.freezing import FrozenOrderedDict
 
-from pipeline import cluster, identity, image_folder, paths
+from pipeline import cluster, gpu_slots, identity, image_folder, paths
 from pipeline.errors import ParameterError
 from pipeline.stage import Stage, dag
 
@@ -289,6 +289,7 @@ class TrainEstimator(Stage):
             self.gpus_per_training >= 1,
             f"--TrainEstimator-gpus-per-training must be a positive integer. Received: {self.gpus_per_training}",
         )
+        gpu_slots.check_count(self.gpus_per_training, gpu_slots.host_gpus())  # none on this host: any count
         _require(
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {self.learning_rate}",

@@ -53,12 +53,8 @@ def train(
         from pipeline import estimator
 
         return estimator.train(config, shards_dir, model_dir, progress)
+    gpu_slots.check_count(gpus_per_training, gpus)  # before a process is started
     slot = {"gpus": gpus, "count": gpus_per_training, "lock_dir": str(gpu_slots.lock_folder())}
-    if not 1 <= gpus_per_training <= len(gpus):  # before a process is started
-        raise errors.ParameterError(
-            f"--TrainEstimator-gpus-per-training must be between 1 and the {len(gpus)} GPUs of this host. "
-            f"Received: {gpus_per_training}"
-        )
     return _in_child(slot, (config, shards_dir, model_dir), progress or (lambda fraction, message: None))
 
 

@@ -114,6 +114,26 @@ def test_on_a_host_without_gpus_nothing_changes(sine_runs: SineRuns) -> None:
         assert marker is not None and "gpu_slot" not in marker["info"]
 
 
+@pytest.mark.parametrize(
+    ("gpus", "flag", "message"),
+    [
+        (
+            "2",
+            "3",
+            "--TrainEstimator-gpus-per-training must be between 1 and the 2 GPUs of this host (0, 1). Received: 3",
+        ),
+        ("two", "1", "[gpu_slots] gpus in luigi.cfg must be auto or the number of GPUs of this host. Received: 'two'"),
+    ],
+)
+def test_more_gpus_than_the_host_has_is_a_bad_parameter(tmp_path: Path, gpus: str, flag: str, message: str) -> None:
+    (tmp_path / "luigi.cfg").write_text(f"[gpu_slots]\ngpus = {gpus}\nlock_dir = {tmp_path / 'slots'}\n")
+    command = ["luigi", "--module", "pipeline", "TrainEstimator", "--local-scheduler"]
+    out = run_cli([*command, "--TrainEstimator-gpus-per-training", flag], cwd=tmp_path)
+    assert out.returncode == 40  # before anything runs
+    assert [line for line in out.stderr.splitlines() if line.strip()] == [f"ERROR: ParameterError: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["luigi.cfg"]  # nothing written
+
+
 def test_slots_are_exclusive_waited_for_and_freed_by_sigkill(tmp_path: Path, holders: list) -> None:
     folder = tmp_path / "slots"
     first, second = _holder(folder, "0,1"), _holder(folder, "0,1")
