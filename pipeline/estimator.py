@@ -146,6 +146,8 @@ def train(
     write_dir = role.write_dir(model_dir)
     manifest = read_manifest(shards_dir)
     write_dir.mkdir(parents=True, exist_ok=True)
+    if role.chief:  # TensorBoard's HParams tab compares model_dirs, from the start of their training
+        hparams.write_hparams(config, write_dir)
     configure_determinism(config.seed)
     policy = precision_policy(config.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -156,9 +158,7 @@ def train(
             )
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    if role.chief:
-        hparams.write_hparams(config, write_dir)  # TensorBoard's HParams tab compares model_dirs
-    else:
+    if not role.chief:
         shutil.rmtree(write_dir, ignore_errors=True)
     return {
         **result,

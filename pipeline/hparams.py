@@ -1,6 +1,6 @@
 """TensorBoard HParams summaries of a model_dir: `tensorboard --logdir models/` compares runs.
 
-Each model_dir gets one HParams session in `events/`: the training
+Each model_dir gets one HParams session in `events/` when its training starts: the
 configuration passed to `estimator.train`, flattened to dotted names
 (`network_args.units`; lists as JSON text, which is what the HParams tab can
 show). Its metrics are the scalars already written below it, `events/train`

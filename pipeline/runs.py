@@ -434,7 +434,16 @@ def table(
     table_columns = columns(runs, all_params, swept)
     ordered = list(runs)
     if sort_by is not None:
-        ordered = sort_runs(ordered, find_column(table_columns, sort_by), reverse)
+        try:
+            column = find_column(table_columns, sort_by)
+        except ValueError:  # a parameter that does not differ is not shown, but can order the rows
+            shown = {c.key for c in table_columns}
+            hidden = [c for c in columns(runs, all_params=True) if c.key not in shown]
+            matches = [c for c in hidden if sort_by in (c.key, c.header)]
+            if len(matches) != 1:
+                raise
+            column = matches[0]
+        ordered = sort_runs(ordered, column, reverse)
     elif reverse:
         ordered.reverse()
     return table_columns, ordered

@@ -90,6 +90,9 @@ def test_sort_every_parameter_and_swept_columns(sine_runs: SineRuns) -> None:
     header, *_ = _cells(runs.format_table(found, swept=["TrainEstimator.batch_size"]))
     assert header[:3] == ["run", "batch_size", "CreateShards.seed"]  # swept first, though all equal
 
+    # A parameter that does not differ is not shown but still orders (runs keep their order on a tie).
+    _, *rows = _cells(runs.format_table(found, sort_by="batch_size", reverse=True))
+    assert [row[0] for row in rows] == [run.name for run in found]
     with pytest.raises(ValueError, match=r"--sort-by names no column of the table; columns: run, CreateShards\.seed"):
         runs.format_table(found, sort_by="accuracy")
 
