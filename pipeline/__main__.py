@@ -181,7 +181,7 @@ def runs_command(argv: list[str]) -> int:
     elif args.csv:
         print(runs.to_csv(found, args.sort_by, args.all_params, reverse=args.reverse), end="")
     elif not found:
-        print(f"No trained models under {_artifact_root() / 'models'}.")
+        print(f"No trained models under {(_artifact_root() / 'models').resolve()}.")
     else:
         print(runs.format_table(found, args.sort_by, args.all_params, reverse=args.reverse))
     return 0
@@ -211,7 +211,7 @@ def report_command(argv: list[str]) -> int:
     found = runs.collect(_artifact_root())
     chosen = runs.select(found, args.runs) if args.runs else found
     if not chosen:
-        raise ValueError(f"No trained models under {_artifact_root() / 'models'}: nothing to report.")
+        raise ValueError(f"No trained models under {(_artifact_root() / 'models').resolve()}: nothing to report.")
     from pipeline import report  # Matplotlib: only now
 
     out = args.out or paths.artifact_root("reports") / paths.RUNS_REPORT
