@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,27 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from pipeline import identity, paths
-from pipeline.runs import flatten
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    # Not runs.flatten: this module is in the training's code closure, the runs table is not.
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, Mapping):
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = item
+    return flat
 
 
 def hparam_values(config: Any) -> dict[str, bool | int | float | str]:
     """A training configuration (a dataclass, or a mapping) as HParams values: flat names, scalars only."""
-    is_instance = dataclasses.is_dataclass(config) and not isinstance(config, type)
-    data = dataclasses.asdict(config) if is_instance else dict(config)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        data = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    else:
+        data = dict(config)
     values: dict[str, bool | int | float | str] = {}
-    for name, value in flatten(data).items():
+    for name, value in _flatten(data).items():
         if isinstance(value, (bool, int, float, str)):
             values[name] = value
         elif value is not None:

@@ -265,7 +265,8 @@ def _published(parent: Path, raw: bool) -> Iterable[Artifact]:
 
 
 def index(root: Path) -> Index:
-    """Read every published stage folder's marker under the artifact root `root`."""
+    """Read every published stage folder's marker under the artifact root `root` (folders are named absolute)."""
+    root = root.resolve()
     parents = paths.stage_parents(root)
     artifacts = [a for kind, parent in parents.items() for a in _published(parent, raw=kind == "raw")]
     return Index(root, tuple(artifacts))

@@ -3,10 +3,13 @@ HParams backend: what its HParams tab shows for `tensorboard --logdir models/`."
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
 import pytest
 from google.protobuf import json_format
+from luigi.freezing import FrozenOrderedDict
 from tensorboard import context
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
@@ -40,11 +43,16 @@ def test_hparams_tab_compares_every_model_dir(sine_runs: SineRuns) -> None:
         (session,) = group.sessions
         assert session.name == f"{model.name}/{paths.EVENTS}"
         # Its hyperparameters: the training configuration, flattened (lists as JSON text).
-        config = json.loads((model / "train_config.json").read_text())["config"]
+        config = json.loads((model / estimator.TRAIN_CONFIG).read_text())["config"]
+        expected = {}
+        for key, value in config.items():
+            for sub, item in value.items() if isinstance(value, dict) else [("", value)]:
+                expected[f"{key}.{sub}" if sub else key] = json.dumps(item) if isinstance(item, list) else item
         shown = json_format.MessageToDict(group)["hparams"]
-        assert shown == {key: (json.dumps(v) if isinstance(v, list) else v) for key, v in config.items()}
+        assert shown == expected
         assert shown["learning_rate"] == (0.003 if name == "slower" else 0.01)
-        assert shown["hidden_units"] == "[100, 100]"
+        assert shown["network_args.hidden_units"] == "[100, 100]"
+        assert shown["network"] == "mlp" and shown["max_steps"] == 200
         # Its final metrics: the last evaluation (and training loss) of history.json.
         last = json.loads((model / paths.HISTORY).read_text())[-1]
         values = {(v.name.group, v.name.tag): (v.value, v.training_step) for v in session.metric_values}
@@ -53,13 +61,24 @@ def test_hparams_tab_compares_every_model_dir(sine_runs: SineRuns) -> None:
                 assert values[(group_name, metric)] == (pytest.approx(value, rel=1e-6), last["step"])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    network: str
+    learning_rate: float
+    lr_decay: bool
+    augment: tuple[str, ...]
+    network_args: Any
+
+
 def test_hparam_values_flatten_a_nested_configuration() -> None:
-    config = estimator.TrainConfig(
-        network="mlp", hidden_units=(64, 32), learning_rate=0.01, lr_decay=True, batch_size=8, max_steps=10,
-        checkpoint_steps=5, keep_checkpoints=1, shuffle_buffer=16, seed=1, steps_per_execution=5,
-    )  # fmt: skip
-    values = hparams.hparam_values(config)
-    assert values["hidden_units"] == "[64, 32]" and values["learning_rate"] == 0.01 and values["lr_decay"] is True
+    config = _Settings("cnn", 0.003, True, ("flip_horizontal", "shift"), FrozenOrderedDict(conv_filters=(16, 32)))
+    assert hparams.hparam_values(config) == {
+        "network": "cnn",
+        "learning_rate": 0.003,
+        "lr_decay": True,
+        "augment": '["flip_horizontal", "shift"]',  # what the HParams tab can show of a list: its text
+        "network_args.conv_filters": "[16, 32]",
+    }
     nested = {"network": "mlp", "optimizer": {"name": "adam", "learning_rate": 0.003}, "units": None}
     assert hparams.hparam_values(nested) == {
         "network": "mlp",

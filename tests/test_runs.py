@@ -80,8 +80,8 @@ def test_sort_every_parameter_and_swept_columns(sine_runs: SineRuns) -> None:
     header, *rows = _cells(runs.format_table(found, all_params=True))
     for name, value in (
         ("batch_size", "64"),
-        ("hidden_units", "[100, 100]"),
-        ("image_dir", '""'),
+        ("network_args.hidden_units", "[100, 100]"),  # the resolved network's arguments, flattened
+        ("source", "sine"),
         ("lr_decay", "true"),
     ):
         assert [row[header.index(name)] for row in rows] == [value] * 3
@@ -106,14 +106,19 @@ def test_runs_command_json_csv_and_mistakes(sine_runs: SineRuns) -> None:
         record = records[sine_runs.models[name].name]
         marker = _marker(sine_runs.models[name])
         assert record["identity"] == marker["identity"]
-        assert {k.split(".", 1)[1]: v for k, v in record["params"].items() if k.startswith("TrainEstimator.")} == (
-            marker["params"]
-        )
+        own = {k.removeprefix("TrainEstimator."): v for k, v in record["params"].items() if k.startswith("Train")}
+        nested = {k: v for k, v in marker["params"].items() if isinstance(v, dict)}
+        assert own == {
+            **{k: v for k, v in marker["params"].items() if k not in nested},
+            **{f"{k}.{sub}": v for k, values in nested.items() for sub, v in values.items()},
+        }
         metrics = json.loads(
             (_reader(sine_runs.root, "sine-mlp-eval-*", sine_runs.models[name]) / paths.METRICS).read_text()
         )
         assert record["metrics"] == {f"validation.{k}": metrics["validation"][k] for k in ("mae", "mse", "rmse")}
-        assert [Path(f).name for f in record["figures"]] == [paths.PREDICTIONS_PNG, paths.CURVES_PNG]
+        plots = _reader(sine_runs.root, "sine-mlp-plots-*", sine_runs.models[name])
+        assert record["figures"] == [str(path) for path in sorted(plots.glob("*.png"))]
+        assert len(record["figures"]) >= 2  # predictions and training curves at least
 
     out = run_cli(["python", "-m", "pipeline", "runs", "--csv", "--sort-by", "learning_rate"], cwd=sine_runs.root)
     assert out.returncode == 0, out.stderr
