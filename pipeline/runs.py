@@ -337,10 +337,10 @@ def _stages(runs: Sequence[Run]) -> list[str]:
 
 
 def _param_keys(runs: Sequence[Run]) -> list[str]:
-    """Every parameter key of the runs, stage by stage in DAG order."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.params))
+    """Every parameter key of the runs, stage by stage in DAG order, by name within a stage."""
+    keys = {key for run in runs for key in run.params}
     rank = {stage: i for i, stage in enumerate(_stages(runs))}
-    return sorted(keys, key=lambda key: rank.get(key.split(".", 1)[0], len(rank)))
+    return sorted(keys, key=lambda key: (rank.get(key.split(".", 1)[0], len(rank)), key))
 
 
 def differing(runs: Sequence[Run]) -> list[str]:
