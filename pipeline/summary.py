@@ -24,7 +24,6 @@ from typing import Any
 
 import luigi
 import luigi.interface
-from luigi.cmdline_parser import CmdlineParser
 from luigi.task import flatten
 
 from pipeline import identity, paths
@@ -155,16 +154,31 @@ def _date(timestamp: float) -> str:
 
 
 def install() -> None:
-    """Make command-line runs end with the results block (and force warnings). Idempotent."""
-    original = luigi.interface._schedule_and_run
-    if getattr(original, "prints_results", False):
+    """Make command-line runs end with the results block (and force warnings). Idempotent.
+
+    Two of Luigi's functions are wrapped: `_run`, which the `luigi` command and
+    `luigi.run()` go through (and `luigi.build()` does not), marks a run as the
+    command line's; `_schedule_and_run`, which every run goes through, prints
+    the block after Luigi's summary for such a run. A program's `luigi.build()`
+    (a test, a sweep with its own table) gets its result object and no block.
+    """
+    original_run, original_schedule = luigi.interface._run, luigi.interface._schedule_and_run
+    if getattr(original_schedule, "prints_results", False):
         return
+    command_line = []  # non-empty while the command line's run is under way
+
+    def _run(*args: Any, **kwargs: Any) -> Any:
+        command_line.append(True)
+        try:
+            return original_run(*args, **kwargs)
+        finally:
+            command_line.pop()
 
     def _schedule_and_run(tasks: list[luigi.Task], *args: Any, **kwargs: Any) -> Any:
         started = time.time()
         _checked.clear()
-        result = original(tasks, *args, **kwargs)
-        if CmdlineParser.get_instance() is None:  # luigi.build() from a program: its caller reads the result
+        result = original_schedule(tasks, *args, **kwargs)
+        if not command_line:
             return result
         try:
             roots = {task.task_family for task in flatten(tasks)}
@@ -177,4 +191,5 @@ def install() -> None:
         return result
 
     _schedule_and_run.prints_results = True  # type: ignore[attr-defined]
+    luigi.interface._run = _run
     luigi.interface._schedule_and_run = _schedule_and_run
