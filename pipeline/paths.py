@@ -66,6 +66,11 @@ def lock_path(folder: Path) -> Path:
     return locks / f"{folder.parent.name}-{folder.name}.lock"
 
 
+def publish_log() -> Path:
+    """A file every publish appends a byte to: its size tells a running invocation that an output appeared."""
+    return Path(paths().root) / ".locks" / "published"
+
+
 def raw_dir(name: str) -> Path:
     """A folder of raw data, e.g. `data/raw/shapes`: written once, never modified."""
     return artifact_root("data") / "raw" / name

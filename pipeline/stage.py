@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -28,28 +27,13 @@ from typing import Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from pipeline import identity, paths
+from pipeline import identity, invocation, listing, paths
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity
 
 logger = logging.getLogger("luigi-interface")
 
 STAGING_INFO = "_STAGING.json"
-
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def _memo_scope() -> Iterator[dict[tuple[str, str], Any]]:
-    """A memo shared by nested calls, dropped when the outermost call returns."""
-    outermost = getattr(_local, "memo", None) is None
-    if outermost:
-        _local.memo = {}
-    try:
-        yield _local.memo
-    finally:
-        if outermost:
-            _local.memo = None
 
 
 @cache
@@ -85,23 +69,24 @@ class Stage(luigi.Task):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
-        try:
-            self.validate()
-        except ParameterError:
-            raise
-        except ValueError as error:
-            raise ParameterError(str(error)) from None
-        # Build the stages above now, so that every parameter of the DAG is
-        # checked when the task is built, before anything runs.
-        self.upstream()
-        # Upstream stages take their parameters from luigi.cfg and the command line, so
-        # two runs that differ only upstream (another learning rate) build an equal
-        # EvaluateEstimator(). A central scheduler shared by both would take them for one
-        # task and run it once: the task id names the identity too.
-        self.task_id = luigi.task.task_id_str(
-            self.task_family,
-            {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
-        )
+        with invocation.scope():  # validation and identity share one listing of a source folder
+            try:
+                self.validate()
+            except ParameterError:
+                raise
+            except ValueError as error:
+                raise ParameterError(str(error)) from None
+            # Build the stages above now, so that every parameter of the DAG is
+            # checked when the task is built, before anything runs.
+            self.upstream()
+            # Upstream stages take their parameters from luigi.cfg and the command line, so
+            # two runs that differ only upstream (another learning rate) build an equal
+            # EvaluateEstimator(). A central scheduler shared by both would take them for one
+            # task and run it once: the task id names the identity too.
+            self.task_id = luigi.task.task_id_str(
+                self.task_family,
+                {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
+            )
 
     @classmethod
     def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:
@@ -153,14 +138,11 @@ class Stage(luigi.Task):
     def identity(self) -> Identity:
         """Parameters, code, versions, source listings and upstream identities of this stage.
 
-        Within one outermost `complete()` or `identity()` call each stage's
-        identity is computed once (the DAG asks for upstream identities often).
+        Computed once per invocation, from the task's construction on
+        (`pipeline.invocation`): the DAG asks for upstream identities often.
         """
-        with _memo_scope() as memo:
-            key = ("identity", self.task_id)
-            if key not in memo:
-                memo[key] = self._compute_identity()
-            return memo[key]
+        # Keyed by the object (kept in the memo, so that its id is not reused while the memo lives).
+        return invocation.cached(("identity", id(self)), lambda: (self, self._compute_identity()))[1]
 
     def _compute_identity(self) -> Identity:
         params = {name: getattr(self, name) for name, param in self.get_params() if param.significant}
@@ -175,9 +157,7 @@ class Stage(luigi.Task):
             code=code,
             versions=framework_versions() if self.uses_tensorflow else {},
             upstream={name: task.identity().digest for name, task in self.upstream().items()},
-            sources={
-                name: identity.digest(identity.folder_listing(folder)) for name, folder in self.source_folders().items()
-            },
+            sources={name: listing.of(folder).digest for name, folder in self.source_folders().items()},
         )
 
     def output_dir(self) -> Path:
@@ -207,11 +187,8 @@ class Stage(luigi.Task):
         forced stage is complete only once it has published again since this
         task object was made (that is, in this invocation).
         """
-        with _memo_scope() as memo:
-            key = ("complete", self.task_id)
-            if key not in memo:
-                memo[key] = not self.stale_reasons() and (not self.force or self._published_since_created())
-            return bool(memo[key])
+        with invocation.scope():
+            return not self.stale_reasons() and (not self.force or self._published_since_created())
 
     def _published_since_created(self) -> bool:
         marker = identity.read_marker(self.output_dir())
@@ -228,7 +205,11 @@ class Stage(luigi.Task):
             set_message(message)
 
     def run(self) -> None:
-        with _memo_scope():  # identities are computed once per run (a source folder is listed once)
+        # What this invocation computed before may be out of date now (the demo images
+        # MakeShapes just wrote are a source folder of CreateShards): computed afresh,
+        # once for the whole run (a source folder is listed once, for identity and ETL).
+        invocation.forget()
+        with invocation.scope():
             self._run()
 
     def _run(self) -> None:
@@ -279,6 +260,7 @@ class Stage(luigi.Task):
         (staging / STAGING_INFO).unlink(missing_ok=True)
         identity.write_marker(staging, self.identity(), upstream_content, info)
         identity.publish(staging, final)
+        invocation.published()
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""

@@ -148,7 +148,7 @@ class CreateShards(Stage):
     """
 
     artifact_kind = "data"
-    code_modules = ("sources", "shards", "image_folder")
+    code_modules = ("sources", "shards", "image_folder", "listing")
 
     image_dir = luigi.Parameter(
         description="A folder of PNG or JPEG images, one subfolder per class; empty: the sine source."

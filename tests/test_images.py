@@ -19,7 +19,20 @@ import tensorflow as tf
 from luigi.task_register import Register
 from PIL import Image
 
-from pipeline import estimator, identity, image_folder, inputs, metrics, networks, paths, plots, shapes, shards, sources
+from pipeline import (
+    estimator,
+    identity,
+    image_folder,
+    inputs,
+    listing,
+    metrics,
+    networks,
+    paths,
+    plots,
+    shapes,
+    shards,
+    sources,
+)
 from pipeline.__main__ import explain
 from pipeline.tasks import SHAPE_NAMES, CreateShards, MakeShapes, PerNetworkParameter, PlotInference, TrainEstimator
 from tests.conftest import Config, build, run_cli
@@ -86,7 +99,7 @@ def test_layout_errors_name_the_problem(tmp_path: Path) -> None:
         image_folder.check_layout(tmp_path / "missing", 1 / 3)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    with pytest.raises(ValueError, match="holds no class subfolder with PNG or JPEG images"):
+    with pytest.raises(ValueError, match=r"holds no class subfolder with images \(1 file\(s\) .*: notes.txt\)"):
         image_folder.check_layout(tmp_path / "empty", 1 / 3)
     single = make_folder(tmp_path / "single", {"circle": 5})
     with pytest.raises(ValueError, match=r"holds a single class \('circle'\)"):
@@ -110,10 +123,12 @@ def test_scan_ignores_other_files_and_hidden_entries(tmp_path: Path) -> None:
     nested = folder / "star" / "more"
     nested.mkdir()
     (folder / "star" / "000.png").rename(nested / "x.JPG")  # any case, nested: Keras reads these too
-    assert image_folder.scan(folder) == {
+    found = listing.scan(folder)
+    assert found.classes == {
         "circle": ["circle/000.png", "circle/001.png", "circle/002.png"],
         "star": ["star/001.png", "star/more/x.JPG"],
     }
+    assert (found.num_ignored, found.ignored) == (2, ("README.txt", "star/notes.txt"))  # ignored, but not silently
 
 
 def test_split_is_stratified_deterministic_and_shuffled(tmp_path: Path) -> None:
@@ -128,7 +143,7 @@ def test_split_is_stratified_deterministic_and_shuffled(tmp_path: Path) -> None:
         assert sum(1 for _, k in split["validation"] if k == label) == n_val
         assert all(f.startswith(f"{name}/") for f, k in split["train"] + split["validation"] if k == label)
     files = [f for f, _ in split["train"] + split["validation"]]
-    assert sorted(files) == sorted(f for fs in image_folder.scan(folder).values() for f in fs)  # each once
+    assert sorted(files) == sorted(f for fs in listing.scan(folder).classes.values() for f in fs)  # each once
     train_labels = [k for _, k in split["train"]]
     assert train_labels != sorted(train_labels)  # globally shuffled, classes mixed
     manifest = source.manifest()
