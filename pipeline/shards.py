@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -29,6 +30,9 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.errors import DataError
+
+logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
+MAX_NAMED = 5  # skipped rows named in the run log (the manifest lists them all)
 
 # One feature value: a list of floats, ints or bytes (as tf.train.Feature holds).
 FeatureValue = Sequence[float] | Sequence[int] | Sequence[bytes]
@@ -146,7 +150,7 @@ class EncodedRun(NamedTuple):
 
     records: list[bytes]  # the framed TFRecords of the readable rows, in order
     sha256: dict[str, str]  # of the source files read
-    errors: list[str]  # one per unreadable row
+    errors: list[tuple[Any, str]]  # (row, what is wrong with it) of each unreadable row
 
 
 def _encode_rows(job: tuple[Sequence[Any], RowEncoder]) -> EncodedRun:
@@ -157,7 +161,7 @@ def _encode_rows(job: tuple[Sequence[Any], RowEncoder]) -> EncodedRun:
         try:
             features, sha256 = to_features(row)
         except UnreadableRowError as error:
-            run.errors.append(str(error))
+            run.errors.append((row, str(error)))
             continue
         run.records.append(frame_record(encode_example(features)))
         run.sha256.update(sha256)
@@ -181,7 +185,7 @@ def _in_order(pool: ProcessPoolExecutor | None, jobs: Iterable[Any], ahead: int)
 class WrittenSplits(NamedTuple):
     shards: dict[str, list[str]]  # split -> shard paths relative to the folder
     sha256: dict[str, str]  # of every source file read
-    errors: list[str]  # unreadable rows (then no shard was kept)
+    errors: dict[str, list[tuple[Any, str]]]  # split -> (row, what is wrong) of its unreadable rows
 
 
 def write_splits(
@@ -191,6 +195,7 @@ def write_splits(
     to_features: RowEncoder,
     processes: int = 1,
     progress: Callable[[float, str], None] | None = None,
+    skip_unreadable: bool = False,
 ) -> WrittenSplits:
     """Write each split's rows (already shuffled) as `num_shards[split]` contiguous shards.
 
@@ -199,8 +204,9 @@ def write_splits(
     whatever the number of shards (3 shards keep 2 processes equally busy);
     this process writes the records to each shard in order. Every row is
     encoded even after one turned out unreadable, so that all of them can be
-    named; then no shard is kept. Shards appear under their names only once
-    every row was read.
+    named; then no shard is kept, unless `skip_unreadable` (the shards then
+    hold the readable rows). Shards appear under their names only once every
+    row was read.
     """
     names = {split: [paths.shard_name(split, i, num_shards[split]) for i in range(num_shards[split])] for split in rows}
     shards: dict[tuple[str, int], list[tuple[Sequence[Any], RowEncoder]]] = {}  # (split, index) -> its jobs
@@ -210,7 +216,7 @@ def write_splits(
             shards[split, i] = [
                 (split_rows[j : min(j + ROWS_PER_JOB, stop)], to_features) for j in range(start, stop, ROWS_PER_JOB)
             ]
-    written = WrittenSplits(names, {}, [])
+    written = WrittenSplits(names, {}, {split: [] for split in rows})
     temporary = []
     try:
         with contextlib.ExitStack() as stack:
@@ -225,12 +231,12 @@ def write_splits(
                         run = next(encoded)
                         f.writelines(run.records)
                         written.sha256.update(run.sha256)
-                        written.errors.extend(run.errors)
+                        written.errors[split].extend(run.errors)
                     f.flush()
                     os.fsync(f.fileno())
                 if progress:
                     progress(done / len(shards), f"{split}: wrote shard {i + 1} of {num_shards[split]}")
-        if not written.errors:
+        if skip_unreadable or not any(written.errors.values()):
             for tmp in temporary:
                 os.replace(tmp, tmp.with_suffix(""))
             temporary = []
@@ -276,15 +282,19 @@ def create_shards(
     num_shards: dict[str, int],
     processes: int = 1,
     progress: Callable[[float, str], None] | None = None,
+    skip_unreadable: bool = False,
 ) -> dict[str, Any]:
     """Write a source's train and validation splits as shards, then the manifest.
 
     `source` has `check()` (raises ValueError on a bad source, before any
     work), `rows()` (rows per split, shuffled), `to_features` (its row
     encoder), `manifest()` and, if its encoder can raise `UnreadableRowError`,
-    `unreadable(errors, count)` (the message naming them). When a row is
-    unreadable, every one is named in one DataError and no file is left
-    in `folder`. Returns the manifest.
+    `unreadable(errors, count)` (the message naming them) and
+    `manifest(skipped)` (its counts without the rows skipped, by split). When
+    a row is unreadable, every one is named in one DataError and no file is
+    left in `folder`; with `skip_unreadable` they are left out instead, and
+    the manifest lists them (`skipped_unreadable`). A split left without a
+    readable row is an error either way. Returns the manifest.
     """
     source.check()
     rows = source.rows()
@@ -294,13 +304,32 @@ def create_shards(
                 f"The {split} split has {len(rows[split])} examples, so it takes 1 to "
                 f"{len(rows[split])} shards. Received: num_{split}_shards={num_shards[split]}"
             )
-    written = write_splits(folder, rows, num_shards, source.to_features, processes, progress)
-    if written.errors:
-        raise DataError(source.unreadable(sorted(written.errors), sum(map(len, rows.values()))))
-    manifest = dict(source.manifest(), splits={})
+    written = write_splits(folder, rows, num_shards, source.to_features, processes, progress, skip_unreadable)
+    errors = sorted(message for split_errors in written.errors.values() for _, message in split_errors)
+    count = sum(map(len, rows.values()))
+    if errors and not skip_unreadable:
+        raise DataError(source.unreadable(errors, count))
+    for split in paths.SPLITS:
+        if len(written.errors[split]) == len(rows[split]):
+            raise DataError(f"{source.unreadable(errors, count)} Skipping them leaves the {split} split empty.")
+    if errors:
+        more = f"; and {len(errors) - MAX_NAMED} more" if len(errors) > MAX_NAMED else ""
+        logger.warning(
+            "%d unreadable file(s) skipped, listed in the manifest (skipped_unreadable): %s%s",
+            len(errors),
+            "; ".join(errors[:MAX_NAMED]),
+            more,
+        )
+    skipped = {split: [row for row, _ in split_errors] for split, split_errors in written.errors.items()}
+    manifest = dict(source.manifest(skipped) if errors else source.manifest(), splits={})
+    if errors:
+        manifest["skipped_unreadable"] = errors
     if written.sha256:
         manifest["source_sha256"] = dict(sorted(written.sha256.items()))
     for split in paths.SPLITS:
-        manifest["splits"][split] = {"num_examples": len(rows[split]), "shards": written.shards[split]}
+        manifest["splits"][split] = {
+            "num_examples": len(rows[split]) - len(skipped[split]),
+            "shards": written.shards[split],
+        }
     write_manifest(folder, manifest)
     return manifest

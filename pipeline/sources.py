@@ -7,13 +7,16 @@ work, `rows()` gives the rows per split, `to_features` is a module-level
 encoder of one row (sent to the writer processes; it reads and decodes each
 input once, and raises `shards.UnreadableRowError` for one it cannot read),
 `unreadable()` words the error naming those, and `manifest()` says what
-downstream stages need to know.
+downstream stages need to know (`manifest(skipped)`: without the rows skipped
+as unreadable).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from pipeline import image_folder, shards
+from pipeline import image_folder, invocation, listing, shards
 
 X_MIN, X_MAX = -4 * math.pi, 4 * math.pi
 
@@ -112,18 +115,28 @@ def true_function(x: np.ndarray) -> np.ndarray:
 
 # --- a folder of images, one subfolder per class ---------------------------------------
 
-# What a row of an image folder is: (absolute path, path relative to the folder, label, image size).
+# What a row of an image folder is: (the folder, the image's path relative to it, label, image size).
+# The folder is one string shared by every row: a million rows cost a tuple each, not a path each.
 ImageRow = tuple[str, str, int, int]
 MAX_NAMED_FILES = 10  # unreadable files named in one error message
+# Transparent pixels are composited on this colour (the README says so): white, as most viewers show them.
+BACKGROUND = (255, 255, 255)
+# 16-bit grayscale as Pillow holds it (a 16-bit PNG opens as I;16), scaled to 8 bits by `to_rgb`.
+WIDE_GRAY_MODES = frozenset(("I;16", "I;16L", "I;16B", "I;16N", "I"))
+
+logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
 
 
 @dataclass(frozen=True)
 class ImageFolderSource:
-    """PNG or JPEG images in `image_dir/<class>/`, resized to `image_size` squares, split per class.
+    """Images in `image_dir/<class>/` (at any depth), resized to `image_size` squares, split per class.
 
-    The split is stratified: each class's files (sorted) are shuffled with
-    `seed` and its first `round(n * validation_fraction)` go to validation;
-    each split is then shuffled again, globally, so shards mix the classes.
+    Images are the files Keras' `image_dataset_from_directory` reads: .bmp,
+    .gif, .jpeg, .jpg and .png, in any letter case (`listing.IMAGE_EXTENSIONS`).
+    The split is stratified: each class's files (in the listing's order) are
+    shuffled with `seed` and its first `round(n * validation_fraction)` go to
+    validation; each split is then shuffled again, globally, so shards mix
+    the classes.
     """
 
     image_dir: Path
@@ -132,58 +145,73 @@ class ImageFolderSource:
     seed: int
 
     @cached_property
+    def folder_listing(self) -> listing.Listing:
+        """The folder's one listing (in a Luigi run: the one of the stage's identity); ValueError on a bad layout."""
+        with invocation.scope():  # the layout check and this share one pass over the folder
+            image_folder.check_layout(self.image_dir, self.validation_fraction)
+            return listing.of(self.image_dir)
+
+    @property
     def classes(self) -> dict[str, list[str]]:
-        """Class name -> relative image paths, scanned once; raises ValueError on an unusable layout."""
-        return image_folder.check_layout(self.image_dir, self.validation_fraction)
+        """Class name -> relative image paths."""
+        return self.folder_listing.classes
 
     def check(self) -> None:
-        """Raise ValueError on an unusable folder layout (each image is checked as it is encoded)."""
-        self.classes  # noqa: B018 (scanned and checked once)
+        """Raise ValueError on an unusable folder layout (each image is checked as it is encoded);
+        log the files that are not images of a class."""
+        ignored = image_folder.describe_ignored(self.folder_listing)
+        if ignored:
+            logger.warning(ignored)
 
     def unreadable(self, errors: list[str], count: int) -> str:
         """The message naming the files `image_features` could not read (up to `MAX_NAMED_FILES`)."""
         more = f"; and {len(errors) - MAX_NAMED_FILES} more" if len(errors) > MAX_NAMED_FILES else ""
         return (
             f"{len(errors)} of the {count} image files in {self.image_dir} cannot be read as images: "
-            f"{'; '.join(errors[:MAX_NAMED_FILES])}{more}. Fix or remove them, then rerun."
+            f"{'; '.join(errors[:MAX_NAMED_FILES])}{more}. Fix or remove them (or skip them: "
+            "--CreateShards-skip-unreadable), then rerun."
         )
 
     @property
     def to_features(self) -> Any:
         return image_features
 
-    def split_files(self) -> dict[str, list[tuple[str, int]]]:
-        """(relative path, label) per split: stratified per class, then shuffled globally."""
+    @cached_property
+    def _rows(self) -> dict[str, list[ImageRow]]:
         rs = np.random.RandomState(self.seed)
-        splits: dict[str, list[tuple[str, int]]] = {"train": [], "validation": []}
+        base = os.fspath(self.image_dir)
+        splits: dict[str, list[ImageRow]] = {"train": [], "validation": []}
         for label, files in enumerate(self.classes.values()):
-            order = rs.permutation(len(files))
+            order = rs.permutation(len(files)).tolist()
             n_val = image_folder.num_validation(len(files), self.validation_fraction)
-            splits["validation"] += [(files[i], label) for i in order[:n_val]]
-            splits["train"] += [(files[i], label) for i in order[n_val:]]
-        return {split: [rows[i] for i in rs.permutation(len(rows))] for split, rows in splits.items()}
+            splits["validation"] += [(base, files[i], label, self.image_size) for i in order[:n_val]]
+            splits["train"] += [(base, files[i], label, self.image_size) for i in order[n_val:]]
+        return {split: [rows[i] for i in rs.permutation(len(rows)).tolist()] for split, rows in splits.items()}
 
     def rows(self) -> dict[str, list[ImageRow]]:
-        """(path, relative path, label, image size) per split, in shuffled order."""
-        base = os.fspath(self.image_dir)  # joined as strings: pathlib costs more than the rest of this
-        return {
-            split: [(os.path.join(base, rel), rel, label, self.image_size) for rel, label in files]
-            for split, files in self.split_files().items()
-        }
+        """(folder, relative path, label, image size) per split, in shuffled order (computed once)."""
+        return self._rows
 
-    def manifest(self) -> dict[str, Any]:
-        """Classes, image shape, feature spec and the count of each class in each split."""
+    def split_files(self) -> dict[str, list[tuple[str, int]]]:
+        """(relative path, label) per split: stratified per class, then shuffled globally."""
+        return {split: [(rel, label) for _, rel, label, _ in rows] for split, rows in self._rows.items()}
+
+    def manifest(self, skipped: dict[str, list[ImageRow]] | None = None) -> dict[str, Any]:
+        """Classes, image shape, feature spec, the count of each class in each split (without the
+        `skipped` rows, by split) and the files ignored (not images, or not in a class folder)."""
         class_names = list(self.classes)
-        counts = {
-            split: {name: sum(1 for _, label in files if label == k) for k, name in enumerate(class_names)}
-            for split, files in self.split_files().items()
-        }
+        counts = {}
+        for split, rows in self._rows.items():
+            per_label = collections.Counter(label for _, _, label, _ in rows)
+            per_label.subtract(label for _, _, label, _ in (skipped or {}).get(split, []))
+            counts[split] = {name: per_label[k] for k, name in enumerate(class_names)}
         return {
             "source": "image_folder",
             "image_dir": str(self.image_dir),
             "task": "classification",
             "class_names": class_names,
             "class_counts": counts,
+            "ignored_files": {"count": self.folder_listing.num_ignored, "first": list(self.folder_listing.ignored)},
             "image_shape": [self.image_size, self.image_size, 3],
             "features": {
                 "image": {"dtype": "string", "shape": [], "encoding": "png"},
@@ -196,15 +224,35 @@ class ImageFolderSource:
         }
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The RGB picture an image of any Pillow mode shows.
+
+    16-bit grayscale is scaled to 8 bits (65535 -> 255, rounded; Pillow's own
+    conversion clips it, which turns most such images white). Transparency,
+    an alpha channel or a palette entry or colour marked transparent, is
+    composited on `BACKGROUND`. Palette, bilevel, grayscale and CMYK images
+    go through Pillow's conversions.
+    """
+    if image.mode in WIDE_GRAY_MODES:
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(data: bytes, size: int) -> Image.Image:
-    """Decode image bytes, upright (EXIF orientation), as RGB, resized to `size` x `size`.
+    """Decode image bytes (a gif: its first frame), upright (EXIF orientation), as RGB (`to_rgb`),
+    resized to `size` x `size`.
 
     Like Keras' image_dataset_from_directory: bilinear, the aspect ratio is
     not kept. Large JPEGs are decoded at a reduced scale first (`draft`).
     """
     opened = Image.open(io.BytesIO(data))
     opened.draft("RGB", (size, size))
-    image = ImageOps.exif_transpose(opened).convert("RGB")
+    image = to_rgb(ImageOps.exif_transpose(opened))
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return image
@@ -213,7 +261,8 @@ def load_image(data: bytes, size: int) -> Image.Image:
 def image_features(row: ImageRow) -> tuple[dict[str, Any], dict[str, str]]:
     """The Example features of one image (PNG bytes at the target size, label, shape, relative
     path) and the sha256 of the file; raises `shards.UnreadableRowError` naming a file that is not an image."""
-    path, rel, label, size = row
+    base, rel, label, size = row
+    path = os.path.join(base, rel)
     try:
         with open(path, "rb") as f:
             data = f.read()

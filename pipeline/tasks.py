@@ -151,7 +151,7 @@ class CreateShards(Stage):
     code_modules = ("sources", "shards", "image_folder", "listing")
 
     image_dir = luigi.Parameter(
-        description="A folder of PNG or JPEG images, one subfolder per class; empty: the sine source."
+        description="A folder of images (.bmp, .gif, .jpeg, .jpg, .png), one subfolder per class; empty: the sine."
     )
     image_size = luigi.IntParameter(description="Images: side in pixels every image is resized to.")
     num_examples = luigi.IntParameter(description="Number of (x, y) examples of the sine source.")
@@ -160,6 +160,9 @@ class CreateShards(Stage):
     num_train_shards = luigi.IntParameter(description="Number of train TFRecord files.")
     num_validation_shards = luigi.IntParameter(description="Number of validation TFRecord files.")
     seed = luigi.IntParameter(description="Seed of the noise, of the split and of the global shuffle.")
+    skip_unreadable = luigi.BoolParameter(
+        description="Images: leave out the files that cannot be read (the manifest lists them) instead of failing.",
+    )
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
     def validate(self) -> None:
@@ -230,8 +233,13 @@ class CreateShards(Stage):
         else:
             source = sources.SineSource(self.num_examples, self.noise_stddev, self.validation_fraction, self.seed)
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
-        manifest = shards.create_shards(staging, source, num_shards, self.writer_processes, self.progress)
-        return {"examples": {split: s["num_examples"] for split, s in manifest["splits"].items()}}
+        manifest = shards.create_shards(
+            staging, source, num_shards, self.writer_processes, self.progress, self.skip_unreadable
+        )
+        return {
+            "examples": {split: s["num_examples"] for split, s in manifest["splits"].items()},
+            "skipped_unreadable": len(manifest.get("skipped_unreadable", [])),  # python -m pipeline status says so
+        }
 
 
 class TrainEstimator(Stage):
