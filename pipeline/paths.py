@@ -17,6 +17,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Inside a shards folder.
 MANIFEST = "manifest.json"
+SOURCE_SHA256 = "source_sha256.jsonl"  # of each source file (an image) read, one JSON line each
 SPLITS = ("train", "validation")
 
 # Inside a model_dir.

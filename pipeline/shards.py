@@ -184,7 +184,7 @@ def _in_order(pool: ProcessPoolExecutor | None, jobs: Iterable[Any], ahead: int)
 
 class WrittenSplits(NamedTuple):
     shards: dict[str, list[str]]  # split -> shard paths relative to the folder
-    sha256: dict[str, str]  # of every source file read
+    hashed: int  # source files whose sha256 is in paths.SOURCE_SHA256 (0: no such file)
     errors: dict[str, list[tuple[Any, str]]]  # split -> (row, what is wrong) of its unreadable rows
 
 
@@ -202,11 +202,13 @@ def write_splits(
     Each row is read and encoded once. The rows of every split are encoded in
     runs of `ROWS_PER_JOB` by one pool of up to `processes` writer processes,
     whatever the number of shards (3 shards keep 2 processes equally busy);
-    this process writes the records to each shard in order. Every row is
-    encoded even after one turned out unreadable, so that all of them can be
-    named; then no shard is kept, unless `skip_unreadable` (the shards then
-    hold the readable rows). Shards appear under their names only once every
-    row was read.
+    this process writes the records to each shard in order, and the sha256
+    of each source file read to `paths.SOURCE_SHA256` (JSON lines, in the
+    shards' order: streamed, so that a million files cost no memory). Every
+    row is encoded even after one turned out unreadable, so that all of them
+    can be named; then no shard is kept, unless `skip_unreadable` (the shards
+    then hold the readable rows). Files appear under their names only once
+    every row was read.
     """
     names = {split: [paths.shard_name(split, i, num_shards[split]) for i in range(num_shards[split])] for split in rows}
     shards: dict[tuple[str, int], list[tuple[Sequence[Any], RowEncoder]]] = {}  # (split, index) -> its jobs
@@ -216,11 +218,15 @@ def write_splits(
             shards[split, i] = [
                 (split_rows[j : min(j + ROWS_PER_JOB, stop)], to_features) for j in range(start, stop, ROWS_PER_JOB)
             ]
-    written = WrittenSplits(names, {}, {split: [] for split in rows})
-    temporary = []
+    errors: dict[str, list[tuple[Any, str]]] = {split: [] for split in rows}
+    folder.mkdir(parents=True, exist_ok=True)
+    hashes = folder / (paths.SOURCE_SHA256 + ".tmp")
+    temporary = [hashes]
+    hashed = 0
     try:
         with contextlib.ExitStack() as stack:
             pool = stack.enter_context(process_pool(processes)) if processes > 1 else None
+            hash_lines = stack.enter_context(open(hashes, "w"))
             encoded = _in_order(pool, (job for jobs in shards.values() for job in jobs), ahead=4 * processes)
             for done, ((split, i), jobs) in enumerate(shards.items(), 1):
                 (folder / split).mkdir(parents=True, exist_ok=True)
@@ -230,23 +236,26 @@ def write_splits(
                     for _ in jobs:
                         run = next(encoded)
                         f.writelines(run.records)
-                        written.sha256.update(run.sha256)
-                        written.errors[split].extend(run.errors)
+                        hash_lines.writelines(
+                            json.dumps({"path": rel, "sha256": sha256}) + "\n" for rel, sha256 in run.sha256.items()
+                        )
+                        hashed += len(run.sha256)
+                        errors[split].extend(run.errors)
                     f.flush()
                     os.fsync(f.fileno())
                 if progress:
                     progress(done / len(shards), f"{split}: wrote shard {i + 1} of {num_shards[split]}")
-        if skip_unreadable or not any(written.errors.values()):
-            for tmp in temporary:
+        if skip_unreadable or not any(errors.values()):
+            for tmp in temporary if hashed else temporary[1:]:  # a source that read no file: no hashes file
                 os.replace(tmp, tmp.with_suffix(""))
-            temporary = []
+            temporary = [] if hashed else [hashes]
     finally:
         for tmp in temporary:
             tmp.unlink(missing_ok=True)
         for split in rows:
             with contextlib.suppress(OSError):
                 (folder / split).rmdir()  # only if empty: nothing kept
-    return written
+    return WrittenSplits(names, hashed, errors)
 
 
 def process_pool(max_workers: int) -> ProcessPoolExecutor:
@@ -274,6 +283,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     with open(folder / paths.MANIFEST) as f:
         data: dict[str, Any] = json.load(f)
     return data
+
+
+def read_source_sha256(folder: Path) -> dict[str, str]:
+    """The sha256 of every source file the shards in `folder` were made from, by relative path."""
+    with open(folder / paths.SOURCE_SHA256) as f:
+        return {entry["path"]: entry["sha256"] for entry in map(json.loads, f)}
 
 
 def create_shards(
@@ -324,8 +339,8 @@ def create_shards(
     manifest = dict(source.manifest(skipped) if errors else source.manifest(), splits={})
     if errors:
         manifest["skipped_unreadable"] = errors
-    if written.sha256:
-        manifest["source_sha256"] = dict(sorted(written.sha256.items()))
+    if written.hashed:
+        manifest["source_sha256"] = paths.SOURCE_SHA256  # one JSON line per source file read
     for split in paths.SPLITS:
         manifest["splits"][split] = {
             "num_examples": len(rows[split]) - len(skipped[split]),

@@ -172,6 +172,7 @@ def test_other_files_are_named_and_unreadable_ones_skipped_on_request(
     counts = manifest["class_counts"]
     assert sum(counts["train"].values()) == manifest["splits"]["train"]["num_examples"]
     assert sum(map(sum, (c.values() for c in counts.values()))) == len(expected)  # the readable images, each once
+    assert sorted(shards.read_source_sha256(CreateShards().output_dir())) == sorted(expected)
     marker = identity.read_marker(CreateShards().output_dir())
     assert marker is not None and marker["info"]["skipped_unreadable"] == 2
 

@@ -185,9 +185,12 @@ def test_image_shards_round_trip(tmp_path: Path) -> None:
     assert manifest["splits"]["validation"]["num_examples"] == 7
     assert sum(manifest["class_counts"]["validation"].values()) == manifest["splits"]["validation"]["num_examples"]
     assert (
-        manifest["source_sha256"]["star/big.jpg"] == hashlib.sha256((folder / "star/big.jpg").read_bytes()).hexdigest()
+        shards.read_source_sha256(tmp_path / "a")["star/big.jpg"]
+        == hashlib.sha256((folder / "star/big.jpg").read_bytes()).hexdigest()
     )
     expected = dict(source.split_files())
+    hashed = shards.read_source_sha256(tmp_path / "a")
+    assert sorted(hashed) == sorted(rel for files in expected.values() for rel, _ in files)  # each image once
     for split in paths.SPLITS:
         examples = _parse_all(tmp_path / "a", split)
         assert [(e["path"].decode(), int(e["label"])) for e in examples] == expected[split]  # order kept
