@@ -21,17 +21,19 @@ scheduling path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from luigi.cmdline_parser import CmdlineParser
 
 from pipeline import paths
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class _Memo:
@@ -85,6 +87,17 @@ def scope() -> Iterator[None]:
         yield
     finally:
         _local.memo = None
+
+
+def scoped(function: Callable[P, T]) -> Callable[P, T]:
+    """`function`, run inside `scope()`: everything it computes, nested calls included, is computed once."""
+
+    @functools.wraps(function)
+    def in_scope(*args: P.args, **kwargs: P.kwargs) -> T:
+        with scope():
+            return function(*args, **kwargs)
+
+    return in_scope
 
 
 def cached(key: Any, compute: Callable[[], T]) -> T:

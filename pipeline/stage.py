@@ -66,27 +66,27 @@ class Stage(luigi.Task):
         description="Rerun this stage although it is up to date; stages below rerun only if its bytes change.",
     )
 
+    @invocation.scoped  # validation and identity share one listing of a source folder
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
-        with invocation.scope():  # validation and identity share one listing of a source folder
-            try:
-                self.validate()
-            except ParameterError:
-                raise
-            except ValueError as error:
-                raise ParameterError(str(error)) from None
-            # Build the stages above now, so that every parameter of the DAG is
-            # checked when the task is built, before anything runs.
-            self.upstream()
-            # Upstream stages take their parameters from luigi.cfg and the command line, so
-            # two runs that differ only upstream (another learning rate) build an equal
-            # EvaluateEstimator(). A central scheduler shared by both would take them for one
-            # task and run it once: the task id names the identity too.
-            self.task_id = luigi.task.task_id_str(
-                self.task_family,
-                {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
-            )
+        try:
+            self.validate()
+        except ParameterError:
+            raise
+        except ValueError as error:
+            raise ParameterError(str(error)) from None
+        # Build the stages above now, so that every parameter of the DAG is
+        # checked when the task is built, before anything runs.
+        self.upstream()
+        # Upstream stages take their parameters from luigi.cfg and the command line, so
+        # two runs that differ only upstream (another learning rate) build an equal
+        # EvaluateEstimator(). A central scheduler shared by both would take them for one
+        # task and run it once: the task id names the identity too.
+        self.task_id = luigi.task.task_id_str(
+            self.task_family,
+            {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
+        )
 
     @classmethod
     def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:
@@ -177,6 +177,7 @@ class Stage(luigi.Task):
         """Why this stage's own output is not up to date ([] if it is)."""
         return identity.check_output(self.output_dir(), self.identity(), self.upstream_content())
 
+    @invocation.scoped
     def complete(self) -> bool:
         """Up to date: the marker matches this identity and the files, and the
         upstream outputs still hold the bytes this stage read.
@@ -187,8 +188,7 @@ class Stage(luigi.Task):
         forced stage is complete only once it has published again since this
         task object was made (that is, in this invocation).
         """
-        with invocation.scope():
-            return not self.stale_reasons() and (not self.force or self._published_since_created())
+        return not self.stale_reasons() and (not self.force or self._published_since_created())
 
     def _published_since_created(self) -> bool:
         marker = identity.read_marker(self.output_dir())
@@ -204,13 +204,12 @@ class Stage(luigi.Task):
             set_percentage(round(100 * fraction, 1))
             set_message(message)
 
+    @invocation.scoped  # once for the whole run: a source folder is listed once, for identity and ETL
     def run(self) -> None:
         # What this invocation computed before may be out of date now (the demo images
-        # MakeShapes just wrote are a source folder of CreateShards): computed afresh,
-        # once for the whole run (a source folder is listed once, for identity and ETL).
+        # MakeShapes just wrote are a source folder of CreateShards): computed afresh.
         invocation.forget()
-        with invocation.scope():
-            self._run()
+        self._run()
 
     def _run(self) -> None:
         final = self.output_dir()
