@@ -211,13 +211,13 @@ def write_splits(
     every row was read.
     """
     names = {split: [paths.shard_name(split, i, num_shards[split]) for i in range(num_shards[split])] for split in rows}
-    shards: dict[tuple[str, int], list[tuple[Sequence[Any], RowEncoder]]] = {}  # (split, index) -> its jobs
+    shards: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (split, index) -> its jobs' runs of rows
     for split, split_rows in rows.items():
-        bounds = np.linspace(0, len(split_rows), num_shards[split] + 1).astype(int)
+        bounds = np.linspace(0, len(split_rows), num_shards[split] + 1).astype(int).tolist()
         for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
-            shards[split, i] = [
-                (split_rows[j : min(j + ROWS_PER_JOB, stop)], to_features) for j in range(start, stop, ROWS_PER_JOB)
-            ]
+            shards[split, i] = [(j, min(j + ROWS_PER_JOB, stop)) for j in range(start, stop, ROWS_PER_JOB)]
+    # Jobs are made as the pool takes them: a lazy sequence of rows stays lazy.
+    jobs = ((rows[split][a:b], to_features) for (split, _), runs in shards.items() for a, b in runs)
     errors: dict[str, list[tuple[Any, str]]] = {split: [] for split in rows}
     folder.mkdir(parents=True, exist_ok=True)
     hashes = folder / (paths.SOURCE_SHA256 + ".tmp")
@@ -227,13 +227,13 @@ def write_splits(
         with contextlib.ExitStack() as stack:
             pool = stack.enter_context(process_pool(processes)) if processes > 1 else None
             hash_lines = stack.enter_context(open(hashes, "w"))
-            encoded = _in_order(pool, (job for jobs in shards.values() for job in jobs), ahead=4 * processes)
-            for done, ((split, i), jobs) in enumerate(shards.items(), 1):
+            encoded = _in_order(pool, jobs, ahead=4 * processes)
+            for done, ((split, i), runs) in enumerate(shards.items(), 1):
                 (folder / split).mkdir(parents=True, exist_ok=True)
                 tmp = folder / (names[split][i] + ".tmp")
                 temporary.append(tmp)
                 with open(tmp, "wb") as f:
-                    for _ in jobs:
+                    for _ in runs:
                         run = next(encoded)
                         f.writelines(run.records)
                         hash_lines.writelines(

@@ -13,16 +13,16 @@ as unreadable).
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import io
 import logging
 import math
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -127,6 +127,36 @@ WIDE_GRAY_MODES = frozenset(("I;16", "I;16L", "I;16B", "I;16N", "I"))
 logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
 
 
+class ImageRows(Sequence[ImageRow]):
+    """One split's rows, made when asked for: row i is image `order[i]` of `files`, with its label.
+
+    A million rows cost the split's order (8 bytes each) beside the listing's
+    file names, not a million tuples: the shard writers take them 64 at a time.
+    """
+
+    def __init__(self, base: str, files: list[str], labels: np.ndarray, order: np.ndarray, size: int) -> None:
+        self.base, self.files, self.labels, self.order, self.size = base, files, labels, order, size
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    @overload
+    def __getitem__(self, index: int) -> ImageRow: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ImageRow]: ...
+    def __getitem__(self, index: int | slice) -> ImageRow | list[ImageRow]:
+        if isinstance(index, slice):
+            return [self._row(i) for i in self.order[index].tolist()]
+        return self._row(int(self.order[index]))
+
+    def __iter__(self) -> Iterator[ImageRow]:
+        for start in range(0, len(self), 1024):
+            yield from self[start : start + 1024]
+
+    def _row(self, i: int) -> ImageRow:
+        return self.base, self.files[i], int(self.labels[i]), self.size
+
+
 @dataclass(frozen=True)
 class ImageFolderSource:
     """Images in `image_dir/<class>/` (at any depth), resized to `image_size` squares, split per class.
@@ -177,18 +207,27 @@ class ImageFolderSource:
         return image_features
 
     @cached_property
-    def _rows(self) -> dict[str, list[ImageRow]]:
+    def _rows(self) -> dict[str, ImageRows]:
+        files = [rel for class_files in self.classes.values() for rel in class_files]  # the listing's strings
+        counts = [len(class_files) for class_files in self.classes.values()]
+        labels = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
         rs = np.random.RandomState(self.seed)
+        picked: dict[str, list[np.ndarray]] = {"train": [], "validation": []}
+        start = 0
+        for count in counts:  # each class: its files shuffled, the first ones to validation
+            order = start + rs.permutation(count)
+            n_val = image_folder.num_validation(count, self.validation_fraction)
+            picked["validation"].append(order[:n_val])
+            picked["train"].append(order[n_val:])
+            start += count
         base = os.fspath(self.image_dir)
-        splits: dict[str, list[ImageRow]] = {"train": [], "validation": []}
-        for label, files in enumerate(self.classes.values()):
-            order = rs.permutation(len(files)).tolist()
-            n_val = image_folder.num_validation(len(files), self.validation_fraction)
-            splits["validation"] += [(base, files[i], label, self.image_size) for i in order[:n_val]]
-            splits["train"] += [(base, files[i], label, self.image_size) for i in order[n_val:]]
-        return {split: [rows[i] for i in rs.permutation(len(rows)).tolist()] for split, rows in splits.items()}
+        rows = {}
+        for split, parts in picked.items():  # then each split shuffled as a whole: shards mix the classes
+            indices = np.concatenate(parts)
+            rows[split] = ImageRows(base, files, labels, indices[rs.permutation(len(indices))], self.image_size)
+        return rows
 
-    def rows(self) -> dict[str, list[ImageRow]]:
+    def rows(self) -> dict[str, ImageRows]:
         """(folder, relative path, label, image size) per split, in shuffled order (computed once)."""
         return self._rows
 
@@ -202,9 +241,10 @@ class ImageFolderSource:
         class_names = list(self.classes)
         counts = {}
         for split, rows in self._rows.items():
-            per_label = collections.Counter(label for _, _, label, _ in rows)
-            per_label.subtract(label for _, _, label, _ in (skipped or {}).get(split, []))
-            counts[split] = {name: per_label[k] for k, name in enumerate(class_names)}
+            per_label = np.bincount(rows.labels[rows.order], minlength=len(class_names))
+            for _, _, label, _ in (skipped or {}).get(split, []):
+                per_label[label] -= 1
+            counts[split] = dict(zip(class_names, per_label.tolist(), strict=True))
         return {
             "source": "image_folder",
             "image_dir": str(self.image_dir),
