@@ -15,7 +15,10 @@ links). Then, in an artifact root of its own:
    `python -m pipeline status CreateShards` as often, against
    `python -c "import luigi"`: the median of each, and per file the time
    above Luigi's import divided by N. Each up-to-date check is checked to
-   have run nothing (and status to say "up to date").
+   have run nothing (and status to say "up to date");
+3. in this process, `listing.scan` (the one pass: stat, digest, classes)
+   against the floor, `os.scandir` and one `stat` per file doing nothing
+   else, both per file, interleaved.
 
     .venv/bin/python -m bench.source_scaling [--sizes 10000 100000 1000000] [--repeat 5] [--work DIR]
 
@@ -40,7 +43,7 @@ import psutil
 from PIL import Image
 
 from bench import common
-from pipeline import identity, shapes
+from pipeline import identity, listing, shapes
 
 BIN = Path(sys.executable).parent
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -66,6 +69,27 @@ def make_folder(folder: Path, count: int, per_class: int, distinct: int) -> None
             if not os.path.exists(target):
                 os.link(sources[i % distinct], target)
     done.write_text(f"{count} {per_class} {distinct}")  # hidden: not part of the source folder's listing
+
+
+def stat_floor(folder: Path) -> float:
+    """Seconds to scandir every folder below `folder` and stat every file in it: the pass's floor."""
+    started = time.perf_counter()
+    pending = [os.fspath(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append(entry.path)
+                else:
+                    entry.stat()
+    return time.perf_counter() - started
+
+
+def pass_seconds(folder: Path) -> float:
+    """Seconds of one `listing.scan` of `folder`."""
+    started = time.perf_counter()
+    listing.scan(folder)
+    return time.perf_counter() - started
 
 
 def measured(args: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess[str]]:
@@ -121,6 +145,10 @@ def main() -> None:
             started = time.perf_counter()
             make_folder(folder, count, args.per_class, args.distinct)
             made = time.perf_counter() - started
+            floors, passes = [], []
+            for _ in range(args.repeat):
+                floors.append(stat_floor(folder))
+                passes.append(pass_seconds(folder))
             with tempfile.TemporaryDirectory(dir=work) as run_dir:
                 run = Path(run_dir)
                 (run / "luigi.cfg").write_text(f"[paths]\nroot = .\n\n[CreateShards]\nimage_dir = {folder}\n")
@@ -153,6 +181,8 @@ def main() -> None:
                     "check_peak_mb": max(check_peaks),
                     "status": statuses,
                     "import_luigi": imports,
+                    "stat_floor": floors,
+                    "pass": passes,
                     "load": common.load(),
                 }
             )
@@ -163,7 +193,7 @@ def main() -> None:
     )
     print(
         f"  {'N':>9} | {'ETL build':>9} {'images/s':>8} {'peak MB':>7} | {'up-to-date check':>22} {'us/file':>7} "
-        f"{'peak MB':>7} | {'status':>22} {'us/file':>7} | {'import luigi':>12} | load"
+        f"{'peak MB':>7} | {'status':>22} {'us/file':>7} | {'import luigi':>12} | pass, floor us/file | load"
     )
     for row in rows:
         floor = statistics.median(row["import_luigi"])
@@ -172,7 +202,8 @@ def main() -> None:
             f"  {row['files']:>9,} | {row['etl_build']:>8.1f}s {row['files'] / row['etl_build']:>8.0f} "
             f"{row['etl_peak_mb']:>7.0f} | {common.spread(row['check'])} s {per_file['check']:>7.2f} "
             f"{row['check_peak_mb']:>7.0f} | {common.spread(row['status'])} s {per_file['status']:>7.2f}"
-            f" | {floor:>10.3f} s | {row['load']}"
+            f" | {floor:>10.3f} s | {statistics.median(row['pass']) / row['files'] * 1e6:>5.2f}, "
+            f"{statistics.median(row['stat_floor']) / row['files'] * 1e6:>5.2f} | {row['load']}"
         )
     print(f"Load average at the end: {common.load()}")
 
