@@ -20,7 +20,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,31 +27,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards
+from pipeline import cluster, inputs, multiworker, networks, paths, problems, shards
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
 Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of one training run (TrainEstimator's parameters; defaults in luigi.cfg)."""
-
-    network: str
-    hidden_units: tuple[int, ...]
-    learning_rate: float
-    lr_decay: bool
-    batch_size: int
-    max_steps: int
-    checkpoint_steps: int
-    keep_checkpoints: int
-    shuffle_buffer: int
-    seed: int
-    steps_per_execution: int
-    conv_filters: tuple[int, ...] = ()  # cnn only
-    dense_units: int = 0  # cnn only
-    mixed_precision: bool = False
+# `config` below is the resolved training configuration, TrainSettings (tasks.py, settings.py):
+# one attribute per TrainEstimator parameter, as resolved for these shards, plus `problem` and
+# `network_args` (the keyword arguments of the network builder).
+TRAIN_CONFIG = "train_config.json"  # in the model_dir: the configuration and the manifest it trained on
 
 
 def configure_determinism(seed: int) -> None:
@@ -128,7 +111,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
 
 
 def train(
-    config: TrainConfig,
+    config: Any,
     shards_dir: Path,
     model_dir: Path,
     progress: Progress | None = None,
@@ -167,27 +150,48 @@ def train(
     }
 
 
-def network_spec(config: TrainConfig, manifest: dict[str, Any], replicas: int = 1) -> networks.NetworkSpec:
-    """The network `train` builds for this configuration and these shards."""
+def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
+    """The uncompiled network: the builder `config.network` names, called with the problem's
+    input shape and outputs and `config.network_args`; inputs normalised first where the
+    manifest records feature statistics (tables)."""
+    problem = problems.get(manifest["problem"])
+    builder = networks.builder(config.network)
+    input_shape = inputs.input_shape(manifest)
+    model = builder(
+        input_shape=input_shape,
+        num_outputs=problem.num_outputs(manifest.get("class_names", [])),
+        problem=problem.name,
+        **_plain(config.network_args),
+    )
+    if "normalization" in manifest:
+        features = keras.Input(shape=input_shape, name="features")
+        stats = manifest["normalization"]
+        normalised = keras.layers.Normalization(mean=stats["mean"], variance=stats["variance"], name="normalise")
+        model = keras.Model(features, model(normalised(features)), name=model.name)
+    return model
+
+
+def build_model(config: Any, manifest: dict[str, Any], replicas: int = 1) -> keras.Model:
+    """`build_network` compiled with Adam and the problem's loss and metrics, as `train` builds it."""
+    problem = problems.get(manifest["problem"])
+    model = build_network(config, manifest)
     spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
     if replicas > 1:
         spe = 1  # Keras 3.15's multi-step loop fails on a distributed iterator; one step per call works
-    return networks.NetworkSpec(
-        name=config.network,
-        task=manifest["task"],
-        input_shape=inputs.input_shape(manifest),
-        hidden_units=tuple(config.hidden_units),
-        learning_rate=config.learning_rate,
-        lr_decay_steps=config.max_steps if config.lr_decay else 0,
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.lr_decay:
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.max_steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate, name="adam"),  # named: checkpoints byte-identical across runs
+        loss=problem.loss(),
+        metrics=problem.metrics(),
         steps_per_execution=spe,
-        num_classes=len(manifest.get("class_names", [])),
-        conv_filters=tuple(config.conv_filters),
-        dense_units=config.dense_units,
     )
+    return model
 
 
 def _train(
-    config: TrainConfig,
+    config: Any,
     manifest: dict[str, Any],
     shards_dir: Path,
     model_dir: Path,
@@ -196,9 +200,8 @@ def _train(
     progress: Progress | None,
     multi_worker: bool,
 ) -> dict[str, Any]:
-    spec = network_spec(config, manifest, strategy.num_replicas_in_sync)
     with strategy.scope():
-        model = networks.build_model(spec)
+        model = build_model(config, manifest, strategy.num_replicas_in_sync)
         model.optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     # Every worker restores the chief's latest checkpoint and saves (a collective
@@ -211,17 +214,24 @@ def _train(
     )
     start_step = int(model.optimizer.iterations.numpy())
     history = [h for h in _read_json(model_dir / paths.HISTORY, []) if h["step"] <= start_step]
-    _write_json(write_dir / "train_config.json", {"config": asdict(config), "manifest": manifest})
+    config_dict = {name: getattr(config, name) for name in config.__dataclass_fields__}
+    _write_json(write_dir / TRAIN_CONFIG, {"config": _plain(config_dict), "manifest": manifest})
 
     if start_step < config.max_steps:
         train_ds = inputs.train_dataset(
-            shards_dir, manifest, config.batch_size, config.seed, config.shuffle_buffer, skip_batches=start_step
+            shards_dir,
+            manifest,
+            config.batch_size,
+            config.seed,
+            config.shuffle_buffer,
+            augment=config.augment,
+            skip_batches=start_step,
         )
         val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
         callback = _ModelDirCallback(write_dir, manager, history, config.max_steps, progress)
         if multi_worker:  # Keras 3's fit does not run under MultiWorkerMirroredStrategy
             multiworker.fit(
-                model, strategy, manifest["task"], train_ds, val_ds, config.batch_size, start_step,
+                model, strategy, problems.get(manifest["problem"]), train_ds, val_ds, config.batch_size, start_step,
                 config.max_steps, config.checkpoint_steps, callback,
             )  # fmt: skip
         else:
@@ -265,35 +275,34 @@ def export(model: keras.Model, model_dir: Path) -> None:
 
 
 def load_model(model_dir: Path) -> keras.Model:
-    """Reload the exported Keras model in safe mode (no arbitrary code is run)."""
+    """Reload the exported Keras model in safe mode (no arbitrary code is run).
+
+    A network of the user's is imported first, so that layers of theirs that
+    it registers with Keras (`keras.saving.register_keras_serializable`) load.
+    """
+    network = _read_json(model_dir / TRAIN_CONFIG, {}).get("config", {}).get("network", "")
+    if ":" in network:
+        with contextlib.suppress(ImportError, AttributeError):
+            networks.builder(network)
     return keras.saving.load_model(model_dir / paths.KERAS_MODEL, safe_mode=True)
 
 
 def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[str, Any]:
-    """Metrics over every example of each split.
+    """The problem's report over every example of each split (problems.Problem.report).
 
-    Regression: MSE, RMSE and MAE as streamed by Keras. Classification:
-    accuracy, per-class precision / recall / F1 and the confusion matrix,
-    computed from the predictions over the whole split. With the number of
-    examples per split.
+    Regression: MSE, RMSE and MAE; classification: accuracy, per-class
+    precision / recall / F1 and the confusion matrix. Computed from the
+    predictions over the whole split, with the number of examples.
     """
     manifest = read_manifest(shards_dir)
-    if manifest["task"] == "classification":
-        results: dict[str, Any] = {"class_names": manifest["class_names"]}
-        for split in ("validation", "train"):
-            p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
-            predicted = np.argmax(p["predictions"], axis=-1)
-            results[split] = metrics.classification_report(p["labels"], predicted, manifest["class_names"])
-        return results
-    model = load_model(model_dir)
-    model.compile(loss="mse", metrics=networks.regression_metrics())
-    results = {}
+    problem = problems.get(manifest["problem"])
+    class_names = manifest.get("class_names", [])
+    results: dict[str, Any] = {"problem": problem.name}
+    if class_names:
+        results["class_names"] = class_names
     for split in ("validation", "train"):
-        ds = inputs.eval_dataset(shards_dir, manifest, split, batch_size)
-        with corrupt_shards_named(shards_dir):
-            values = model.evaluate(ds, verbose=0, return_dict=True)
-        results[split] = {k: float(v) for k, v in values.items() if k != "loss"}
-        results[split]["num_examples"] = manifest["splits"][split]["num_examples"]
+        p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
+        results[split] = problem.report(p["labels"], p["predictions"], class_names)
     return results
 
 
@@ -308,15 +317,25 @@ def predict(
     manifest = read_manifest(shards_dir)
     model = load_model(model_dir)
     xs, ys, ps = [], [], []
-    for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
-        ps.append(np.asarray(model(x, training=False)))
-        ys.append(y.numpy())
-        if keep_inputs:
-            xs.append(x.numpy())
+    with corrupt_shards_named(shards_dir):
+        for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
+            ps.append(np.asarray(model(x, training=False)))
+            ys.append(y.numpy())
+            if keep_inputs:
+                xs.append(x.numpy())
     out = {"labels": np.concatenate(ys), "predictions": np.concatenate(ps)}
     if keep_inputs:
         out["inputs"] = np.concatenate(xs)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Luigi's frozen parameter values (tuples, FrozenOrderedDict) as JSON's lists and dicts."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _read_json(path: Path, default: Any) -> Any:

@@ -2,11 +2,15 @@
 
 Plot functions draw on an `Axes` they are given; `write_*` functions make a
 figure, save it as PNG and close it. Nothing here is ever shown on a screen.
+`write_figures` draws the figures a problem names (problems.Problem.figures),
+each by its entry in `FIGURES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +23,55 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
-from pipeline.sources import X_MAX, X_MIN, true_function
+from pipeline import estimator, inputs, paths, problems
+from pipeline.shards import read_manifest
 
 
-def plot_regression(ax: Axes, x: np.ndarray, y: np.ndarray, y_pred: np.ndarray, title: str) -> None:
-    """Noisy points, the model's predictions and the noiseless sin(x) + 1."""
+def plot_regression(
+    ax: Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    y_pred: np.ndarray,
+    title: str,
+    reference: dict[str, Any] | None = None,
+    names: tuple[str, str] = ("x", "y"),
+) -> None:
+    """Examples, the model's predictions along the one input and, if given, the noiseless curve."""
     x, y, y_pred = np.ravel(x), np.ravel(y), np.ravel(y_pred)
     order = np.argsort(x)
-    grid = np.linspace(X_MIN, X_MAX, 1000)
     ax.scatter(x, y, s=8, alpha=0.45, color="tab:blue", label=f"examples (n={len(x)})")
-    ax.plot(grid, true_function(grid), color="black", lw=1.2, ls="--", label="sin(x) + 1 (noiseless)")
+    if reference:
+        ax.plot(reference["x"], reference["y"], color="black", lw=1.2, ls="--", label=reference["label"])
     ax.plot(x[order], y_pred[order], color="tab:red", lw=1.8, label="model prediction")
     mse = float(np.mean((y_pred - y) ** 2))
     ax.set_title(f"{title}: MSE {mse:.4f}")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.legend(loc="lower left", fontsize="small")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.legend(loc="best", fontsize="small")
+
+
+def plot_predicted_vs_true(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: str, label: str = "y") -> None:
+    """Each example's prediction against its true value, on the diagonal where they agree."""
+    y, y_pred = np.ravel(y), np.ravel(y_pred)
+    low, high = float(min(y.min(), y_pred.min())), float(max(y.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], color="black", lw=1.0, ls="--", label="predicted = true")
+    ax.scatter(y, y_pred, s=10, alpha=0.5, color="tab:blue", label=f"examples (n={len(y)})")
+    ax.set_title(f"{title}: MSE {float(np.mean((y_pred - y) ** 2)):.4g}")
+    ax.set_xlabel(f"true {label}")
+    ax.set_ylabel(f"predicted {label}")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.legend(loc="best", fontsize="small")
+
+
+def plot_residuals(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: str, label: str = "y") -> None:
+    """Residuals (true - predicted) against the prediction: a pattern here is what the model missed."""
+    y, y_pred = np.ravel(y), np.ravel(y_pred)
+    ax.axhline(0.0, color="black", lw=1.0, ls="--", label="no error")
+    ax.scatter(y_pred, y - y_pred, s=10, alpha=0.5, color="tab:red", label=f"residuals (n={len(y)})")
+    ax.set_title(f"{title}: residuals")
+    ax.set_xlabel(f"predicted {label}")
+    ax.set_ylabel(f"true - predicted {label}")
+    ax.legend(loc="best", fontsize="small")
 
 
 def plot_curves(ax: Axes, history: Sequence[dict[str, Any]], metric: str = "loss", log: bool = True) -> None:
@@ -137,12 +174,28 @@ def write_confusion(path: Path, run: str, report: dict[str, Any], class_names: S
     plt.close(fig)
 
 
-def write_predictions(path: Path, run: str, splits: dict[str, dict[str, np.ndarray]]) -> None:
+def write_predictions(
+    path: Path,
+    run: str,
+    splits: dict[str, dict[str, np.ndarray]],
+    reference: dict[str, Any] | None = None,
+    names: tuple[str, str] = ("x", "y"),
+) -> None:
     """One panel per split (training, validation) of `plot_regression`."""
     fig, axes = plt.subplots(1, len(splits), figsize=(6.5 * len(splits), 4.5), sharey=True, layout="constrained")
     for ax, (split, data) in zip(np.atleast_1d(axes), splits.items(), strict=True):
-        plot_regression(ax, data["inputs"], data["labels"], data["predictions"], f"{split} set")
+        plot_regression(ax, data["inputs"], data["labels"], data["predictions"], f"{split} set", reference, names)
     fig.suptitle(f"Predictions of {run}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_predicted_vs_true(path: Path, run: str, data: dict[str, np.ndarray], label: str = "y") -> None:
+    """The validation set: predicted against true, and the residuals."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+    plot_predicted_vs_true(left, data["labels"], data["predictions"], "validation set", label)
+    plot_residuals(right, data["labels"], data["predictions"], "validation set", label)
+    fig.suptitle(f"Predicted against true values, {run}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -163,3 +216,96 @@ def write_curves(path: Path, run: str, history: Sequence[dict[str, Any]]) -> Non
         fig.suptitle(f"Training curves of {run}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- the figures of a run, by name ----------------------------------------------------------
+
+
+class Run:
+    """What the figures of one trained model draw from; each prediction pass is made once."""
+
+    def __init__(self, model_dir: Path, shards_dir: Path, metrics_dir: Path, title: str) -> None:
+        self.model_dir, self.shards_dir, self.metrics_dir, self.title = model_dir, shards_dir, metrics_dir, title
+        self.manifest = read_manifest(shards_dir)
+        self.problem = problems.get(self.manifest["problem"])
+        self.predict = cache(self._predict)
+
+    def _predict(self, split: str, keep_inputs: bool) -> dict[str, np.ndarray]:
+        return estimator.predict(self.model_dir, self.shards_dir, split, keep_inputs=keep_inputs)
+
+    def metrics(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads((self.metrics_dir / paths.METRICS).read_text())
+        return result
+
+    def history(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads((self.model_dir / paths.HISTORY).read_text())
+        return result
+
+    def label_name(self) -> str:
+        return str(self.manifest.get("label_column", self.manifest["label"]))
+
+
+def _predictions(run: Run, path: Path) -> None:
+    splits = {split: run.predict(split, True) for split in ("train", "validation")}
+    names = (run.manifest.get("feature_names", [run.manifest["inputs"]])[0], run.label_name())
+    write_predictions(path, run.title, splits, run.manifest.get("reference_curve"), names)
+
+
+def _predicted_vs_true(run: Run, path: Path) -> None:
+    write_predicted_vs_true(path, run.title, run.predict("validation", False), run.label_name())
+
+
+def _confusion_matrix(run: Run, path: Path) -> None:
+    metrics = run.metrics()
+    write_confusion(path, run.title, metrics["validation"], metrics["class_names"])
+
+
+def _validation_images(run: Run, path: Path) -> None:
+    p = run.predict("validation", False)
+    predicted = p["predictions"].argmax(axis=-1)
+    indices = grid_indices(p["labels"], predicted)
+    images = inputs.take_images(run.shards_dir, run.manifest, "validation", indices)
+    write_image_grid(
+        path,
+        run.title,
+        [images[i] for i in indices],
+        p["labels"][indices],
+        p["predictions"][indices],
+        run.manifest["class_names"],
+        summary=f": {int((predicted != p['labels']).sum())} of {len(predicted)} misclassified, shown first",
+    )
+
+
+def _curves(run: Run, path: Path) -> None:
+    write_curves(path, run.title, run.history())
+
+
+# Figure name -> (file name, what draws it). Problems name the figures they want.
+FIGURES: dict[str, tuple[str, Callable[[Run, Path], None]]] = {
+    "predictions": (paths.PREDICTIONS_PNG, _predictions),
+    "predicted_vs_true": (paths.PREDICTED_VS_TRUE_PNG, _predicted_vs_true),
+    "confusion_matrix": (paths.CONFUSION_PNG, _confusion_matrix),
+    "validation_images": (paths.IMAGES_PNG, _validation_images),
+    "curves": (paths.CURVES_PNG, _curves),
+}
+
+
+def write_figures(
+    folder: Path,
+    model_dir: Path,
+    shards_dir: Path,
+    metrics_dir: Path,
+    title: str,
+    progress: Callable[[float, str], None] | None = None,
+) -> list[str]:
+    """Draw every figure the shards' problem names into `folder`; return their file names."""
+    run = Run(model_dir, shards_dir, metrics_dir, title)
+    names = run.problem.figures(inputs.input_shape(run.manifest))
+    written = []
+    for i, name in enumerate(names):
+        file_name, draw = FIGURES[name]
+        if progress:
+            progress(i / len(names), f"plotting {name.replace('_', ' ')}")
+        draw(run, folder / file_name)
+        written.append(file_name)
+    return written

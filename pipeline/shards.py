@@ -297,19 +297,18 @@ def create_shards(
     num_shards: dict[str, int],
     processes: int = 1,
     progress: Callable[[float, str], None] | None = None,
-    skip_unreadable: bool = False,
 ) -> dict[str, Any]:
     """Write a source's train and validation splits as shards, then the manifest.
 
     `source` has `check()` (raises ValueError on a bad source, before any
     work), `rows()` (rows per split, shuffled), `to_features` (its row
     encoder), `manifest()` and, if its encoder can raise `UnreadableRowError`,
-    `unreadable(errors, count)` (the message naming them) and
-    `manifest(skipped)` (its counts without the rows skipped, by split). When
-    a row is unreadable, every one is named in one DataError and no file is
-    left in `folder`; with `skip_unreadable` they are left out instead, and
-    the manifest lists them (`skipped_unreadable`). A split left without a
-    readable row is an error either way. Returns the manifest.
+    `unreadable(errors, count)` (the message naming them), `skip_unreadable`
+    and `manifest(skipped)` (its counts without the rows skipped, by split).
+    When a row is unreadable, every one is named in one DataError and no file
+    is left in `folder`; if the source skips them they are left out instead,
+    and the manifest lists them (`skipped_unreadable`). A split left without
+    a readable row is an error either way. Returns the manifest.
     """
     source.check()
     rows = source.rows()
@@ -319,6 +318,8 @@ def create_shards(
                 f"The {split} split has {len(rows[split])} examples, so it takes 1 to "
                 f"{len(rows[split])} shards. Received: num_{split}_shards={num_shards[split]}"
             )
+    # Asked before writing: a source whose rows are never unreadable need not say.
+    skip_unreadable = bool(getattr(source, "skip_unreadable", False))
     written = write_splits(folder, rows, num_shards, source.to_features, processes, progress, skip_unreadable)
     errors = sorted(message for split_errors in written.errors.values() for _, message in split_errors)
     count = sum(map(len, rows.values()))
@@ -340,7 +341,7 @@ def create_shards(
     if errors:
         manifest["skipped_unreadable"] = errors
     if written.hashed:
-        manifest["source_sha256"] = paths.SOURCE_SHA256  # one JSON line per source file read
+        manifest["source_hashes"] = paths.SOURCE_SHA256  # the sha256 of each source file read, one JSON line each
     for split in paths.SPLITS:
         manifest["splits"][split] = {
             "num_examples": len(rows[split]) - len(skipped[split]),

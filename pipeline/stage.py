@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import importlib.metadata
 import inspect
 import json
 import logging
@@ -20,7 +19,6 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,34 +27,18 @@ from luigi.task import flatten
 
 from pipeline import identity, invocation, listing, paths
 from pipeline.errors import DataError, ParameterError, PipelineError
-from pipeline.identity import Identity
+from pipeline.identity import Identity, framework_versions
 
 logger = logging.getLogger("luigi-interface")
 
 STAGING_INFO = "_STAGING.json"
 
 
-@cache
-def framework_versions() -> dict[str, str]:
-    """TensorFlow and Keras major.minor, read from package metadata (no import)."""
-    versions = {}
-    for name, dists in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
-        for dist in dists:
-            try:
-                versions[name] = ".".join(importlib.metadata.version(dist).split(".")[:2])
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        else:
-            versions[name] = "missing"
-    return versions
-
-
 class Stage(luigi.Task):
     """A pipeline stage whose output folder is addressed by its identity."""
 
     artifact_kind: ClassVar[str]  # "data", "models" or "reports"
-    code_modules: ClassVar[tuple[str, ...]] = ()  # pipeline modules whose code decides the output
+    code_entry: ClassVar[tuple[str, ...]] = ()  # modules whose code (and what they import) decides the output
     uses_tensorflow: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
 
@@ -144,20 +126,34 @@ class Stage(luigi.Task):
         # Keyed by the object (kept in the memo, so that its id is not reused while the memo lives).
         return invocation.cached(("identity", id(self)), lambda: (self, self._compute_identity()))[1]
 
-    def _compute_identity(self) -> Identity:
-        params = {name: getattr(self, name) for name, param in self.get_params() if param.significant}
-        code = {f"pipeline/{m}.py": identity.file_code_digest(paths.pipeline_module(m)) for m in self.code_modules}
+    def resolved(self) -> dict[str, Any]:
+        """What the parameters mean for this run: the values the identity hashes, the marker records
+        and status shows. By default the significant parameters as parsed; stages whose parameters
+        resolve (`auto`, per-network values) return the resolved values. Never assigned back."""
+        return {name: getattr(self, name) for name, param in self.get_params() if param.significant}
+
+    def code_digests(self) -> dict[str, str]:
+        """Digests of the code that computes this stage: every module of the project that its
+        `code_entry` modules import, transitively (identity.code_closure), and its own class."""
+        closure = identity.code_closure(list(self.code_entry), [os.fspath(paths.PROJECT_DIR)])
+        code = {label: identity.file_code_digest(path) for label, path in closure.items()}
         task_file = Path(inspect.getfile(type(self)))
         code[f"pipeline/{task_file.name}:{type(self).__name__}"] = identity.file_code_digest(
             task_file, type(self).__name__
         )
+        return code
+
+    def _compute_identity(self) -> Identity:
         return identity.Identity(
             stage=self.task_family,
-            params=params,
-            code=code,
+            params=self.resolved(),
+            code=self.code_digests(),
             versions=framework_versions() if self.uses_tensorflow else {},
             upstream={name: task.identity().digest for name, task in self.upstream().items()},
-            sources={name: listing.of(folder).digest for name, folder in self.source_folders().items()},
+            sources={
+                name: listing.of(folder).digest if folder.is_dir() else identity.digest(identity.file_stat(folder))
+                for name, folder in self.source_folders().items()
+            },
         )
 
     def output_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -24,14 +25,16 @@ def shards_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def small_config(**overrides: Any) -> estimator.TrainConfig:
-    """The sine MLP with a short run's settings."""
+def small_config(**overrides: Any) -> Any:
+    """The sine MLP as luigi.cfg resolves it (TrainSettings), with a short run's settings."""
+    from pipeline.tasks import TrainEstimator
+
     values: dict[str, Any] = dict(
-        network="mlp", hidden_units=(100, 100), learning_rate=0.01, lr_decay=True, batch_size=64,
-        max_steps=200, checkpoint_steps=100, keep_checkpoints=3, shuffle_buffer=1024, seed=42,
+        network="mlp", network_args={"hidden_units": (100, 100)}, learning_rate=0.01, lr_decay=True,
+        batch_size=64, max_steps=200, checkpoint_steps=100, keep_checkpoints=3, shuffle_buffer=1024, seed=42,
         steps_per_execution=50,
     )  # fmt: skip
-    return estimator.TrainConfig(**{**values, **overrides})
+    return dataclasses.replace(TrainEstimator().settings(), **{**values, **overrides})
 
 
 def _scalars(event_dir: Path, tag: str) -> dict[int, float]:

@@ -29,15 +29,18 @@ from pipeline import (
     networks,
     paths,
     plots,
+    problems,
     shapes,
     shards,
     sources,
-)
+)  # fmt: skip
 from pipeline.__main__ import explain
 from pipeline.tasks import SHAPE_NAMES, CreateShards, MakeShapes, PerNetworkParameter, PlotInference, TrainEstimator
 from tests.conftest import Config, build, run_cli
+from tests.test_estimator import small_config
 
 DAG = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
+AUGMENT = problems.get("classification").default_augment((16, 16, 3))
 # A CNN small enough to train in a second or two on 16x16 images.
 TINY_TRAINING = {
     "conv_filters": "[4, 8]", "dense_units": "8", "batch_size": "8", "max_steps": "20",
@@ -179,7 +182,7 @@ def test_image_shards_round_trip(tmp_path: Path) -> None:
     shards.create_shards(tmp_path / "b", source, {"train": 3, "validation": 2}, processes=1)
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")  # same bytes, however many writers
 
-    assert manifest["task"] == "classification" and manifest["image_shape"] == [16, 16, 3]
+    assert manifest["problem"] == "classification" and manifest["image_shape"] == [16, 16, 3]
     # round(n / 3) of each class: circle 7 -> 2, square 8 -> 3, star 7 -> 2.
     assert manifest["class_counts"]["validation"] == {"circle": 2, "square": 3, "star": 2}
     assert manifest["splits"]["validation"]["num_examples"] == 7
@@ -232,7 +235,7 @@ def test_bad_folders_fail_at_task_construction(workspace: Path, config: Config) 
     make_folder(workspace / "ok", {"circle": 3, "star": 3})
     config.set("CreateShards", "image_dir", workspace / "ok")
     config.set("CreateShards", "num_validation_shards", 3)
-    with pytest.raises(ValueError, match="num-validation-shards must be between 1 and the 2 validation images"):
+    with pytest.raises(ValueError, match="num-validation-shards must be between 1 and the 2 validation examples"):
         CreateShards()
 
 
@@ -272,7 +275,7 @@ def test_train_dataset_augments_deterministically_and_resumes(
     # Streamed, with one shard and a shuffle buffer of 1: the stream is the shard in
     # order, so each training image can be set beside its unaugmented original.
     monkeypatch.setattr(inputs, "IN_MEMORY_BYTES", 0)
-    stream = inputs.train_dataset(image_shards, manifest, batch_size=6, seed=5, shuffle_buffer=1)
+    stream = inputs.train_dataset(image_shards, manifest, batch_size=6, seed=5, shuffle_buffer=1, augment=AUGMENT)
     first = [(x.numpy(), y.numpy()) for x, y in stream.take(6)]
     raw = _raw_images(image_shards, "train")
     assert raw.shape[0] == 18
@@ -286,10 +289,13 @@ def test_train_dataset_augments_deterministically_and_resumes(
     # Epochs 1 and 2 (batches 0-2 and 3-5) augment the same images differently.
     assert np.abs(first[0][0] - first[3][0]).mean() > 0.005
     # Same seed, same stream; a run resumed at step 2 sees what an unbroken run saw from step 2 on.
-    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(6)]
+    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, augment=AUGMENT).take(6)]
     for (a, _), b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
-    resumed = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=2).take(4)]
+    resumed = [
+        x.numpy()
+        for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=2, augment=AUGMENT).take(4)
+    ]
     for (a, _), b in zip(first[2:], resumed, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -297,7 +303,10 @@ def test_train_dataset_augments_deterministically_and_resumes(
 def test_small_train_split_is_kept_in_memory_and_reshuffled_every_epoch(image_shards: Path) -> None:
     manifest = shards.read_manifest(image_shards)
     assert inputs.parsed_bytes(manifest, "train") == 18 * (16 * 16 * 3 + 8) <= inputs.IN_MEMORY_BYTES
-    stream = [(x.numpy(), y.numpy()) for x, y in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(9)]
+    stream = [
+        (x.numpy(), y.numpy())
+        for x, y in inputs.train_dataset(image_shards, manifest, 6, 5, 1, augment=AUGMENT).take(9)
+    ]
     labels = sorted(int(e["label"]) for e in _parse_all(image_shards, "train"))
     epochs = [np.concatenate([y for _, y in stream[i : i + 3]]) for i in (0, 3, 6)]  # 18 images: 3 batches each
     assert all(sorted(e.tolist()) == labels for e in epochs)  # every image once an epoch...
@@ -307,8 +316,11 @@ def test_small_train_split_is_kept_in_memory_and_reshuffled_every_epoch(image_sh
     assert (
         sum(tuple(np.round(image * 255).astype(int).ravel()) in originals for image in stream[0][0]) <= 1
     )  # augmented
-    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(9)]
-    resumed = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=4).take(5)]
+    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, augment=AUGMENT).take(9)]
+    resumed = [
+        x.numpy()
+        for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=4, augment=AUGMENT).take(5)
+    ]
     for (a, _), b in zip(stream, again, strict=True):
         np.testing.assert_array_equal(a, b)
     for (a, _), b in zip(stream[4:], resumed, strict=True):
@@ -338,11 +350,9 @@ def test_augment_flips_shifts_and_brightens() -> None:
 
 
 def test_cnn_by_name() -> None:
-    spec = networks.NetworkSpec(
-        name="cnn", task="classification", input_shape=(16, 16, 3), hidden_units=(), learning_rate=0.01,
-        lr_decay_steps=0, num_classes=3, conv_filters=(4, 8), dense_units=8,
-    )  # fmt: skip
-    model = networks.build_model(spec)
+    problem = problems.get("classification")
+    model = networks.builder("cnn")((16, 16, 3), 3, "classification", conv_filters=(4, 8), dense_units=8)
+    model.compile(loss=problem.loss(), metrics=problem.metrics())
     assert [layer.filters for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)] == [4, 8]
     assert model.output_shape == (None, 3)
     x = np.random.default_rng(0).uniform(size=(5, 16, 16, 3)).astype(np.float32)
@@ -353,17 +363,18 @@ def test_cnn_by_name() -> None:
     expected_loss = float(np.mean(-np.log(probabilities[np.arange(5), y])))
     assert logs["loss"] == pytest.approx(expected_loss, rel=1e-4)
     assert logs["accuracy"] == pytest.approx(float(np.mean(probabilities.argmax(1) == y)))
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        networks.build_model(networks.NetworkSpec(**{**spec.__dict__, "num_classes": 1}))
+    assert problem.check_outputs(probabilities, 3) is None
+    assert "shape (3,)" in (problem.check_outputs(probabilities, 4) or "")
+    assert "not class probabilities" in (problem.check_outputs(probabilities * 2, 3) or "")
 
 
-def _tiny_cnn(**overrides: Any) -> estimator.TrainConfig:
+def _tiny_cnn(**overrides: Any) -> Any:
     values: dict[str, Any] = dict(
-        network="cnn", hidden_units=(), learning_rate=0.003, lr_decay=False, batch_size=6, max_steps=12,
+        network="cnn", problem="classification", learning_rate=0.003, lr_decay=False, batch_size=6, max_steps=12,
         checkpoint_steps=6, keep_checkpoints=3, shuffle_buffer=32, seed=3, steps_per_execution=3,
-        conv_filters=(4, 8), dense_units=8,
+        network_args={"conv_filters": (4, 8), "dense_units": 8}, augment=("flip_horizontal", "shift", "brightness"),
     )  # fmt: skip
-    return estimator.TrainConfig(**{**values, **overrides})
+    return small_config(**{**values, **overrides})
 
 
 def test_cnn_training_is_deterministic_and_resumes_exactly(image_shards: Path, tmp_path: Path) -> None:
@@ -461,11 +472,13 @@ def test_per_network_parameter_parses_one_value_or_one_per_network() -> None:
     assert math.isnan(as_float.parse("nan"))  # a number: TrainEstimator.validate() then says it must be positive
 
 
-def test_training_follows_the_source(workspace: Path, config: Config) -> None:
+def test_training_settings_follow_the_source_and_parameters_stay_as_parsed(workspace: Path, config: Config) -> None:
     sine = TrainEstimator()
-    assert (sine.network, sine.learning_rate, sine.max_steps) == ("mlp", 0.01, 200)  # 200: the test settings
-    assert sine.conv_filters == () and sine.dense_units == 0  # the cnn's sizes do not count for the mlp
-    assert sine.identity().params["network"] == "mlp"
+    resolved = sine.settings()
+    assert (resolved.network, resolved.learning_rate, resolved.max_steps) == ("mlp", 0.01, 200)  # 200: test settings
+    assert dict(resolved.network_args) == {"hidden_units": (100, 100)}  # the cnn's sizes do not count for the mlp
+    assert sine.network == "auto" and dict(sine.learning_rate) == {"cnn": 0.003, "mlp": 0.01}  # as parsed
+    assert sine.identity().params["network"] == "mlp" and "conv_filters" not in sine.identity().params
     config.set("TrainEstimator", "conv_filters", "[8, 8]")
     Register.clear_instance_cache()
     assert TrainEstimator().identity() == sine.identity()
@@ -475,17 +488,25 @@ def test_training_follows_the_source(workspace: Path, config: Config) -> None:
     config.set("TrainEstimator", "max_steps", '{"mlp": 100, "cnn": 30}')
     Register.clear_instance_cache()
     cnn = TrainEstimator()
-    assert (cnn.network, cnn.learning_rate, cnn.max_steps, cnn.hidden_units) == ("cnn", 0.003, 30, ())
+    resolved = cnn.settings()
+    assert (resolved.network, resolved.learning_rate, resolved.max_steps) == ("cnn", 0.003, 30)
+    assert dict(resolved.network_args) == {"conv_filters": (8, 8), "dense_units": 64}
+    assert resolved.augment == ("flip_horizontal", "shift", "brightness") and resolved.problem == "classification"
+    assert cnn.network == "auto"
     assert cnn.folder_prefix() == "pics-cnn"
     assert cnn.output_dir().parent == workspace / "models"
-    config.set("TrainEstimator", "network", "mlp")
+    config.set("TrainEstimator", "network", "mlp")  # an MLP of the flattened pixels: allowed
     Register.clear_instance_cache()
-    with pytest.raises(ValueError, match="network mlp solves regression, but the source asks for classification"):
-        TrainEstimator()
+    assert TrainEstimator().settings().network_args == {"hidden_units": (100, 100)}
     config.set("TrainEstimator", "network", "cnn")
     config.set("TrainEstimator", "conv_filters", "[4, 4, 4, 4, 4, 4]")
     Register.clear_instance_cache()
     with pytest.raises(ValueError, match="6 blocks, each halving the image: too many for --CreateShards-image-size 32"):
+        TrainEstimator()
+    config.set("CreateShards", "image_dir", "")
+    config.set("TrainEstimator", "conv_filters", "[4]")
+    Register.clear_instance_cache()
+    with pytest.raises(ValueError, match="--TrainEstimator-network cnn takes images"):
         TrainEstimator()
 
 
