@@ -75,7 +75,7 @@ def find(network: str, flag: str = "--TrainEstimator-network") -> Builder:
         where = ", ".join(user_roots())
         raise ValueError(
             f"{flag} {network}: no module {module!r} in the working directory or on PYTHONPATH ({where}). "
-            "Put my_models.py there (or add its folder to PYTHONPATH)."
+            f"Put {module.replace('.', '/')}.py there (or add its folder to PYTHONPATH)."
         )
     path = located[0]
     tree = ast.parse(path.read_bytes())

@@ -61,6 +61,7 @@ class Stage(luigi.Task):
         # Build the stages above now, so that every parameter of the DAG is
         # checked when the task is built, before anything runs.
         self.upstream()
+        self._resolved_ready = True  # from here on, to_str_params shows resolved values
         # Upstream stages take their parameters from luigi.cfg and the command line, so
         # two runs that differ only upstream (another learning rate) build an equal
         # EvaluateEstimator(). A central scheduler shared by both would take them for one
@@ -69,6 +70,32 @@ class Stage(luigi.Task):
             self.task_family,
             {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
         )
+
+    def to_str_params(self, only_significant: bool = False, only_public: bool = False) -> dict[str, str]:
+        """The parameters as the scheduler (its web UI) and Luigi's summaries show them: resolved.
+
+        A significant parameter shows its resolved value (`network=mlp`, not
+        `auto`); one that resolution made irrelevant (the cnn's sizes when the
+        mlp trains, the sine's settings when images are read) is left out; and
+        resolved values that are not parameters (`network_args`, `source`) are
+        added. Luigi recreates a task from these (dynamic dependencies): the
+        recreated task resolves to the same values, so it has the same identity.
+        """
+        params: dict[str, str] = super().to_str_params(only_significant, only_public)
+        if not self.__dict__.get("_resolved_ready"):  # Luigi's own __init__ asks before validation
+            return params
+        resolved = self.resolved()
+        declared = dict(self.get_params())
+        shown = {}
+        for name, text in params.items():
+            if not declared[name].significant:
+                shown[name] = text
+            elif name in resolved:
+                shown[name] = declared[name].serialize(resolved[name])
+        for name in resolved.keys() - declared.keys():
+            value = identity.normalise(resolved[name])
+            shown[name] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return shown
 
     @classmethod
     def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:

@@ -603,3 +603,48 @@ def test_default_image_configuration_on_the_demo_data(tmp_path: Path) -> None:
     accuracy = report["validation"]["accuracy"]
     print(f"validation accuracy {accuracy:.4f}, training {train_seconds:.0f} s, whole DAG {elapsed:.0f} s")
     assert train_seconds < 600
+
+
+def test_augmentation_is_a_parameter_of_the_identity(workspace: Path, config: Config) -> None:
+    make_folder(workspace / "pics", {"circle": 3, "star": 3})
+    config.set("CreateShards", "image_dir", workspace / "pics")
+    Register.clear_instance_cache()
+    default = TrainEstimator()
+    assert default.settings().augment == ("flip_horizontal", "shift", "brightness")  # auto, for classification
+    identities = {default.identity().digest}
+    for value, expected in (('["shift", "brightness"]', ("shift", "brightness")), ("[]", ())):
+        config.set("TrainEstimator", "augment", value)
+        Register.clear_instance_cache()
+        task = TrainEstimator()
+        assert task.settings().augment == expected and task.identity().params["augment"] == expected
+        identities.add(task.identity().digest)
+    assert len(identities) == 3
+    config.set("TrainEstimator", "augment", '["flip_horizontal", "rotate"]')
+    Register.clear_instance_cache()
+    with pytest.raises(ValueError, match="--TrainEstimator-augment: unknown augmentation 'rotate'"):
+        TrainEstimator()
+    config.set("TrainEstimator", "augment", '["shift"]')
+    config.set("CreateShards", "image_dir", "")  # the sine: numbers, nothing to shift
+    Register.clear_instance_cache()
+    with pytest.raises(ValueError, match="augmentations apply to images, and these inputs are 1 numbers"):
+        TrainEstimator()
+
+
+def test_each_augmentation_alone_moves_what_it_names() -> None:
+    pixel = np.zeros((16, 16, 3), np.uint8)
+    pixel[5, 3] = 255
+    seeds = [tf.constant([1, i], tf.int64) for i in range(24)]
+
+    def places(names: tuple[str, ...]) -> set[tuple[int, int]]:
+        outputs = [inputs.apply_augmentations(tf.constant(pixel), seed, names).numpy() for seed in seeds]
+        found = [np.unravel_index(np.argmax(o[..., 0]), (16, 16)) for o in outputs]
+        return {(int(row), int(column)) for row, column in found}
+
+    assert places(()) == {(5, 3)}
+    assert places(("flip_horizontal",)) == {(5, 3), (5, 12)}
+    assert places(("flip_vertical",)) == {(5, 3), (10, 3)}
+    assert {(r, c) for r, c in places(("shift",))} <= {(r, c) for r in range(3, 8) for c in range(1, 6)}
+    assert len(places(("shift",))) > 3
+    bright = [inputs.apply_augmentations(tf.constant(pixel), seed, ("brightness",)).numpy() for seed in seeds]
+    assert all(float(np.argmax(b[..., 0])) == 5 * 16 + 3 for b in bright)  # nothing moves
+    assert max(float(b[0, 0, 0]) for b in bright) > 0.05  # the black background brightens
