@@ -18,8 +18,8 @@ Standard library only: this runs on Luigi's scheduling path.
 from __future__ import annotations
 
 import hashlib
-import operator
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +28,6 @@ from pipeline import invocation
 # What Keras' image_dataset_from_directory reads (its ALLOWLIST_FORMATS), in any letter case.
 IMAGE_EXTENSIONS = frozenset((".bmp", ".gif", ".jpeg", ".jpg", ".png"))
 MAX_NAMED = 5  # ignored files named (of however many)
-
-_by_name = operator.attrgetter("name")
 
 
 @dataclass(frozen=True)
@@ -68,43 +66,48 @@ def scan(folder: Path) -> Listing:
     classes: dict[str, list[str]] = {}
     ignored: list[str] = []
     num_files = num_ignored = 0
-    seen: set[tuple[int, int]] = set()
+    try:
+        top = os.stat(folder)
+    except (FileNotFoundError, NotADirectoryError):  # not there (yet): lists as empty, as os.walk would
+        top = None
+    seen = {(top.st_dev, top.st_ino)} if top else set()
     # Folders still to visit: (path, relative prefix, the image list of its class; None at the top).
-    pending: list[tuple[str, str, list[str] | None]] = [(os.fspath(folder), "", None)]
-    while pending:  # os.scandir with plain strings: pathlib costs 10x more per file
+    pending: list[tuple[str, str, list[str] | None]] = [(os.fspath(folder), "", None)] if top else []
+    while pending:
         path, prefix, images = pending.pop()
         try:
-            st = os.stat(path)
-            with os.scandir(path) as found:
-                entries = sorted(found, key=_by_name)
-        except (FileNotFoundError, NotADirectoryError):  # not there (yet): lists as empty, as os.walk would
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):  # removed meanwhile
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        records: list[str] = []
-        subfolders: list[tuple[str, str, list[str] | None]] = []
-        for entry in entries:
-            name = entry.name
-            if name[0] == ".":
-                continue
-            try:
-                if entry.is_dir():
-                    subfolders.append(
-                        (entry.path, f"{prefix}{name}/", classes.setdefault(name, []) if images is None else images)
-                    )
+        try:
+            # Names, then one stat each relative to the folder's descriptor (fstatat): no DirEntry
+            # objects and no lookup of the whole path per file, a third cheaper than os.scandir.
+            names = sorted(os.listdir(fd))
+            records: list[str] = []
+            subfolders: list[tuple[str, str, list[str] | None]] = []
+            for name in names:
+                if name[0] == ".":
                     continue
-                st = entry.stat()
-            except FileNotFoundError:  # a broken link, or removed meanwhile
-                continue
-            rel = prefix + name
-            records.append(f"{rel}\0{st.st_size} {st.st_mtime_ns}\0")
-            if images is not None and name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS:
-                images.append(rel)
-            else:
-                num_ignored += 1
-                if len(ignored) < MAX_NAMED:
-                    ignored.append(rel)
+                try:
+                    st = os.stat(name, dir_fd=fd)  # symbolic links followed
+                except FileNotFoundError:  # a broken link, or removed meanwhile
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) not in seen:  # a folder reached twice (a link) is listed once
+                        seen.add((st.st_dev, st.st_ino))
+                        files = classes.setdefault(name, []) if images is None else images
+                        subfolders.append((os.path.join(path, name), f"{prefix}{name}/", files))
+                    continue
+                rel = prefix + name
+                records.append(f"{rel}\0{st.st_size} {st.st_mtime_ns}\0")
+                if images is not None and name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS:
+                    images.append(rel)
+                else:
+                    num_ignored += 1
+                    if len(ignored) < MAX_NAMED:
+                        ignored.append(rel)
+        finally:
+            os.close(fd)
         digest.update("".join(records).encode("utf-8", "surrogateescape"))
         num_files += len(records)
         pending.extend(reversed(subfolders))  # popped in name order
