@@ -60,7 +60,8 @@ def explain(stage: Stage) -> list[str]:
 def source_notes(stage: Stage) -> list[str]:
     """What `stage` leaves out: files of its source folders that are not images of a class (now),
     and unreadable files its output skipped (`--CreateShards-skip-unreadable`)."""
-    notes = [image_folder.describe_ignored(listing.of(folder)) for folder in stage.source_folders().values()]
+    folders = [folder for folder in stage.source_folders().values() if folder.is_dir()]  # not a table's file
+    notes = [image_folder.describe_ignored(listing.of(folder)) for folder in folders]
     marker = identity.read_marker(stage.output_dir())
     skipped = marker["info"].get("skipped_unreadable", 0) if marker else 0
     if skipped:

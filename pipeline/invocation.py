@@ -70,6 +70,7 @@ def _active() -> _Memo | None:
         return memo
     parser = CmdlineParser.get_instance()
     if parser is None:
+        _command = None  # the command ended: what it listed is let go
         return None
     if _command is None or _command[0] is not parser:
         _command = (parser, _Memo())
