@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import crc32c
 import numpy as np
 
-from pipeline import paths
+from pipeline import invocation, paths
 from pipeline.errors import DataError
 
 logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
@@ -291,6 +291,7 @@ def read_source_sha256(folder: Path) -> dict[str, str]:
         return {entry["path"]: entry["sha256"] for entry in map(json.loads, f)}
 
 
+@invocation.scoped  # a source folder is listed once for the whole ETL (in a stage's run: by its identity)
 def create_shards(
     folder: Path,
     source: Any,

@@ -226,9 +226,14 @@ class ImageFolderSource:
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_dir", Path(self.image_dir))  # given as the parameter's string
 
-    @cached_property
+    @property
     def folder_listing(self) -> listing.Listing:
-        """The folder's one listing (in a Luigi run: the one of the stage's identity); ValueError on a bad layout."""
+        """The folder's listing, checked (ValueError on an unusable layout).
+
+        Not kept here: it is the invocation's (`listing.of`), so that in a run
+        the shards are made from the listing the stage's identity holds, made
+        when the run started, not from one made when the task was scheduled.
+        """
         with invocation.scope():  # the layout check and this share one pass over the folder
             image_folder.check_layout(self.image_dir, self.validation_fraction)
             return listing.of(self.image_dir)
@@ -253,11 +258,12 @@ class ImageFolderSource:
             logger.warning(ignored)
 
     def schema(self) -> Schema:
+        classes = self.classes
         counts = {"train": 0, "validation": 0}
-        for files in self.classes.values():
+        for files in classes.values():
             for split, count in split_counts(len(files), self.validation_fraction).items():
                 counts[split] += count
-        return Schema("classification", (self.image_size, self.image_size, 3), tuple(self.classes), counts)
+        return Schema("classification", (self.image_size, self.image_size, 3), tuple(classes), counts)
 
     def unreadable(self, errors: list[str], count: int) -> str:
         """The message naming the files `image_features` could not read (up to `MAX_NAMED_FILES`)."""
@@ -272,12 +278,13 @@ class ImageFolderSource:
     def to_features(self) -> Any:
         return image_features
 
-    @cached_property
-    def _rows(self) -> dict[str, ImageRows]:
+    def rows(self) -> dict[str, ImageRows]:
+        """(folder, relative path, label, image size) per split, in shuffled order."""
         import numpy as np
 
-        files = [rel for class_files in self.classes.values() for rel in class_files]  # the listing's strings
-        counts = [len(class_files) for class_files in self.classes.values()]
+        classes = self.classes
+        files = [rel for class_files in classes.values() for rel in class_files]  # the listing's strings
+        counts = [len(class_files) for class_files in classes.values()]
         labels = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
         rs = np.random.RandomState(self.seed)
         picked: dict[str, list[np.ndarray]] = {"train": [], "validation": []}
@@ -295,33 +302,29 @@ class ImageFolderSource:
             rows[split] = ImageRows(base, files, labels, indices[rs.permutation(len(indices))], self.image_size)
         return rows
 
-    def rows(self) -> dict[str, ImageRows]:
-        """(folder, relative path, label, image size) per split, in shuffled order (computed once)."""
-        return self._rows
-
     def split_files(self) -> dict[str, list[tuple[str, int]]]:
         """(relative path, label) per split: stratified per class, then shuffled globally."""
-        return {split: [(rel, label) for _, rel, label, _ in rows] for split, rows in self._rows.items()}
+        return {split: [(rel, label) for _, rel, label, _ in rows] for split, rows in self.rows().items()}
 
     def manifest(self, skipped: dict[str, list[ImageRow]] | None = None) -> dict[str, Any]:
         """Classes, image shape, feature spec, the count of each class in each split (without the
         `skipped` rows, by split) and the files ignored (not images, or not in a class folder)."""
-        import numpy as np
-
-        class_names = list(self.classes)
-        counts = {}
-        for split, rows in self._rows.items():
-            per_label = np.bincount(rows.labels[rows.order], minlength=len(class_names))
-            for _, _, label, _ in (skipped or {}).get(split, []):
-                per_label[label] -= 1
-            counts[split] = dict(zip(class_names, per_label.tolist(), strict=True))
+        found = self.folder_listing
+        class_names = list(found.classes)
+        counts: dict[str, dict[str, int]] = {split: {} for split in ("train", "validation")}
+        for name, files in found.classes.items():
+            for split, count in split_counts(len(files), self.validation_fraction).items():
+                counts[split][name] = count
+        for split, rows in (skipped or {}).items():
+            for _, _, label, _ in rows:
+                counts[split][class_names[label]] -= 1
         return {
             "source": self.kind,
             "image_dir": str(self.image_dir),
             "problem": "classification",
             "class_names": class_names,
             "class_counts": counts,
-            "ignored_files": {"count": self.folder_listing.num_ignored, "first": list(self.folder_listing.ignored)},
+            "ignored_files": {"count": found.num_ignored, "first": list(found.ignored)},
             "image_shape": [self.image_size, self.image_size, 3],
             "features": {
                 "image": {"dtype": "string", "shape": [], "encoding": "png"},

@@ -16,7 +16,7 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.task_register import Register
 
 from pipeline import __main__ as cli
-from pipeline import listing, stage
+from pipeline import listing, paths, shards, stage
 from pipeline.tasks import CreateShards
 from tests.conftest import Config, build, run_cli
 from tests.test_listing import _image_folder
@@ -92,6 +92,23 @@ def test_a_command_lists_the_folder_once_and_computes_each_identity_once(
     counts.clear()
     assert luigi_command("CreateShards") == set()
     assert counts.scans == 1
+
+
+def test_a_run_shards_the_folder_as_it_is_when_the_run_starts(workspace: Path, config: Config) -> None:
+    """An image added after the task was built (and checked) is in the shards, and in their identity."""
+    folder = _image_folder(workspace, classes=2, per_class=30)
+    config.set("CreateShards", "image_dir", folder)
+    config.set("CreateShards", "image_size", 16)
+    Register.clear_instance_cache()
+    task = CreateShards()
+    assert not task.complete()
+    (folder / "c1" / "late.png").write_bytes((folder / "c1" / "0000.png").read_bytes())
+    assert build(task) == {"CreateShards"}
+    manifest = shards.read_manifest(task.output_dir())
+    assert sum(manifest["splits"][split]["num_examples"] for split in paths.SPLITS) == 61
+    assert "c1/late.png" in shards.read_source_sha256(task.output_dir())
+    Register.clear_instance_cache()
+    assert CreateShards().complete() and CreateShards().output_dir() == task.output_dir()
 
 
 def test_the_demo_made_and_sharded_in_one_command(workspace: Path, counts: Counts) -> None:
