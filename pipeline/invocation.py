@@ -8,11 +8,12 @@ open one with `with invocation.scope():`. Outside both, each outermost call
 (a task's construction, one `complete()`) has a memo of its own, so code that
 edits a folder between two calls sees the edit.
 
-Within an invocation the inputs of an identity can change only by what the
-invocation runs: a stage's run starts with `forget()`, so that it sees its
-inputs as they are then (the demo images MakeShapes wrote a moment ago), and
-every publish calls `published()`. That appends a byte to a file under the
-artifact root, whose size every memo checks before it answers: a stage
+What a memo holds can go out of date while the command runs: MakeShapes
+writes the demo images that are CreateShards' source folder, and a run may
+wait long for its turn. So a stage's run starts with `forget()` and reads its
+inputs as they are then, for its identity and its work alike; and every
+publish calls `published()`, which appends a byte to a file under the
+artifact root whose size every memo checks before it answers: a stage
 published by another process (a worker process, another run sharing the
 artifact root) is seen too. Standard library and Luigi only: this runs on the
 scheduling path.
