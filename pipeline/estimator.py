@@ -61,10 +61,13 @@ class _ModelDirCallback(keras.callbacks.Callback):
         history: list[dict[str, Any]],
         max_steps: int,
         progress: Progress | None,
+        best: tf.train.CheckpointManager | None = None,
+        patience: int = 0,
     ) -> None:
         super().__init__()
         self.model_dir = model_dir
         self.manager = manager
+        self.best, self.patience = best, patience
         self.history = history
         self.max_steps = max_steps
         self.progress = progress
@@ -102,12 +105,28 @@ class _ModelDirCallback(keras.callbacks.Callback):
         self.history.append({"step": step, "train": train, "eval": evaluation})
         _write_json(self.model_dir / paths.HISTORY, self.history)
         self.manager.save(checkpoint_number=step)
+        if self.best is not None and best_step(self.history) == step:
+            self.best.save(checkpoint_number=step)
+        if self.patience and stops_early(self.history, self.patience):
+            self.model.stop_training = True  # the Estimator's stop_if_no_decrease_hook
         if self.progress:
             self.progress(
                 min(step / self.max_steps, 1.0),
                 f"step {step}/{self.max_steps}: loss {train.get('loss', float('nan')):.4g}, "
                 f"eval loss {evaluation.get('loss', float('nan')):.4g}",
             )
+
+
+def best_step(history: list[dict[str, Any]]) -> int | None:
+    """The step of the evaluation with the lowest eval loss (the first of equals), or None."""
+    evaluated = [h for h in history if "loss" in h["eval"]]
+    return min(evaluated, key=lambda h: h["eval"]["loss"])["step"] if evaluated else None
+
+
+def stops_early(history: list[dict[str, Any]], patience: int) -> bool:
+    """Whether the last `patience` evaluations brought no lower eval loss than the best before them."""
+    step = best_step(history)
+    return step is not None and sum(h["step"] > step for h in history) >= patience
 
 
 def train(
@@ -212,12 +231,16 @@ def _train(
     manager = tf.train.CheckpointManager(
         checkpoint, str(write_dir / paths.CHECKPOINTS), max_to_keep=config.keep_checkpoints
     )
+    # With early stopping, the weights of the best evaluation are kept apart and exported.
+    weights = tf.train.Checkpoint(model=model)
+    best = tf.train.CheckpointManager(weights, str(write_dir / paths.BEST_CHECKPOINT), max_to_keep=1)
     start_step = int(model.optimizer.iterations.numpy())
     history = [h for h in _read_json(model_dir / paths.HISTORY, []) if h["step"] <= start_step]
     config_dict = {name: getattr(config, name) for name in config.__dataclass_fields__}
     _write_json(write_dir / TRAIN_CONFIG, {"config": _plain(config_dict), "manifest": manifest})
 
-    if start_step < config.max_steps:
+    stopped = bool(config.patience) and stops_early(history, config.patience)  # a resumed run that had stopped
+    if start_step < config.max_steps and not stopped:
         train_ds = inputs.train_dataset(
             shards_dir,
             manifest,
@@ -228,7 +251,9 @@ def _train(
             skip_batches=start_step,
         )
         val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
-        callback = _ModelDirCallback(write_dir, manager, history, config.max_steps, progress)
+        callback = _ModelDirCallback(
+            write_dir, manager, history, config.max_steps, progress, best if config.patience else None, config.patience
+        )
         if multi_worker:  # Keras 3's fit does not run under MultiWorkerMirroredStrategy
             multiworker.fit(
                 model, strategy, problems.get(manifest["problem"]), train_ds, val_ds, config.batch_size, start_step,
@@ -245,8 +270,17 @@ def _train(
                 shuffle=False,  # the dataset is shuffled already
                 verbose=0,
             )
+    result: dict[str, Any] = {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
+    if config.patience and best.latest_checkpoint:
+        weights.restore(best.latest_checkpoint).expect_partial()  # the model as it was at its best evaluation
+        step = best_step(history)
+        result.update(
+            best_step=step,
+            best_eval=next(h["eval"] for h in history if h["step"] == step),
+            stopped_early_at=history[-1]["step"] if history[-1]["step"] < config.max_steps else None,
+        )
     export(model, write_dir)
-    return {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
+    return result
 
 
 @contextlib.contextmanager
@@ -302,7 +336,8 @@ def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[s
         results["class_names"] = class_names
     for split in ("validation", "train"):
         p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
-        results[split] = problem.report(p["labels"], p["predictions"], class_names)
+        ids = inputs.example_ids(shards_dir, manifest, split)
+        results[split] = problem.report(p["labels"], p["predictions"], class_names, ids)
     return results
 
 

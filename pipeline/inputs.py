@@ -284,6 +284,19 @@ def apply_augmentations(images: tf.Tensor, seed: tf.Tensor, names: Sequence[str]
     return images[0] if single else images
 
 
+def example_ids(folder: Path, manifest: dict[str, Any], split: str) -> list[str] | None:
+    """What names each example of a split, in evaluation order (an image's file, a table's line), or None."""
+    name = manifest.get("example_id")
+    if not name:
+        return None
+    spec = {name: tf.io.FixedLenFeature([], tf.dtypes.as_dtype(manifest["features"][name]["dtype"]))}
+    ds = tf.data.TFRecordDataset(_shards(folder, split)).batch(1024)
+    ids = []
+    for batch in ds.map(lambda serialized: tf.io.parse_example(serialized, spec)[name]):
+        ids += [v.decode() if isinstance(v, bytes) else str(v) for v in batch.numpy().tolist()]
+    return ids
+
+
 def take_images(folder: Path, manifest: dict[str, Any], split: str, indices: list[int]) -> dict[int, Any]:
     """The parsed images at `indices` of a split (in evaluation order), as NumPy arrays by index."""
     wanted = set(indices)

@@ -95,3 +95,5 @@ def fit(
         logs = {"loss": loss, **{f"val_{k}": v for k, v in evaluate().items()}}
         callback.on_epoch_end(epoch, logs)
         epoch += 1
+        if model.stop_training:  # early stopping: every worker saw the same evaluations
+            break

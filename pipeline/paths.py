@@ -23,6 +23,7 @@ SPLITS = ("train", "validation")
 
 # Inside a model_dir.
 CHECKPOINTS = "checkpoints"
+BEST_CHECKPOINT = "checkpoints/best"  # with early stopping: the weights of the best evaluation
 EVENTS = "events"
 HISTORY = "history.json"
 KERAS_MODEL = "model.keras"

@@ -9,6 +9,7 @@ each by its entry in `FIGURES`.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
@@ -47,7 +48,20 @@ def plot_regression(
     ax.set_title(f"{title}: MSE {mse:.4f}")
     ax.set_xlabel(names[0])
     ax.set_ylabel(names[1])
-    ax.legend(loc="best", fontsize="small")
+    _legend_below(ax)
+
+
+def _title(text: str, width: int) -> str:
+    """A title whose lines are wrapped at `width` characters (at "; " between settings where it can)."""
+    lines = []
+    for line in text.split("\n"):
+        lines += textwrap.wrap(line, width, break_on_hyphens=False) or [""]
+    return "\n".join(lines)
+
+
+def _legend_below(ax: Axes) -> None:
+    """The legend under the axes, outside the data (constrained layout makes room for it)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize="small", frameon=False)
 
 
 def plot_predicted_vs_true(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: str, label: str = "y") -> None:
@@ -60,7 +74,7 @@ def plot_predicted_vs_true(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: s
     ax.set_xlabel(f"true {label}")
     ax.set_ylabel(f"predicted {label}")
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(loc="best", fontsize="small")
+    _legend_below(ax)
 
 
 def plot_residuals(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: str, label: str = "y") -> None:
@@ -71,7 +85,7 @@ def plot_residuals(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: str, labe
     ax.set_title(f"{title}: residuals")
     ax.set_xlabel(f"predicted {label}")
     ax.set_ylabel(f"true - predicted {label}")
-    ax.legend(loc="best", fontsize="small")
+    _legend_below(ax)
 
 
 def plot_curves(ax: Axes, history: Sequence[dict[str, Any]], metric: str = "loss", log: bool = True) -> None:
@@ -85,7 +99,7 @@ def plot_curves(ax: Axes, history: Sequence[dict[str, Any]], metric: str = "loss
     ax.set_xlabel("global step")
     ax.set_ylabel(metric)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    _legend_below(ax)
 
 
 def plot_confusion(ax: Axes, matrix: np.ndarray, class_names: Sequence[str]) -> None:
@@ -111,8 +125,10 @@ def grid_indices(labels: np.ndarray, predicted: np.ndarray, count: int = 36) -> 
     return wrong + right
 
 
-def plot_image(ax: Axes, image: np.ndarray, true_name: str, predicted_name: str, probability: float) -> None:
-    """One image, titled with its true and predicted class; a mistake is framed and titled in red."""
+def plot_image(
+    ax: Axes, image: np.ndarray, true_name: str, predicted_name: str, probability: float, caption: str = ""
+) -> None:
+    """One image, titled with its true and predicted class, captioned (its file name); a mistake in red."""
     correct = true_name == predicted_name
     colour = "tab:green" if correct else "tab:red"
     ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
@@ -123,6 +139,13 @@ def plot_image(ax: Axes, image: np.ndarray, true_name: str, predicted_name: str,
         spine.set_linewidth(1.5 if correct else 3.5)
     title = f"true: {true_name}\npred: {predicted_name} ({probability:.0%})"
     ax.set_title(title, fontsize="small", color="black" if correct else "tab:red")
+    if caption:
+        ax.set_xlabel(_shortened(caption, 22), fontsize="x-small", labelpad=2)
+
+
+def _shortened(text: str, width: int) -> str:
+    """`text` cut in the middle to at most `width` characters (the end of a file name says most)."""
+    return text if len(text) <= width else text[: width // 2 - 1] + "…" + text[-(width - width // 2) :]
 
 
 def write_image_grid(
@@ -134,19 +157,24 @@ def write_image_grid(
     class_names: Sequence[str],
     summary: str = "",
     columns: int = 6,
+    captions: Sequence[str] | None = None,
 ) -> None:
-    """A grid of validation images with true and predicted class (mistakes in red); `summary` follows the run."""
+    """A grid of validation images with true and predicted class (mistakes in red), each captioned
+    (its file name); `summary` follows the run."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 1.95 * rows + 0.6), layout="constrained")
+    fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 2.45 * rows + 0.9), layout="constrained")
     axes = np.atleast_1d(axes).ravel()
     predicted = np.argmax(probabilities, axis=-1)
-    for ax, image, label, pred, probs in zip(axes, images, labels, predicted, probabilities, strict=False):
-        plot_image(ax, image, class_names[int(label)], class_names[int(pred)], float(probs[pred]))
+    captions = captions or [""] * len(images)
+    for ax, image, label, pred, probs, caption in zip(
+        axes, images, labels, predicted, probabilities, captions, strict=False
+    ):
+        plot_image(ax, image, class_names[int(label)], class_names[int(pred)], float(probs[pred]), caption)
     for ax in axes[len(images) :]:
         ax.axis("off")
     mistakes = int(np.sum(np.asarray(labels) != predicted))
     shown = f"{len(images)} shown, {mistakes} of them misclassified (red frame)"
-    fig.suptitle(f"Validation images of {run}{summary}\n{shown}", fontsize="medium")
+    fig.suptitle(_title(f"Validation images of {run}", 95) + f"{summary}\n{shown}", fontsize="medium")
     fig.legend(
         handles=[
             Patch(facecolor="none", edgecolor="tab:green", linewidth=1.5, label="correct"),
@@ -162,12 +190,12 @@ def write_image_grid(
 
 def write_confusion(path: Path, run: str, report: dict[str, Any], class_names: Sequence[str]) -> None:
     """The confusion matrix of one split's classification report (metrics.classification_report)."""
-    size = 3.0 + 0.45 * len(class_names)
+    size = max(5.0, 3.0 + 0.45 * len(class_names))
     fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
     plot_confusion(ax, np.asarray(report["confusion_matrix"]), class_names)
     ax.set_title(
-        f"Confusion matrix of {run}\nvalidation set: accuracy {report['accuracy']:.1%} "
-        f"of {report['num_examples']} images",
+        _title(f"Confusion matrix of {run}", int(11 * size))
+        + f"\nvalidation set: accuracy {report['accuracy']:.1%} of {report['num_examples']} examples",
         fontsize="medium",
     )
     fig.savefig(path, dpi=110)
@@ -185,7 +213,7 @@ def write_predictions(
     fig, axes = plt.subplots(1, len(splits), figsize=(6.5 * len(splits), 4.5), sharey=True, layout="constrained")
     for ax, (split, data) in zip(np.atleast_1d(axes), splits.items(), strict=True):
         plot_regression(ax, data["inputs"], data["labels"], data["predictions"], f"{split} set", reference, names)
-    fig.suptitle(f"Predictions of {run}")
+    fig.suptitle(_title(f"Predictions of {run}", 150))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -195,7 +223,7 @@ def write_predicted_vs_true(path: Path, run: str, data: dict[str, np.ndarray], l
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
     plot_predicted_vs_true(left, data["labels"], data["predictions"], "validation set", label)
     plot_residuals(right, data["labels"], data["predictions"], "validation set", label)
-    fig.suptitle(f"Predicted against true values, {run}")
+    fig.suptitle(_title(f"Predicted against true values, {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -206,14 +234,14 @@ def write_curves(path: Path, run: str, history: Sequence[dict[str, Any]]) -> Non
     if not accuracy:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
         plot_curves(ax, history)
-        ax.set_title(f"Training curves of {run}")
+        ax.set_title(_title(f"Training curves of {run}", 80))
     else:
         fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
         plot_curves(loss_ax, history)
         loss_ax.set_title("loss (cross-entropy)")
         plot_curves(accuracy_ax, history, "accuracy", log=False)
         accuracy_ax.set_title("accuracy (train: on augmented batches)")
-        fig.suptitle(f"Training curves of {run}")
+        fig.suptitle(_title(f"Training curves of {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -265,6 +293,7 @@ def _validation_images(run: Run, path: Path) -> None:
     predicted = p["predictions"].argmax(axis=-1)
     indices = grid_indices(p["labels"], predicted)
     images = inputs.take_images(run.shards_dir, run.manifest, "validation", indices)
+    ids = inputs.example_ids(run.shards_dir, run.manifest, "validation")
     write_image_grid(
         path,
         run.title,
@@ -273,6 +302,7 @@ def _validation_images(run: Run, path: Path) -> None:
         p["predictions"][indices],
         run.manifest["class_names"],
         summary=f": {int((predicted != p['labels']).sum())} of {len(predicted)} misclassified, shown first",
+        captions=[Path(ids[i]).name for i in indices] if ids else None,
     )
 
 

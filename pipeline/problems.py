@@ -80,8 +80,14 @@ class Problem:
 
     # --- evaluation and figures ---
 
-    def report(self, labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-        """The evaluation report of one whole split, as JSON-ready data."""
+    def report(
+        self,
+        labels: np.ndarray,
+        predictions: np.ndarray,
+        class_names: Sequence[str],
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """The evaluation report of one whole split, as JSON-ready data; `ids` name the examples."""
         raise NotImplementedError
 
     def headline(self, report: Mapping[str, Any]) -> dict[str, float]:
@@ -134,7 +140,13 @@ class Regression(Problem):
     def finish(self, means: dict[str, float]) -> dict[str, float]:
         return {**means, "rmse": math.sqrt(means["mse"])}
 
-    def report(self, labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    def report(
+        self,
+        labels: np.ndarray,
+        predictions: np.ndarray,
+        class_names: Sequence[str],
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         import numpy as np
 
         error = np.ravel(predictions).astype(np.float64) - np.ravel(labels).astype(np.float64)
@@ -186,12 +198,32 @@ class Classification(Problem):
         hits = tf.cast(tf.equal(tf.argmax(outputs, axis=-1), tf.cast(tf.reshape(labels, [-1]), tf.int64)), tf.float32)
         return {"loss": keras.losses.sparse_categorical_crossentropy(labels, outputs), "accuracy": hits}
 
-    def report(self, labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    def report(
+        self,
+        labels: np.ndarray,
+        predictions: np.ndarray,
+        class_names: Sequence[str],
+        ids: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Accuracy, per-class and macro precision / recall / F1, the confusion matrix, and every
+        misclassified example (by its id: an image's file, a table's line) with its true and predicted class."""
         import numpy as np
 
         from pipeline import metrics
 
-        return metrics.classification_report(labels, np.argmax(predictions, axis=-1), class_names)
+        predicted = np.argmax(predictions, axis=-1)
+        report = metrics.classification_report(labels, predicted, class_names)
+        if ids is not None:
+            report["misclassified"] = [
+                {
+                    "example": ids[i],
+                    "true": class_names[int(labels[i])],
+                    "predicted": class_names[int(predicted[i])],
+                    "probability": round(float(predictions[i, predicted[i]]), 4),
+                }
+                for i in np.flatnonzero(predicted != np.ravel(labels)).tolist()
+            ]
+        return report
 
     def figures(self, input_shape: Sequence[int]) -> tuple[str, ...]:
         images = ("validation_images",) if input_kind(input_shape) == "image" else ()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -86,6 +87,8 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
             values[field.name] = per_network(parameters[field.name], network, default_network, flag)
     values["network"] = network
     values["problem"] = problem.name
+    if values["max_epochs"] > 0 and values["batch_size"] > 0 and schema.num_examples.get("train"):
+        values["max_steps"] = math.ceil(values["max_epochs"] * schema.num_examples["train"] / values["batch_size"])
     values["augment"] = _augmentations(parameters["augment"], problem, schema)
     network_parameters = {
         name: value for name, value in parameters.items() if name not in NOT_SETTINGS and name != "network"
@@ -110,6 +113,28 @@ def _augmentations(value: Any, problem: problems.Problem, schema: Schema) -> tup
             f"{schema.input_shape[0]} numbers. Use [] (or auto)."
         )
     return names
+
+
+def describe(settings: Any) -> str:
+    """The network and the key hyperparameters in one line, for figure titles and logs."""
+    arguments = ", ".join(f"{name} {_compact(value)}" for name, value in sorted(settings.network_args.items()))
+    parts = [
+        f"{settings.network} ({arguments})" if arguments else settings.network,
+        f"learning rate {settings.learning_rate:g}{', cosine decay' if settings.lr_decay else ''}",
+        f"{settings.max_steps} steps of {settings.batch_size}",
+        f"seed {settings.seed}",
+    ]
+    if settings.augment:
+        parts.append("augmented: " + ", ".join(settings.augment))
+    if settings.patience:
+        parts.append(f"patience {settings.patience}")
+    return "; ".join(parts)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return str(value)
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

@@ -334,6 +334,7 @@ class ImageFolderSource:
             },
             "inputs": "image",
             "label": "label",
+            "example_id": "path",
         }
 
 
@@ -525,6 +526,7 @@ class TableSource:
             },
             "inputs": "x",
             "label": "y",
+            "example_id": "line",
             "normalization": {"mean": train.mean(axis=0).tolist(), "variance": train.var(axis=0).tolist()},
             "source_sha256": {Path(self.csv).name: hashlib.sha256(Path(self.csv).read_bytes()).hexdigest()},
         }

@@ -20,16 +20,19 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import luigi
 from luigi.task import flatten
+from luigi.task_register import Register
 
 from pipeline import identity, invocation, listing, paths
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity, framework_versions
 
 logger = logging.getLogger("luigi-interface")
+StageT = TypeVar("StageT", bound="Stage")
+NO_VARIANT: dict[str, Any] = {}  # a stage built bare: every stage above reads luigi.cfg and the command line
 
 STAGING_INFO = "_STAGING.json"
 
@@ -41,17 +44,26 @@ class Stage(luigi.Task):
     code_entry: ClassVar[tuple[str, ...]] = ()  # modules whose code (and what they import) decides the output
     uses_tensorflow: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
+    upstream_families: ClassVar[tuple[str, ...]] = ()  # the stages `requires` builds, by task family
 
     force = luigi.BoolParameter(
         default=False,
         significant=False,
         description="Rerun this stage although it is up to date; stages below rerun only if its bytes change.",
     )
+    variant = luigi.DictParameter(
+        default=NO_VARIANT,
+        significant=False,
+        description="Parameters of the stages above this one, by task family, e.g. "
+        '{"TrainEstimator": {"learning_rate": 0.003}} (what a sweep sets); the others come from luigi.cfg and '
+        "the command line.",
+    )
 
     @invocation.scoped  # validation and identity share one listing of a source folder
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
+        self._check_variant()
         try:
             self.validate()
         except ParameterError:
@@ -66,10 +78,35 @@ class Stage(luigi.Task):
         # two runs that differ only upstream (another learning rate) build an equal
         # EvaluateEstimator(). A central scheduler shared by both would take them for one
         # task and run it once: the task id names the identity too.
-        self.task_id = luigi.task.task_id_str(
-            self.task_family,
-            {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
-        )
+        self.task_id = luigi.task.task_id_str(self.task_family, {**self.brief(), "identity": self.identity().short})
+
+    headline_params: ClassVar[tuple[str, ...]] = ()  # resolved values every log line shows (TrainEstimator: network)
+
+    def brief(self) -> dict[str, str]:
+        """What tells this task apart in a log line: its headline resolved values, the values set for it
+        rather than by luigi.cfg and the command line (a sweep's), and those its variant hands upstream."""
+        resolved = self.resolved()
+        shown = {name: _brief(resolved[name]) for name in self.headline_params if name in resolved}
+        family = self.task_family
+        for name, param in self.get_params():
+            if name in ("variant", "force") or name in shown or not param.significant:
+                continue
+            try:
+                configured = param.task_value(family, name)
+            except (ValueError, TypeError, luigi.parameter.MissingParameterException):
+                configured = None
+            if configured != getattr(self, name):
+                shown[name] = _brief(resolved.get(name, getattr(self, name)))
+        for upstream, values in sorted(self.variant.items()):
+            for name, value in sorted(values.items()):
+                shown[f"{upstream}.{name}"] = _brief(value)
+        return shown
+
+    def __repr__(self) -> str:
+        if not self.__dict__.get("_resolved_ready"):
+            return str(super().__repr__())
+        parts = [f"{name}={value}" for name, value in self.brief().items()]
+        return f"{self.task_family}({', '.join([*parts, 'id=' + self.identity().short])})"
 
     def to_str_params(self, only_significant: bool = False, only_public: bool = False) -> dict[str, str]:
         """The parameters as the scheduler (its web UI) and Luigi's summaries show them: resolved.
@@ -133,6 +170,44 @@ class Stage(luigi.Task):
     def build(self, staging: Path) -> dict[str, Any]:
         """Write the stage's files into `staging`; return facts for the marker."""
         raise NotImplementedError
+
+    # --- the stages above, and the parameters a variant hands them ---
+
+    @classmethod
+    def families_above(cls) -> set[str]:
+        """The task families of every stage above this one, transitively."""
+        found: set[str] = set()
+        for family in cls.upstream_families:
+            found |= {family, *Register.get_task_cls(family).families_above()}
+        return found
+
+    def stage_above(self, cls: type[StageT]) -> StageT:
+        """The stage `cls` above this one, with the parameters this one's variant sets for it.
+
+        Its own section of the variant become its parameters (the others come
+        from luigi.cfg and the command line, as for a stage built bare), and it
+        receives the sections of the stages above it. Variants that set the same
+        values for a stage build the same task: a sweep runs shared stages once.
+        """
+        own = dict(self.variant.get(cls.get_task_family(), {}))
+        above = {family: values for family, values in self.variant.items() if family in cls.families_above()}
+        return cls(**own, variant=above) if above else cls(**own)
+
+    def _check_variant(self) -> None:
+        allowed = self.families_above()
+        for family, values in self.variant.items():
+            if family not in allowed:
+                raise ParameterError(
+                    f"--{self.task_family}-variant names {family}, which is not a stage above {self.task_family} "
+                    f"(those are: {', '.join(sorted(allowed)) or 'none'})."
+                )
+            names = {name for name, _ in Register.get_task_cls(family).get_params()}
+            unknown = sorted(set(values) - names)
+            if unknown:
+                raise ParameterError(
+                    f"--{self.task_family}-variant sets {family} parameter {unknown[0]!r}, which {family} does not "
+                    f"have (it has: {', '.join(sorted(names - {'variant', 'force'}))})."
+                )
 
     def source_folders(self) -> dict[str, Path]:
         """Folders of user files this stage reads; their listings join its identity."""
@@ -326,6 +401,13 @@ def _exclusive(final: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.lockf(lock, fcntl.LOCK_UN)
+
+
+def _brief(value: Any, width: int = 30) -> str:
+    """A value as a short string for log lines."""
+    plain = identity.normalise(value)
+    text = plain if isinstance(plain, str) else json.dumps(plain)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _accepted(param: luigi.Parameter) -> str:

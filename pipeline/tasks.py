@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -36,6 +37,8 @@ from pipeline import cluster, identity, paths, plugins, problems, settings, sour
 from pipeline.errors import ParameterError
 from pipeline.stage import Stage, dag
 
+logger = logging.getLogger("luigi-interface")
+MANY_EPOCHS = 100  # a training budget above this many passes over the split is worth a warning
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "hexagon")  # shapes.OUTLINES
 
 
@@ -175,6 +178,8 @@ class CreateShards(Stage):
 
     artifact_kind = "data"
     code_entry = ("pipeline.sources", "pipeline.shards")
+    upstream_families = ("MakeShapes",)
+    headline_params = ("source",)
 
     image_dir = luigi.Parameter(
         description="A folder of images, one subfolder per class (classification); empty: not images."
@@ -235,7 +240,7 @@ class CreateShards(Stage):
     def schema(self) -> sources.Schema:
         """What the shards will hold (problem, input shape, classes, examples per split), before they exist."""
         if self.is_demo() and not Path(self.image_dir).exists():
-            demo = MakeShapes()
+            demo = self.stage_above(MakeShapes)
             counts = sources.split_counts(demo.images_per_class, self.validation_fraction)
             shape = (self.image_size, self.image_size, 3)
             total = {split: count * len(demo.classes) for split, count in counts.items()}
@@ -258,7 +263,7 @@ class CreateShards(Stage):
         return bool(self.image_dir) and Path(self.image_dir).resolve() == demo.resolve()
 
     def requires(self) -> list[Stage]:
-        return [MakeShapes()] if self.is_demo() else []
+        return [self.stage_above(MakeShapes)] if self.is_demo() else []
 
     def source_folders(self) -> dict[str, Path]:
         return {"image_dir": Path(self.image_dir)} if self.image_dir else {"csv": Path(self.csv)} if self.csv else {}
@@ -295,6 +300,8 @@ class TrainEstimator(Stage):
 
     artifact_kind = "models"
     code_entry = ("pipeline.estimator", "pipeline.problems")
+    upstream_families = ("CreateShards",)
+    headline_params = ("network",)
     uses_tensorflow = True
     resumable = True
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
@@ -315,6 +322,13 @@ class TrainEstimator(Stage):
     )
     batch_size = luigi.IntParameter(description="Examples per training step.")
     max_steps = PerNetworkParameter(value_type=int, description="Train until the global step reaches this.")
+    max_epochs = luigi.IntParameter(
+        description="Train for this many passes over the training split instead of max_steps; 0: use max_steps."
+    )
+    patience = luigi.IntParameter(
+        description="Stop when this many evaluations in a row bring no lower eval loss, and export the best "
+        "checkpoint; 0: off."
+    )
     checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
     seed = luigi.IntParameter(description="Seed of the initial weights, the data order and the augmentation.")
@@ -341,6 +355,10 @@ class TrainEstimator(Stage):
             value = getattr(config, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 1, f"{flag} must be a positive integer. Received: {value}")
+        for name in ("max_epochs", "patience"):
+            value = getattr(config, name)
+            flag = "--TrainEstimator-" + name.replace("_", "-")
+            _require(value >= 0, f"{flag} must be 0 (off) or more. Received: {value}")
         _require(
             math.isfinite(config.learning_rate) and config.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {config.learning_rate}",
@@ -411,7 +429,7 @@ class TrainEstimator(Stage):
         return {**super().code_digests(), **self.user_code()}
 
     def requires(self) -> CreateShards:
-        return CreateShards()
+        return self.stage_above(CreateShards)
 
     def folder_prefix(self) -> str:
         network = self.settings().network
@@ -421,7 +439,16 @@ class TrainEstimator(Stage):
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline import estimator
 
-        return estimator.train(self.settings(), self.requires().output_dir(), staging, self.progress)
+        config, examples = self.settings(), self.requires().schema().num_examples["train"]
+        epochs = config.max_steps * config.batch_size / examples
+        if epochs > MANY_EPOCHS:
+            logger.warning(
+                "TrainEstimator: %d steps of %d examples are %.0f epochs of the %d training examples (over %d). "
+                "If the eval loss stops falling early (training_curves.png), set --TrainEstimator-max-epochs, "
+                "or --TrainEstimator-patience to stop when it does.",
+                config.max_steps, config.batch_size, epochs, examples, MANY_EPOCHS,
+            )  # fmt: skip
+        return estimator.train(config, self.requires().output_dir(), staging, self.progress)
 
 
 TrainSettings = settings.settings_class(
@@ -434,10 +461,11 @@ class EvaluateEstimator(Stage):
 
     artifact_kind = "reports"
     code_entry = ("pipeline.estimator", "pipeline.problems")
+    upstream_families = ("TrainEstimator", "CreateShards")
     uses_tensorflow = True
 
     def requires(self) -> dict[str, Stage]:
-        return {"model": TrainEstimator(), "shards": CreateShards()}
+        return {"model": self.stage_above(TrainEstimator), "shards": self.stage_above(CreateShards)}
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-eval"
@@ -459,10 +487,15 @@ class PlotInference(Stage):
 
     artifact_kind = "reports"
     code_entry = ("pipeline.estimator", "pipeline.problems", "pipeline.plots")
+    upstream_families = ("EvaluateEstimator", "TrainEstimator", "CreateShards")
     uses_tensorflow = True
 
     def requires(self) -> dict[str, Stage]:
-        return {"metrics": EvaluateEstimator(), "model": TrainEstimator(), "shards": CreateShards()}
+        return {
+            "metrics": self.stage_above(EvaluateEstimator),
+            "model": self.stage_above(TrainEstimator),
+            "shards": self.stage_above(CreateShards),
+        }
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-plots"
@@ -471,12 +504,13 @@ class PlotInference(Stage):
         from pipeline import plots
 
         upstream = self.requires()
+        model = self.stage_above(TrainEstimator)
         figures = plots.write_figures(
             staging,
-            model_dir=upstream["model"].output_dir(),
+            model_dir=model.output_dir(),
             shards_dir=upstream["shards"].output_dir(),
             metrics_dir=upstream["metrics"].output_dir(),
-            title=upstream["model"].output_dir().name,
+            title=f"{model.output_dir().name}\n{settings.describe(model.settings())}",
             progress=self.progress,
         )
         return {"figures": figures}

@@ -543,7 +543,18 @@ def test_image_dag_runs_reruns_on_new_images_and_reports(workspace: Path, config
         labels, predicted = p["labels"].tolist(), p["predictions"].argmax(axis=1).tolist()
         assert len(labels) == count
         _assert_report_matches(report[split], labels, predicted, report["class_names"])
-    assert history[-1]["eval"]["accuracy"] == pytest.approx(report["validation"]["accuracy"], abs=1e-6)
+        # Every misclassified file is named with its true and predicted class, in shard order.
+        paths_in_order = [e["path"].decode() for e in _parse_all(shards_dir, split)]
+        names = report["class_names"]
+        assert [(m["example"], m["true"], m["predicted"]) for m in report[split]["misclassified"]] == [
+            (paths_in_order[i], names[labels[i]], names[predicted[i]])
+            for i in range(count)
+            if labels[i] != predicted[i]
+        ]
+    # The exported model is the best evaluation's (early stopping keeps it): its accuracy is the report's.
+    best = identity.read_marker(model_dir)["info"]["best_step"]  # type: ignore[index]
+    exported = next(h for h in history if h["step"] == best)
+    assert exported["eval"]["accuracy"] == pytest.approx(report["validation"]["accuracy"], abs=1e-6)
 
     (plots_dir,) = (workspace / "reports").glob("my-pictures-cnn-plots-*")
     assert sorted(p.name for p in plots_dir.glob("*.png")) == sorted(
