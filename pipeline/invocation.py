@@ -121,11 +121,19 @@ def forget() -> None:
         memo.values.clear()
 
 
-def published() -> None:
-    """Say that a stage published an output: every invocation sharing the artifact root forgets."""
+def published(keep: dict[Any, Any] | None = None) -> None:
+    """Say that a stage published an output: every invocation sharing the artifact root forgets.
+
+    `keep`: entries of this invocation's memo that the publish did not change
+    (the publishing stage's own identity: its output is none of its inputs).
+    """
     log = paths.publish_log()
     log.parent.mkdir(parents=True, exist_ok=True)
     # One byte appended (O_APPEND: atomic between processes): the size only grows.
     with open(log, "ab") as f:
         f.write(b".")
-    forget()
+    memo = _active()
+    if memo is not None:
+        memo.values.clear()
+        memo.log_size = _size(memo.log)
+        memo.values.update(keep or {})

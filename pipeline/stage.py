@@ -225,8 +225,11 @@ class Stage(luigi.Task):
         Computed once per invocation, from the task's construction on
         (`pipeline.invocation`): the DAG asks for upstream identities often.
         """
-        # Keyed by the object (kept in the memo, so that its id is not reused while the memo lives).
-        return invocation.cached(("identity", id(self)), lambda: (self, self._compute_identity()))[1]
+        return invocation.cached(self._memo_key(), lambda: (self, self._compute_identity()))[1]
+
+    def _memo_key(self) -> tuple[str, int]:
+        # The object itself: it is kept in the memo beside its identity, so its id is not reused meanwhile.
+        return ("identity", id(self))
 
     def resolved(self) -> dict[str, Any]:
         """What the parameters mean for this run: the values the identity hashes, the marker records
@@ -357,7 +360,8 @@ class Stage(luigi.Task):
         (staging / STAGING_INFO).unlink(missing_ok=True)
         identity.write_marker(staging, self.identity(), upstream_content, info)
         identity.publish(staging, final)
-        invocation.published()
+        # Its own output is none of its inputs: its identity stays (log lines show it).
+        invocation.published(keep={self._memo_key(): (self, self.identity())})
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""
