@@ -1,4 +1,4 @@
-"""Helper commands: `python -m pipeline status|gc ...` (no TensorFlow import).
+"""Helper commands: `python -m pipeline status|gc|runs|diff|report|doctor ...` (no TensorFlow import but doctor's).
 
 status TASK [--Task-param value ...]
     Every stage of TASK's DAG as up to date or stale, with the reason, and
@@ -12,14 +12,30 @@ gc [--yes] [TASK] [--Task-param value ...]
     Lists the artifact folders (shards, model dirs, reports) that TASK's DAG
     (default PlotInference) with the current configuration does not use, and
     removes them only with --yes. Raw data under data/raw is never touched.
+runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
+    One row per trained model under the artifact root: the parameters that
+    differ between the rows (--all: every parameter), the headline
+    validation metrics, when it finished, seconds per stage, its folder.
+diff A B
+    What differs between two outputs (model folders, folder names or
+    identity prefixes): parameters, code files, versions, upstream data.
+report [RUN ...] [--out FILE]
+    One self-contained HTML page of the runs (default: all): the table,
+    the training curves overlaid, each metric against each parameter that
+    differs, and each run's figures. Default FILE: reports/runs.html.
+doctor
+    What TensorFlow sees (devices, CUDA/cuDNN build, mixed precision), the
+    GPU slots of this host, the resource pools and the scheduler.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from luigi.cmdline_parser import CmdlineParser
 
@@ -154,6 +170,85 @@ def worker(argv: list[str], wait_seconds: float = 600) -> int:
     return 0
 
 
+class _Arguments(argparse.ArgumentParser):
+    """argparse whose mistakes are one line (raised as ValueError, exit code 40), not usage and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
+
+
+def _artifact_root() -> Path:
+    return paths.artifact_root("models").parent
+
+
+def runs_command(argv: list[str]) -> int:
+    """Print the runs table (or JSON, or CSV) of every trained model under the artifact root."""
+    from pipeline import runs
+
+    parser = _Arguments(prog="python -m pipeline runs", add_help=False)
+    parser.add_argument("--sort-by", metavar="COLUMN")
+    parser.add_argument("--reverse", action="store_true")
+    parser.add_argument("--all", action="store_true", dest="all_params")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true")
+    args = parser.parse_args(argv)
+    found = runs.collect(_artifact_root())
+    if args.json:
+        print(runs.to_json(found, args.sort_by, args.reverse))
+    elif args.csv:
+        print(runs.to_csv(found, args.sort_by, args.all_params, reverse=args.reverse), end="")
+    elif not found:
+        print(f"No trained models under {(_artifact_root() / 'models').resolve()}.")
+    else:
+        print(runs.format_table(found, args.sort_by, args.all_params, reverse=args.reverse))
+    return 0
+
+
+def diff_command(argv: list[str]) -> int:
+    """Print what differs between two published outputs."""
+    from pipeline import diff, runs
+
+    parser = _Arguments(prog="python -m pipeline diff", add_help=False)
+    parser.add_argument("a", metavar="A")
+    parser.add_argument("b", metavar="B")
+    args = parser.parse_args(argv)
+    index = runs.index(_artifact_root())
+    print("\n".join(diff.diff(index, index.find(args.a), index.find(args.b))))
+    return 0
+
+
+def report_command(argv: list[str]) -> int:
+    """Write the HTML report of the runs named (default: all) and print where it is."""
+    from pipeline import runs
+
+    parser = _Arguments(prog="python -m pipeline report", add_help=False)
+    parser.add_argument("runs", nargs="*", metavar="RUN")
+    parser.add_argument("--out", type=Path, metavar="FILE")
+    args = parser.parse_args(argv)
+    found = runs.collect(_artifact_root())
+    chosen = runs.select(found, args.runs) if args.runs else found
+    if not chosen:
+        raise ValueError(f"No trained models under {(_artifact_root() / 'models').resolve()}: nothing to report.")
+    from pipeline import report  # Matplotlib: only now
+
+    out = args.out or paths.artifact_root("reports") / paths.RUNS_REPORT
+    print(report.write_report(chosen, out).resolve())
+    return 0
+
+
+def doctor_command(argv: list[str]) -> int:
+    """Print what TensorFlow sees, the GPU slots, the resource pools and the scheduler."""
+    _Arguments(prog="python -m pipeline doctor", add_help=False).parse_args(argv)
+    from pipeline import doctor
+
+    print("\n".join(doctor.report()))
+    return 0
+
+
+EXPERIMENT_COMMANDS = {"runs": runs_command, "diff": diff_command, "report": report_command, "doctor": doctor_command}
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -165,6 +260,12 @@ def main(argv: list[str]) -> int:
         return gc(rest)
     if command == "worker":
         return worker(rest)
+    if command in EXPERIMENT_COMMANDS:
+        try:
+            return EXPERIMENT_COMMANDS[command](rest)
+        except ValueError as error:  # a user's mistake: one line, exit code 40 as for a bad parameter
+            print(error, file=sys.stderr)
+            return 40
     print(f"Unknown command or missing task: {' '.join(argv)}\n{USAGE}", file=sys.stderr)
     return 2
 

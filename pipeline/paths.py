@@ -37,6 +37,9 @@ CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"  # images: validation confusion matrix
 IMAGES_PNG = "validation_images.png"  # images: a grid of validation images, true and predicted class
 
+# Below the reports root: the page `python -m pipeline report` writes by default.
+RUNS_REPORT = "runs.html"
+
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names config sections after the class)
     """`[paths]` in luigi.cfg: where the artifact roots are."""
@@ -61,6 +64,16 @@ def stage_folders() -> list[Path]:
     """Every folder stages wrote (published, staging or set aside), in all artifact roots."""
     parents = [stage_dir(kind, "-").parent for kind in ("data", "models", "reports")]
     return sorted(p for parent in parents if parent.is_dir() for p in parent.iterdir() if p.is_dir())
+
+
+def stage_parents(root: Path) -> dict[str, Path]:
+    """The folders below an artifact root that hold stage folders, by kind: shards, models, reports and raw data."""
+    return {
+        "data": root / "data" / "shards",
+        "models": root / "models",
+        "reports": root / "reports",
+        "raw": root / "data" / "raw",
+    }
 
 
 def lock_path(folder: Path) -> Path:

@@ -95,7 +95,7 @@ def parse(argv: Sequence[str]) -> tuple[type[Stage], list[Axis], list[str]]:
         values = []
         for text in texts:
             try:
-                values.append(param.parse(text))
+                values.append(param.normalize(param.parse(text)))
             except (ValueError, TypeError) as error:
                 raise ParameterError(f"{flag} value {text!r} is not accepted: {error}") from None
         if any(axis.flag == flag for axis in axes):

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.freezing import FrozenOrderedDict
 
-from pipeline import cluster, identity, paths, plugins, problems, settings, sources
+from pipeline import cluster, gpu_slots, identity, paths, plugins, problems, settings, sources
 from pipeline.errors import ParameterError
 from pipeline.stage import Stage, dag
 
@@ -344,6 +344,9 @@ class TrainEstimator(Stage):
     steps_per_execution = luigi.IntParameter(
         default=50, significant=False, description="Steps per tf.function call (speed only)."
     )
+    gpus_per_training = luigi.IntParameter(
+        default=1, significant=False, description="GPUs of one training (MirroredStrategy); see [gpu_slots]."
+    )
 
     def validate(self) -> None:
         try:
@@ -359,6 +362,11 @@ class TrainEstimator(Stage):
             value = getattr(config, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 0, f"{flag} must be 0 (off) or more. Received: {value}")
+        _require(
+            self.gpus_per_training >= 1,
+            f"--TrainEstimator-gpus-per-training must be a positive integer. Received: {self.gpus_per_training}",
+        )
+        gpu_slots.check_count(self.gpus_per_training, gpu_slots.host_gpus())  # none on this host: any count
         _require(
             math.isfinite(config.learning_rate) and config.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {config.learning_rate}",
@@ -437,7 +445,7 @@ class TrainEstimator(Stage):
         return f"{self.requires().folder_prefix()}-{_folder_prefix(name)}"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import estimator
+        from pipeline import train_process  # on a GPU slot of its own when the host has GPUs
 
         config, examples = self.settings(), self.requires().schema().num_examples["train"]
         epochs = config.max_steps * config.batch_size / examples
@@ -448,7 +456,8 @@ class TrainEstimator(Stage):
                 "or --TrainEstimator-patience to stop when it does.",
                 config.max_steps, config.batch_size, epochs, examples, MANY_EPOCHS,
             )  # fmt: skip
-        return estimator.train(config, self.requires().output_dir(), staging, self.progress)
+        shards_dir = self.requires().output_dir()
+        return train_process.train(config, shards_dir, staging, self.progress, self.gpus_per_training)
 
 
 TrainSettings = settings.settings_class(
