@@ -23,6 +23,11 @@ report [RUN ...] [--out FILE]
     One self-contained HTML page of the runs (default: all): the table,
     the training curves overlaid, each metric against each parameter that
     differs, and each run's figures. Default FILE: reports/runs.html.
+sweep TASK --Task-param A,B [--Task-param C,D ...] [--workers N] [luigi flags]
+    Every combination of the listed values, down to TASK, in one Luigi
+    invocation (a value with top-level commas is several values; [64],[128]
+    is two lists). Stages the variants share run once. Ends with Luigi's
+    summary, the table of the sweep's runs and the path of their report.
 doctor
     What TensorFlow sees (devices, CUDA/cuDNN build, mixed precision), the
     GPU slots of this host, the resource pools and the scheduler.
@@ -37,6 +42,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+import luigi
 from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
@@ -237,6 +243,40 @@ def report_command(argv: list[str]) -> int:
     return 0
 
 
+def sweep_command(argv: list[str]) -> int:
+    """Run a grid of variants, then print their table and write their report."""
+    from luigi.retcodes import retcode
+
+    from pipeline import runs, sweep
+
+    outcome = sweep.run(argv)
+    status = outcome.result.status
+    codes = retcode()
+    code = {
+        luigi.LuigiStatusCode.SUCCESS: 0,
+        luigi.LuigiStatusCode.SUCCESS_WITH_RETRY: 0,
+        luigi.LuigiStatusCode.FAILED: codes.task_failed,
+        luigi.LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED: codes.task_failed,
+        luigi.LuigiStatusCode.SCHEDULING_FAILED: codes.scheduling_error,
+        luigi.LuigiStatusCode.NOT_RUN: codes.not_run,
+        luigi.LuigiStatusCode.MISSING_EXT: codes.missing_data,
+    }.get(status, codes.unhandled_exception)
+    published = [folder for folder in outcome.model_dirs if identity.read_marker(folder) is not None]
+    if not published:
+        return code
+    chosen = runs.select(runs.collect(_artifact_root()), [str(folder) for folder in published])
+    swept = [axis.flag for axis in outcome.axes]
+    print(runs.format_table(chosen, swept=swept))
+    from pipeline import report  # Matplotlib: only now
+
+    names = "".join(sorted(run.identity[:12] for run in chosen))
+    out = paths.artifact_root("reports") / f"sweep-{identity.digest(names)[:12]}.html"
+    print(f"\nReport of these {len(chosen)} runs: {report.write_report(chosen, out, swept).resolve()}")
+    if len(published) < len(outcome.model_dirs):
+        print(f"{len(outcome.model_dirs) - len(published)} variant(s) did not finish training: see Luigi's summary.")
+    return code
+
+
 def doctor_command(argv: list[str]) -> int:
     """Print what TensorFlow sees, the GPU slots, the resource pools and the scheduler."""
     _Arguments(prog="python -m pipeline doctor", add_help=False).parse_args(argv)
@@ -246,7 +286,13 @@ def doctor_command(argv: list[str]) -> int:
     return 0
 
 
-EXPERIMENT_COMMANDS = {"runs": runs_command, "diff": diff_command, "report": report_command, "doctor": doctor_command}
+EXPERIMENT_COMMANDS = {
+    "runs": runs_command,
+    "diff": diff_command,
+    "report": report_command,
+    "sweep": sweep_command,
+    "doctor": doctor_command,
+}
 
 
 def main(argv: list[str]) -> int:
