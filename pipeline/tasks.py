@@ -199,6 +199,9 @@ class CreateShards(Stage):
     num_train_shards = luigi.IntParameter(description="Number of train TFRecord files.")
     num_validation_shards = luigi.IntParameter(description="Number of validation TFRecord files.")
     seed = luigi.IntParameter(description="Seed of the noise, of the split and of the global shuffle.")
+    skip_unreadable = luigi.BoolParameter(
+        description="Images: leave out the files that cannot be read (the manifest lists them) instead of failing.",
+    )
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
     @cached_property
@@ -275,7 +278,10 @@ class CreateShards(Stage):
 
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
         manifest = shards.create_shards(staging, self.source, num_shards, self.writer_processes, self.progress)
-        return {"examples": {split: s["num_examples"] for split, s in manifest["splits"].items()}}
+        return {
+            "examples": {split: s["num_examples"] for split, s in manifest["splits"].items()},
+            "skipped_unreadable": len(manifest.get("skipped_unreadable", [])),  # python -m pipeline status says so
+        }
 
 
 def _flagged(message: str, family: str) -> str:
