@@ -23,7 +23,6 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -428,9 +427,10 @@ class TableSource:
     def __post_init__(self) -> None:
         object.__setattr__(self, "csv", Path(self.csv))  # given as the parameter's string
 
-    @cached_property
+    @property
     def table(self) -> tables.Table:
-        """The table, read and checked once (raises ValueError naming the file, line and column)."""
+        """The table, read and checked once per version of the file (raises ValueError naming the file,
+        line and column)."""
         return tables.read_table(self.csv, self.label_column, self.problem)
 
     def validate(self) -> None:

@@ -26,7 +26,6 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -204,9 +203,13 @@ class CreateShards(Stage):
     )
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
-    @cached_property
+    @property
     def source(self) -> Any:
-        """The source these parameters describe, built from them by name (it validates its own fields)."""
+        """The source these parameters describe, built from them by name (it validates its own fields).
+
+        Built anew at each use (it is a small value): what it reads, a folder's listing or a table,
+        is the command's current one (pipeline.invocation, tables.read_table), not the one seen
+        when the task was built."""
         if self.image_dir and self.csv:
             raise ParameterError(
                 "--CreateShards-image-dir and --CreateShards-csv are both set: a run reads one source. Empty one."
