@@ -56,7 +56,7 @@ import luigi
 from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
-from pipeline import cleanup, cli, cluster, identity, paths
+from pipeline import cleanup, cli, cluster, identity, image_folder, listing, paths
 from pipeline.errors import ParameterError, PipelineError
 from pipeline.stage import Stage, dag
 
@@ -90,6 +90,21 @@ def explain(stage: Stage) -> list[str]:
     return reasons + own
 
 
+def source_notes(stage: Stage) -> list[str]:
+    """What `stage` leaves out: files of its source folders that are not images of a class (now),
+    and unreadable files its output skipped (`--CreateShards-skip-unreadable`)."""
+    folders = [folder for folder in stage.source_folders().values() if folder.is_dir()]  # not a table's file
+    notes = [image_folder.describe_ignored(listing.of(folder)) for folder in folders]
+    marker = identity.read_marker(stage.output_dir())
+    skipped = marker["info"].get("skipped_unreadable", 0) if marker else 0
+    if skipped:
+        notes.append(
+            f"{skipped} unreadable file(s) skipped (--CreateShards-skip-unreadable); "
+            f"{stage.output_dir() / paths.MANIFEST} lists them"
+        )
+    return [note for note in notes if note]
+
+
 def status(argv: list[str]) -> int:
     """Print every stage of a DAG as up to date or stale, with reasons; 0 if all are up to date, else 1."""
     # Upstream tasks read the command line's --Task-param values while the
@@ -106,6 +121,8 @@ def status(argv: list[str]) -> int:
             print(f"{stage.task_family:<{width}}  {state:<10}  {stage.output_dir()}")
             for reason in reasons:
                 print(f"{'':<{width}}    - {reason}")
+            for note in source_notes(stage):
+                print(f"{'':<{width}}    note: {note}")
             if not reasons and stage.artifact_kind == "reports":  # where the results are
                 for rel in identity.list_files(stage.output_dir()):
                     print(f"{'':<{width}}    {stage.output_dir() / rel}")

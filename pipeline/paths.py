@@ -23,6 +23,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Inside a shards folder.
 MANIFEST = "manifest.json"
+SOURCE_SHA256 = "source_sha256.jsonl"  # of each source file (an image) read, one JSON line each
 SPLITS = ("train", "validation")
 
 # Inside a model_dir.
@@ -131,6 +132,11 @@ def lock_path(folder: Path) -> Path:
     locks = root() / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     return locks / f"{folder.parent.name}-{folder.name}.lock"
+
+
+def publish_log() -> Path:
+    """A file every publish appends a byte to: its size tells a running invocation that an output appeared."""
+    return root() / ".locks" / "published"
 
 
 def raw_dir(name: str) -> Path:

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ import luigi
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from pipeline import console, identity, paths, teardown
+from pipeline import console, identity, invocation, listing, paths, teardown
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity, framework_versions
 
@@ -36,21 +35,6 @@ StageT = TypeVar("StageT", bound="Stage")
 NO_VARIANT: dict[str, Any] = {}  # a stage built bare: every stage above reads luigi.cfg and the command line
 
 STAGING_INFO = "_STAGING.json"
-
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def _memo_scope() -> Iterator[dict[tuple[str, str], Any]]:
-    """A memo shared by nested calls, dropped when the outermost call returns."""
-    outermost = getattr(_local, "memo", None) is None
-    if outermost:
-        _local.memo = {}
-    try:
-        yield _local.memo
-    finally:
-        if outermost:
-            _local.memo = None
 
 
 class Stage(luigi.Task):
@@ -78,6 +62,7 @@ class Stage(luigi.Task):
         "the command line.",
     )
 
+    @invocation.scoped  # validation and identity share one listing of a source folder
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
@@ -240,14 +225,14 @@ class Stage(luigi.Task):
     def identity(self) -> Identity:
         """Parameters, code, versions, source listings and upstream identities of this stage.
 
-        Within one outermost `complete()` or `identity()` call each stage's
-        identity is computed once (the DAG asks for upstream identities often).
+        Computed once per invocation, from the task's construction on
+        (`pipeline.invocation`): the DAG asks for upstream identities often.
         """
-        with _memo_scope() as memo:
-            key = ("identity", self.task_id)
-            if key not in memo:
-                memo[key] = self._compute_identity()
-            return memo[key]
+        return invocation.cached(self._memo_key(), lambda: (self, self._compute_identity()))[1]
+
+    def _memo_key(self) -> tuple[str, int]:
+        # The object itself: it is kept in the memo beside its identity, so its id is not reused meanwhile.
+        return ("identity", id(self))
 
     def resolved(self) -> dict[str, Any]:
         """What the parameters mean for this run: the values the identity hashes, the marker records
@@ -274,9 +259,7 @@ class Stage(luigi.Task):
             versions=framework_versions() if self.uses_tensorflow else {},
             upstream={name: task.identity().digest for name, task in self.upstream().items()},
             sources={
-                name: identity.digest(
-                    identity.folder_listing(folder) if folder.is_dir() else identity.file_stat(folder)
-                )
+                name: listing.of(folder).digest if folder.is_dir() else identity.digest(identity.file_stat(folder))
                 for name, folder in self.source_folders().items()
             },
         )
@@ -298,6 +281,7 @@ class Stage(luigi.Task):
         """Why this stage's own output is not up to date ([] if it is)."""
         return identity.check_output(self.output_dir(), self.identity(), self.upstream_content())
 
+    @invocation.scoped
     def complete(self) -> bool:
         """Up to date: the marker matches this identity and the files, and the
         upstream outputs still hold the bytes this stage read.
@@ -308,11 +292,7 @@ class Stage(luigi.Task):
         forced stage is complete only once it has published again since this
         task object was made (that is, in this invocation).
         """
-        with _memo_scope() as memo:
-            key = ("complete", self.task_id)
-            if key not in memo:
-                memo[key] = not self.stale_reasons() and (not self.force or self._published_since_created())
-            return bool(memo[key])
+        return not self.stale_reasons() and (not self.force or self._published_since_created())
 
     def _published_since_created(self) -> bool:
         marker = identity.read_marker(self.output_dir())
@@ -329,9 +309,12 @@ class Stage(luigi.Task):
             set_message(message)
         console.progress(fraction, message)
 
+    @invocation.scoped  # once for the whole run: a source folder is listed once, for identity and ETL
     def run(self) -> None:
-        # identities are computed once per run (a source folder is listed once)
-        with _memo_scope(), console.running(self.task_family):
+        # What this invocation computed before may be out of date now (the demo images
+        # MakeShapes just wrote are a source folder of CreateShards): computed afresh.
+        invocation.forget()
+        with console.running(self.task_family):
             self._run()
 
     def _run(self) -> None:
@@ -391,6 +374,8 @@ class Stage(luigi.Task):
             if not self.resumable:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+        # Its own output is none of its inputs: its identity stays (log lines show it).
+        invocation.published(keep={self._memo_key(): (self, self.identity())})
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""

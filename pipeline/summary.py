@@ -26,8 +26,8 @@ import luigi
 import luigi.interface
 from luigi.task import flatten
 
-from pipeline import identity, paths
-from pipeline.stage import Stage, _memo_scope, dag
+from pipeline import identity, invocation, paths
+from pipeline.stage import Stage, dag
 
 logger = logging.getLogger("luigi-interface")
 
@@ -182,7 +182,7 @@ def install() -> None:
             return result
         try:
             roots = {task.task_family for task in flatten(tasks)}
-            with _memo_scope():  # each stage's identity computed once for the warnings and the block
+            with invocation.scope():  # each stage's identity computed once for the warnings and the block
                 for warning in force_warnings(list(flatten(tasks)), _checked | roots):
                     logger.warning(warning)
                 print(results_block(list(flatten(tasks)), started), flush=True)

@@ -26,7 +26,6 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -199,11 +198,18 @@ class CreateShards(Stage):
     num_train_shards = luigi.IntParameter(description="Number of train TFRecord files.")
     num_validation_shards = luigi.IntParameter(description="Number of validation TFRecord files.")
     seed = luigi.IntParameter(description="Seed of the noise, of the split and of the global shuffle.")
+    skip_unreadable = luigi.BoolParameter(
+        description="Images: leave out the files that cannot be read (the manifest lists them) instead of failing.",
+    )
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
-    @cached_property
+    @property
     def source(self) -> Any:
-        """The source these parameters describe, built from them by name (it validates its own fields)."""
+        """The source these parameters describe, built from them by name (it validates its own fields).
+
+        Built anew at each use (it is a small value): what it reads, a folder's listing or a table,
+        is the command's current one (pipeline.invocation, tables.read_table), not the one seen
+        when the task was built."""
         if self.image_dir and self.csv:
             raise ParameterError(
                 "--CreateShards-image-dir and --CreateShards-csv are both set: a run reads one source. Empty one."
@@ -275,7 +281,10 @@ class CreateShards(Stage):
 
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
         manifest = shards.create_shards(staging, self.source, num_shards, self.writer_processes, self.progress)
-        return {"examples": {split: s["num_examples"] for split, s in manifest["splits"].items()}}
+        return {
+            "examples": {split: s["num_examples"] for split, s in manifest["splits"].items()},
+            "skipped_unreadable": len(manifest.get("skipped_unreadable", [])),  # python -m pipeline status says so
+        }
 
 
 def _flagged(message: str, family: str) -> str:
