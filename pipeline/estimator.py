@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, multiworker, networks, paths, shards
+from pipeline import cluster, inputs, metrics, multiworker, networks, paths, phases, shards
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -95,6 +96,9 @@ class _ModelDirCallback(keras.callbacks.Callback):
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        phases.begin("train")
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
         step = self._step()
@@ -107,6 +111,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        phases.end("train")
         logs = logs or {}
         step = self._step()
         train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
@@ -117,8 +122,9 @@ class _ModelDirCallback(keras.callbacks.Callback):
                     tf.summary.scalar(name, value)
             self.writers[split].flush()
         self.history.append({"step": step, "train": train, "eval": evaluation})
-        _write_json(self.model_dir / paths.HISTORY, self.history)
-        self.manager.save(checkpoint_number=step)
+        with phases.phase("checkpoint"):
+            _write_json(self.model_dir / paths.HISTORY, self.history)
+            self.manager.save(checkpoint_number=step)
         if self.progress:
             self.progress(
                 min(step / self.max_steps, 1.0),
@@ -203,6 +209,10 @@ def _train(
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     # Every worker restores the chief's latest checkpoint and saves (a collective
     # operation) into its own folder; only the chief's is kept.
+    # A save cut short (a crash, a full disk) leaves TensorFlow's temporary folder beside
+    # the checkpoints; the state file still names the last complete one.
+    for leftover in (write_dir / paths.CHECKPOINTS).glob("*_temp"):
+        shutil.rmtree(leftover, ignore_errors=True)
     latest = tf.train.latest_checkpoint(str(model_dir / paths.CHECKPOINTS))
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
@@ -235,7 +245,8 @@ def _train(
                 shuffle=False,  # the dataset is shuffled already
                 verbose=0,
             )
-    export(model, write_dir)
+    with phases.phase("export"):
+        export(model, write_dir)
     return {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
 
 
@@ -265,8 +276,19 @@ def export(model: keras.Model, model_dir: Path) -> None:
 
 
 def load_model(model_dir: Path) -> keras.Model:
-    """Reload the exported Keras model in safe mode (no arbitrary code is run)."""
-    return keras.saving.load_model(model_dir / paths.KERAS_MODEL, safe_mode=True)
+    """Reload the exported Keras model in safe mode (no arbitrary code is run).
+
+    A file that is not a whole Keras archive (truncated, overwritten) is a
+    DataError naming it and the fix, not Keras' or zipfile's own error.
+    """
+    path = model_dir / paths.KERAS_MODEL
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise DataError(
+            f"{paths.KERAS_MODEL} in {model_dir} cannot be loaded ({type(error).__name__}: {error}). "
+            "Rebuild it with: luigi --module pipeline Repro --local-scheduler"
+        ) from None
 
 
 def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[str, Any]:

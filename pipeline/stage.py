@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import importlib.metadata
 import inspect
 import json
@@ -28,7 +27,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from pipeline import identity, paths
+from pipeline import identity, locks, paths, phases
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity
 
@@ -75,6 +74,7 @@ class Stage(luigi.Task):
     code_modules: ClassVar[tuple[str, ...]] = ()  # pipeline modules whose code decides the output
     uses_tensorflow: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
+    build_phase: ClassVar[str | None] = None  # the phases.PHASES entry its whole build is, if one
 
     force = luigi.BoolParameter(
         default=False,
@@ -267,9 +267,16 @@ class Stage(luigi.Task):
     def _build_and_publish(self, final: Path) -> None:
         staging = identity.staging_path(final)
         upstream_content = self.upstream_content()
+        if not self.force and not identity.check_output(staging, self.identity(), upstream_content):
+            # Complete and current: the last run was stopped between its marker and the rename.
+            logger.info("%s publishes %s, complete before the last run stopped", self, staging)
+            with phases.phase("publish"):
+                identity.publish(staging, final)
+            return
         self._prepare_staging(staging, upstream_content)
         started, started_at = time.monotonic(), time.time()
-        info = self.build(staging)
+        with phases.phase(self.build_phase) if self.build_phase else contextlib.nullcontext():
+            info = self.build(staging)
         info = {
             **info,
             "started_at": started_at,
@@ -278,7 +285,8 @@ class Stage(luigi.Task):
         }
         (staging / STAGING_INFO).unlink(missing_ok=True)
         identity.write_marker(staging, self.identity(), upstream_content, info)
-        identity.publish(staging, final)
+        with phases.phase("publish"):  # a crash here: a complete staging folder, nothing published
+            identity.publish(staging, final)
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""
@@ -308,20 +316,9 @@ def _check_writable(folder: Path) -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def _exclusive(final: Path) -> Iterator[None]:
-    """An exclusive lock on a hidden file beside an output folder.
-
-    A POSIX record lock (lockf), not flock: it belongs to this process alone,
-    so writer processes forked while it is held do not keep it alive if this
-    process is killed.
-    """
-    with open(paths.lock_path(final), "a") as lock:
-        fcntl.lockf(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(lock, fcntl.LOCK_UN)
+def _exclusive(final: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a file in `<root>/.locks` named after an output folder, removed after."""
+    return locks.exclusive(paths.lock_path(final))
 
 
 def _accepted(param: luigi.Parameter) -> str:

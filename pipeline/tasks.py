@@ -149,6 +149,7 @@ class CreateShards(Stage):
 
     artifact_kind = "data"
     code_modules = ("sources", "shards", "image_folder")
+    build_phase = "etl"
 
     image_dir = luigi.Parameter(
         description="A folder of PNG or JPEG images, one subfolder per class; empty: the sine source."
@@ -378,6 +379,7 @@ class EvaluateEstimator(Stage):
     artifact_kind = "reports"
     code_modules = ("inputs", "networks", "estimator", "metrics")
     uses_tensorflow = True
+    build_phase = "evaluate"
 
     def requires(self) -> dict[str, Stage]:
         return {"model": TrainEstimator(), "shards": CreateShards()}
@@ -406,6 +408,7 @@ class PlotInference(Stage):
     artifact_kind = "reports"
     code_modules = ("inputs", "estimator", "plots")
     uses_tensorflow = True
+    build_phase = "plot"
 
     def requires(self) -> dict[str, Stage]:
         return {"metrics": EvaluateEstimator(), "model": TrainEstimator(), "shards": CreateShards()}
