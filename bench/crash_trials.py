@@ -71,7 +71,7 @@ PHASE_STAGES = {
 }
 # Below this delay the stage kills itself at once on entering the phase: a timer
 # thread cannot be trusted to wake up that precisely (the GIL switches every 5 ms).
-TIMER_RESOLUTION = 0.002
+TIMER_RESOLUTION = 0.005
 KILL_TIMEOUT = 300.0
 
 SetOption = Callable[[str, str, str], None]
@@ -152,12 +152,14 @@ def _reference(root: Path, set_option: SetOption) -> dict[str, dict[tuple[str, i
     return timings
 
 
-def _draw(rng: random.Random, target: str, timings: dict[str, dict[tuple[str, int], float]]) -> tuple[str, int, float]:
-    """A stage that has phase `target`, one occurrence of it and a moment inside it."""
+def _draw(
+    rng: random.Random, target: str, timings: dict[str, dict[tuple[str, int], float]], within: float
+) -> tuple[str, int, float]:
+    """A stage that has phase `target`, one occurrence of it and a moment inside it (in its first `within`)."""
     name = rng.choice(PHASE_STAGES[target])
     occurrences = sorted(occ for phase, occ in timings[name] if phase == target)
     occurrence = rng.choice(occurrences)
-    delay = rng.uniform(0.0, timings[name][target, occurrence])
+    delay = rng.uniform(0.0, within * timings[name][target, occurrence])
     return name, occurrence, 0.0 if delay < TIMER_RESOLUTION else delay
 
 
@@ -220,11 +222,15 @@ def _trial(
     return record
 
 
-def run_trials(workdir: Path, trials: int, seed: int, set_option: SetOption | None = None) -> list[dict[str, Any]]:
+def run_trials(
+    workdir: Path, trials: int, seed: int, set_option: SetOption | None = None, within: float = 1.0
+) -> list[dict[str, Any]]:
     """Run the trials below `workdir`; return one record per trial, with the invariants each broke.
 
     `set_option(section, option, value)` changes this process's Luigi config
-    (default: set it directly; tests pass one that is undone after).
+    (default: set it directly; tests pass one that is undone after). Kill
+    moments are drawn in the first `within` (a fraction) of each phase's
+    duration in the reference run: a phase may take less time in a trial.
     """
     set_option = set_option or luigi.configuration.get_config().set
     rng = random.Random(seed)
@@ -237,7 +243,7 @@ def run_trials(workdir: Path, trials: int, seed: int, set_option: SetOption | No
     records = []
     for trial in range(trials):
         target = phases.PHASES[trial % len(phases.PHASES)]
-        name, occurrence, delay = _draw(rng, target, timings)
+        name, occurrence, delay = _draw(rng, target, timings, within)
         root = workdir / f"trial-{trial:02d}-{target}"
         records.append(_trial(trial, root, reference, target, name, occurrence, delay, ref, ref_folders, set_option))
     return records
