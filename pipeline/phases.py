@@ -125,4 +125,6 @@ def open_phase(entries: list[tuple[str, str, int, float]]) -> tuple[str, int] | 
 def durations(entries: list[tuple[str, str, int, float]]) -> dict[tuple[str, int], float]:
     """Seconds each (phase, occurrence) took, from a complete log."""
     began = {(name, occ): t for kind, name, occ, t in entries if kind == "begin"}
-    return {(name, occ): t - began[name, occ] for kind, name, occ, t in entries if kind == "end" and (name, occ) in began}
+    return {
+        (name, occ): t - began[name, occ] for kind, name, occ, t in entries if kind == "end" and (name, occ) in began
+    }

@@ -10,7 +10,6 @@ that writes the stage's files into `staging`.
 from __future__ import annotations
 
 import contextlib
-import errno
 import importlib.metadata
 import inspect
 import json
@@ -27,9 +26,10 @@ from typing import Any, ClassVar
 import luigi
 from luigi.task import flatten
 
-from pipeline import identity, locks, paths, phases
+from pipeline import diskfull, identity, locks, paths, phases
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity
+from pipeline.parameter_checks import CheckedParameters
 
 logger = logging.getLogger("luigi-interface")
 
@@ -67,7 +67,7 @@ def framework_versions() -> dict[str, str]:
     return versions
 
 
-class Stage(luigi.Task):
+class Stage(CheckedParameters, luigi.Task):
     """A pipeline stage whose output folder is addressed by its identity."""
 
     artifact_kind: ClassVar[str]  # "data", "models" or "reports"
@@ -102,30 +102,6 @@ class Stage(luigi.Task):
             self.task_family,
             {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
         )
-
-    @classmethod
-    def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:
-        """Luigi's parameter resolution, with errors that name the parameter and what it accepts."""
-        try:
-            return super().get_param_values(params, args, kwargs)
-        except luigi.parameter.MissingParameterException as error:
-            raise ParameterError(
-                f"{error}. Set it in luigi.cfg under [{cls.get_task_family()}] or on the command line."
-            ) from None
-        except (ValueError, TypeError) as error:
-            family = cls.get_task_family()
-            for name, param in params:
-                if name in kwargs:
-                    continue
-                try:
-                    param.task_value(family, name)
-                except (ValueError, TypeError) as bad:
-                    flag = f"--{family}-{name.replace('_', '-')}"
-                    detail = str(bad) if "Expected" in str(bad) else f"{bad}. Expected {_accepted(param)}."
-                    raise ParameterError(
-                        f"{flag} (or [{family}] {name} in luigi.cfg) is not accepted: {detail}"
-                    ) from None
-            raise ParameterError(f"Bad parameter for {family}: {error}") from None
 
     # --- what subclasses provide ---
 
@@ -245,12 +221,13 @@ class Stage(luigi.Task):
             self._check_inputs()
             try:
                 self._build_and_publish(final)
-            except OSError as error:
-                if error.errno == errno.ENOSPC:
+            except Exception as error:
+                if diskfull.caused_by_full_disk(error):  # OSError(ENOSPC), or TensorFlow's own errors
+                    kept = " (training resumes from its last checkpoint)" if self.resumable else ""
                     raise PipelineError(
                         f"No space left on the device of {final.parent} while {self.task_family} was writing. "
-                        "Free some space (python -m pipeline gc lists unused artifacts) and run again; "
-                        "nothing was published."
+                        "Free some space (python -m pipeline gc lists unused artifacts) and run again"
+                        f"{kept}; nothing was published."
                     ) from None
                 raise
 
@@ -319,21 +296,6 @@ def _check_writable(folder: Path) -> None:
 def _exclusive(final: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on a file in `<root>/.locks` named after an output folder, removed after."""
     return locks.exclusive(paths.lock_path(final))
-
-
-def _accepted(param: luigi.Parameter) -> str:
-    """What a Luigi parameter accepts, in words."""
-    if isinstance(param, luigi.ChoiceParameter):
-        return "one of " + ", ".join(map(str, param._choices))
-    if isinstance(param, luigi.BoolParameter):
-        return "true or false"
-    if isinstance(param, luigi.IntParameter):
-        return "an integer"
-    if isinstance(param, luigi.FloatParameter):
-        return "a number"
-    if isinstance(param, luigi.ListParameter):
-        return "a JSON list, e.g. [100, 100]"
-    return "a string"
 
 
 def dag(root: Stage) -> list[Stage]:

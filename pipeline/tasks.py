@@ -17,8 +17,10 @@ folder, `data/raw/shapes`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +31,7 @@ from luigi.freezing import FrozenOrderedDict
 
 from pipeline import cluster, identity, image_folder, paths
 from pipeline.errors import ParameterError
+from pipeline.parameter_checks import CheckedParameters
 from pipeline.stage import Stage, dag
 
 # Network builders by name (networks.NETWORKS) and the task each solves; auto picks by source.
@@ -40,6 +43,30 @@ SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "hexagon")  # sh
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ParameterError(message)
+
+
+def _check_memory(hidden_units: Any, conv_filters: Any, dense_units: int) -> None:
+    """Refuse layer sizes whose weights, with Adam's state, would not fit in this machine's memory.
+
+    A lower bound (4 float32 copies of each weight: the weight, its gradient, Adam's two
+    moments; inputs and activations not counted): what it refuses can never train here.
+    """
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mlp = [1, *hidden_units, 1]
+    cnn = [3, *conv_filters]
+    for flag, units, weights in (
+        ("hidden-units", hidden_units, sum(a * b + b for a, b in itertools.pairwise(mlp))),
+        (
+            "conv-filters (with --TrainEstimator-dense-units)",
+            conv_filters,
+            sum(9 * a * b for a, b in itertools.pairwise(cnn)) + cnn[-1] * dense_units,
+        ),
+    ):
+        _require(
+            16 * weights <= memory,
+            f"--TrainEstimator-{flag} makes a network of {weights:.3g} weights ({16 * weights / 1e9:.3g} GB with "
+            f"Adam's state), more than this machine's {memory / 1e9:.3g} GB of memory. Received: {list(units)}",
+        )
 
 
 class PerNetworkParameter(luigi.Parameter[Any]):
@@ -67,7 +94,8 @@ class PerNetworkParameter(luigi.Parameter[Any]):
         return self._number(value)
 
     def _number(self, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.value_type is int and v != int(v)):
+        integral = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v == int(v))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.value_type is int and not integral):
             raise ValueError(self._expected(v))
         return self.value_type(v)
 
@@ -169,21 +197,36 @@ class CreateShards(Stage):
             "--CreateShards-validation-fraction must be strictly between 0 and 1. "
             f"Received: {self.validation_fraction}",
         )
-        _require(self.writer_processes >= 1, "--CreateShards-writer-processes must be at least 1.")
+        most = max(8, 4 * (os.cpu_count() or 1))  # more only adds processes that wait for a core
+        _require(
+            1 <= self.writer_processes <= most,
+            f"--CreateShards-writer-processes must be between 1 and {most}. Received: {self.writer_processes}",
+        )
+        _require(
+            self.image_size >= 8, f"--CreateShards-image-size must be at least 8 pixels. Received: {self.image_size}"
+        )
+        self._split_sizes: dict[str, int] | None = None
         if self.image_dir:
-            self._validate_images()
+            try:
+                self._validate_images()
+            except OSError as error:  # a name too long for the file system, a folder not readable
+                raise ParameterError(
+                    f"--CreateShards-image-dir cannot be read: {error.strerror}. Received: {self.image_dir[:200]}"
+                ) from None
             return
         _require(
             self.num_examples >= 2, f"--CreateShards-num-examples must be at least 2. Received: {self.num_examples}"
         )
         _require(self.noise_stddev >= 0, f"--CreateShards-noise-stddev must be >= 0. Received: {self.noise_stddev}")
         num_validation = int(self.num_examples * self.validation_fraction)
+        _require(
+            1 <= num_validation < self.num_examples,
+            f"--CreateShards-validation-fraction {self.validation_fraction} of {self.num_examples} examples leaves "
+            "a split empty; raise it (or --CreateShards-num-examples).",
+        )
         self._validate_shard_counts(num_validation, self.num_examples - num_validation, "examples")
 
     def _validate_images(self) -> None:
-        _require(
-            self.image_size >= 8, f"--CreateShards-image-size must be at least 8 pixels. Received: {self.image_size}"
-        )
         if self.is_demo() and not Path(self.image_dir).exists():
             return  # MakeShapes writes it first
         classes = image_folder.check_layout(Path(self.image_dir), self.validation_fraction)
@@ -192,6 +235,7 @@ class CreateShards(Stage):
         self._validate_shard_counts(num_validation, num_train, "images")
 
     def _validate_shard_counts(self, num_validation: int, num_train: int, what: str) -> None:
+        self._split_sizes = {"train": num_train, "validation": num_validation}
         for split, count, shards in (
             ("validation", num_validation, self.num_validation_shards),
             ("train", num_train, self.num_train_shards),
@@ -201,6 +245,10 @@ class CreateShards(Stage):
                 f"--CreateShards-num-{split}-shards must be between 1 and the {count} {split} {what}. "
                 f"Received: {shards}",
             )
+
+    def split_sizes(self) -> dict[str, int] | None:
+        """Examples in each split, as validation counted them (None: the demo images are not made yet)."""
+        return self._split_sizes
 
     def task_kind(self) -> str:
         """The task the source asks for: classification (images) or regression (the sine)."""
@@ -278,8 +326,23 @@ class TrainEstimator(Stage):
             cluster.role()
         except ValueError as error:  # a malformed TF_CONFIG
             raise ParameterError(str(error)) from None
+        # Both networks' sizes are checked, whichever runs: a value that can never work is refused.
+        for name in ("hidden_units", "conv_filters"):
+            units = getattr(self, name)
+            _require(
+                isinstance(units, (list, tuple))
+                and len(units) > 0
+                and all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units),
+                f"--TrainEstimator-{name.replace('_', '-')} must be a list of positive integers. Received: {units}",
+            )
+        _require(
+            self.dense_units >= 1, f"--TrainEstimator-dense-units must be at least 1. Received: {self.dense_units}"
+        )
+        _check_memory(self.hidden_units, self.conv_filters, self.dense_units)
         self._resolve_for_source()
-        for name in ("batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints"):
+        for name in (
+            "batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints", "steps_per_execution"
+        ):  # fmt: skip
             value = getattr(self, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 1, f"{flag} must be a positive integer. Received: {value}")
@@ -287,21 +350,13 @@ class TrainEstimator(Stage):
             math.isfinite(self.learning_rate) and self.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {self.learning_rate}",
         )
-        if self.network == "mlp":
-            _require(
-                len(self.hidden_units) > 0 and all(isinstance(u, int) and u > 0 for u in self.hidden_units),
-                "--TrainEstimator-hidden-units must be a list of positive integers. "
-                f"Received: {list(self.hidden_units)}",
-            )
-        else:
-            _require(
-                len(self.conv_filters) > 0 and all(isinstance(f, int) and f > 0 for f in self.conv_filters),
-                "--TrainEstimator-conv-filters must be a list of positive integers. "
-                f"Received: {list(self.conv_filters)}",
-            )
-            _require(
-                self.dense_units >= 1, f"--TrainEstimator-dense-units must be at least 1. Received: {self.dense_units}"
-            )
+        sizes = self.requires().split_sizes()
+        _require(
+            sizes is None or self.batch_size <= sizes["train"],
+            f"--TrainEstimator-batch-size {self.batch_size} is larger than the {sizes and sizes['train']} training "
+            "examples: each batch would repeat examples. Use at most that many.",
+        )
+        if self.network == "cnn":
             image_size = self.requires().image_size
             _require(
                 image_size >> len(self.conv_filters) >= 1,
@@ -470,7 +525,7 @@ STAGES: dict[str, type[Stage]] = {
 }
 
 
-class Repro(luigi.Task):
+class Repro(CheckedParameters, luigi.Task):
     """Bring every stage of a DAG up to date, upstream first (as `dvc repro`).
 
     `luigi --module pipeline PlotInference` follows Luigi: a complete

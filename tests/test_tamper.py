@@ -46,7 +46,9 @@ def test_a_marker_edited_by_hand_makes_its_stage_stale(workspace: Path) -> None:
     assert identity.read_marker(folder)["files"][shard]["sha256"] == true_sha256  # type: ignore[index]
 
 
-def test_a_marker_listing_a_file_outside_its_folder_is_not_trusted(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_marker_listing_a_file_outside_its_folder_is_not_trusted(
+    workspace: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     victim = tmp_path_factory.mktemp("outside") / "victim.txt"
     victim.write_text("not the pipeline's")
     build(CreateShards())
@@ -71,7 +73,9 @@ def test_a_marker_listing_a_file_outside_its_folder_is_not_trusted(workspace: Pa
     assert victim.read_text() == "not the pipeline's"  # ...but not what its marker listed
 
 
-def test_a_linked_output_folder_is_not_trusted_and_its_target_never_touched(workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_linked_output_folder_is_not_trusted_and_its_target_never_touched(
+    workspace: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     build(CreateShards())
     folder = CreateShards().output_dir()
     elsewhere = tmp_path_factory.mktemp("elsewhere") / folder.name
@@ -149,7 +153,9 @@ def test_a_truncated_model_is_stale_and_never_loaded(workspace: Path, tmp_path: 
         f"output file {paths.KERAS_MODEL} was altered (size {size}, recorded {_recorded(model_dir)})"
     ]
     # A stage about to read it refuses, naming the damage and the fix.
-    with pytest.raises(DataError, match=r"TrainEstimator output .* cannot be read: output file model.keras was altered"):
+    with pytest.raises(
+        DataError, match=r"TrainEstimator output .* cannot be read: output file model.keras was altered"
+    ):
         EvaluateEstimator().run()
     # Loaded directly (a copy outside any marker), it is one clear error too.
     with pytest.raises(DataError, match=rf"{paths.KERAS_MODEL} in {copy} cannot be loaded"):
