@@ -81,7 +81,8 @@ BOUNDARIES: dict[str, list[str]] = {
 # Combinations of values each fine alone: (arguments, the flag the error must name).
 COMBINATIONS = [
     (["--CreateShards-num-examples", "100", "--TrainEstimator-batch-size", "128"], "--TrainEstimator-batch-size"),
-    (["--CreateShards-validation-fraction", "0.9", "--TrainEstimator-batch-size", "200"], "--TrainEstimator-batch-size"),
+    (["--CreateShards-validation-fraction", "0.9", "--TrainEstimator-batch-size", "200"],
+     "--TrainEstimator-batch-size"),
     (["--CreateShards-num-examples", "100", "--CreateShards-validation-fraction", "0.005"],
      "--CreateShards-validation-fraction"),
     (["--CreateShards-num-examples", "10", "--CreateShards-num-train-shards", "8"], "--CreateShards-num-train-shards"),
