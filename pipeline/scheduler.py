@@ -67,7 +67,7 @@ class ReconnectingScheduler(luigi.rpc.RemoteScheduler):
         if not args and "task_id" in kwargs:
             known = self._registered.get(kwargs["task_id"], {})
             self._registered[kwargs["task_id"]] = {**known, **{k: v for k, v in kwargs.items() if v is not None}}
-        return super().add_task(*args, **kwargs)  # type: ignore[attr-defined]
+        return super().add_task(*args, **kwargs)  # type: ignore[misc]
 
     def get_work(self, *args: Any, **kwargs: Any) -> Any:
         """Luigi's get_work; after the scheduler did not answer, this run's tasks are registered again first."""
@@ -80,8 +80,8 @@ class ReconnectingScheduler(luigi.rpc.RemoteScheduler):
                 len(self._registered),
             )
             for task in list(self._registered.values()):
-                super().add_task(**task)  # type: ignore[attr-defined]
-        return super().get_work(*args, **kwargs)  # type: ignore[attr-defined]
+                super().add_task(**task)  # type: ignore[misc]
+        return super().get_work(*args, **kwargs)  # type: ignore[misc]
 
     def _fetch(self, url_suffix: str, body: Any) -> Any:
         full_url = luigi.rpc._urljoin(self._url, url_suffix)

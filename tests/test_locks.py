@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline import locks
 
 
-def _contend(lock: Path, inside: Path, rounds: int, collisions: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _contend(lock: Path, inside: Path, rounds: int, collisions: multiprocessing.Queue) -> None:
     """Take the lock `rounds` times; each time claim `inside` exclusively, as a holder would its output."""
     clashes = 0
     for _ in range(rounds):
