@@ -271,8 +271,13 @@ def write_marker(
 
 
 def _seal(marker: dict[str, Any]) -> str:
-    """Digest of a marker's content but its seal: an edit by hand no longer matches it."""
-    return digest({key: value for key, value in marker.items() if key != "marker_digest"})
+    """Digest of a marker's content but its seal: an edit by hand no longer matches it.
+
+    The marker is JSON data already, and reads back as the same data, so it is
+    serialised as it is (no `normalise`): this runs on every up-to-date check.
+    """
+    content = {key: value for key, value in marker.items() if key != "marker_digest"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _sealed(marker: dict[str, Any]) -> dict[str, Any]:
@@ -338,6 +343,7 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
     reasons: list[str] = []
     touched = False
     inside = os.path.realpath(folder) + os.sep  # a listed file reached through a linked folder is not
+    parents: dict[Path, str] = {}
     for rel, rec in marker["files"].items():
         path = folder / rel
         try:
@@ -345,7 +351,7 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
         except OSError:
             reasons.append(f"output file {rel} is missing")
             continue
-        if not stat.S_ISREG(st.st_mode) or not os.path.realpath(path).startswith(inside):
+        if not stat.S_ISREG(st.st_mode) or not _real_parent(path.parent, parents).startswith(inside):
             reasons.append(f"output file {rel} is not a plain file inside its folder (a link?): not trusted")
         elif st.st_size != rec["size"]:
             reasons.append(f"output file {rel} was altered (size {st.st_size}, recorded {rec['size']})")
@@ -366,6 +372,13 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
             if current is not None and recorded.get(name) != current:
                 reasons.append(f"upstream {name} output changed since this ran")
     return reasons
+
+
+def _real_parent(parent: Path, known: dict[Path, str]) -> str:
+    """`os.path.realpath(parent) + os.sep`, computed once per folder of a check."""
+    if parent not in known:
+        known[parent] = os.path.realpath(parent) + os.sep
+    return known[parent]
 
 
 def published_content(folder: Path) -> str | None:
