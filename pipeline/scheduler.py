@@ -70,18 +70,25 @@ class ReconnectingScheduler(luigi.rpc.RemoteScheduler):
         return super().add_task(*args, **kwargs)  # type: ignore[misc]
 
     def get_work(self, *args: Any, **kwargs: Any) -> Any:
-        """Luigi's get_work; after the scheduler did not answer, this run's tasks are registered again first."""
-        if self._unanswered:
-            self._unanswered = False
-            logger.warning(
-                "The scheduler at %s answers again; registering this run's %d tasks with it again "
-                "(a restarted luigid knows none of them).",
-                self._url,
-                len(self._registered),
-            )
-            for task in list(self._registered.values()):
-                super().add_task(**task)  # type: ignore[misc]
-        return super().get_work(*args, **kwargs)  # type: ignore[misc]
+        """Luigi's get_work; after the scheduler did not answer, this run's tasks are registered again first.
+
+        Also when it stopped answering during this very call: a restarted luigid
+        would answer that there is nothing left to do, and the run would end.
+        """
+        while True:
+            if self._unanswered:
+                self._unanswered = False
+                logger.warning(
+                    "The scheduler at %s answers again; registering this run's %d tasks with it again "
+                    "(a restarted luigid knows none of them).",
+                    self._url,
+                    len(self._registered),
+                )
+                for task in list(self._registered.values()):
+                    super().add_task(**task)  # type: ignore[misc]
+            response = super().get_work(*args, **kwargs)  # type: ignore[misc]
+            if not self._unanswered:
+                return response
 
     def _fetch(self, url_suffix: str, body: Any) -> Any:
         full_url = luigi.rpc._urljoin(self._url, url_suffix)
