@@ -50,6 +50,9 @@ class SchedulerLostError(PipelineError, luigi.rpc.RPCError):
     """The central scheduler stopped answering in the middle of a run and did not come back in time."""
 
 
+# [core] options Luigi's RPC client reads (luigi/rpc.py).
+RPC_OPTIONS = ("rpc_retry_attempts", "rpc_retry_wait", "rpc_log_retries", "rpc_connect_timeout")
+
 # Reports that only inform the web UI: sent once, never waited for.
 BEST_EFFORT = frozenset({"/api/set_task_status_message", "/api/set_task_progress_percentage", "/api/ping"})
 
@@ -174,6 +177,10 @@ def install_check() -> None:
     Wraps the one place Luigi builds its remote scheduler (`luigi.build` and
     the `luigi` command both go through it). Idempotent.
     """
+    # Luigi's RPC client reads these from [core] itself; its `core` config class does not
+    # declare them, so it would warn "not consumed" about each on every run.
+    core = luigi.interface.core
+    core.ignore_unconsumed = {*getattr(core, "ignore_unconsumed", ()), *RPC_OPTIONS}  # type: ignore[attr-defined]
     factory = luigi.interface._WorkerSchedulerFactory
     if getattr(factory.create_remote_scheduler, "checks_scheduler", False):
         return

@@ -455,6 +455,7 @@ def test_training_follows_the_source(workspace: Path, config: Config) -> None:
     make_folder(workspace / "pics", {"circle": 3, "star": 3})
     config.set("CreateShards", "image_dir", workspace / "pics")
     config.set("TrainEstimator", "max_steps", '{"mlp": 100, "cnn": 30}')
+    config.set("TrainEstimator", "batch_size", 4)  # the 4 training images (a larger batch is refused)
     Register.clear_instance_cache()
     cnn = TrainEstimator()
     assert (cnn.network, cnn.learning_rate, cnn.max_steps, cnn.hidden_units) == ("cnn", 0.003, 30, ())
