@@ -180,7 +180,7 @@ def install_check() -> None:
     # Luigi's RPC client reads these from [core] itself; its `core` config class does not
     # declare them, so it would warn "not consumed" about each on every run.
     core = luigi.interface.core
-    core.ignore_unconsumed = {*getattr(core, "ignore_unconsumed", ()), *RPC_OPTIONS}  # type: ignore[attr-defined]
+    core.ignore_unconsumed = {*getattr(core, "ignore_unconsumed", ()), *RPC_OPTIONS}
     factory = luigi.interface._WorkerSchedulerFactory
     if getattr(factory.create_remote_scheduler, "checks_scheduler", False):
         return
