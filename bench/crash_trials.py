@@ -211,14 +211,16 @@ def _trial(
     if landed and landed[0] == "publish":
         if staged is None or marker["run_id"] != staged["run_id"]:
             violations.append("killed between marker and rename, but the complete staging folder was not published")
-    elif name == "TrainEstimator" and landed:
+    elif name == "TrainEstimator" and killed:
         resumed = record["resumed_from_step"] = marker["info"].get("resumed_from_step")
-        # How far training had got when it was killed: inside epoch k (or its checkpoint), k intervals at most.
-        reached = MAX_STEPS if landed[0] == "export" else landed[1] * CHECKPOINT_STEPS
         if resumed != step_at_kill:
             violations.append(f"resumed from step {resumed}, but the last checkpoint on disk was {step_at_kill}")
-        if reached - resumed > CHECKPOINT_STEPS:
-            violations.append(f"killed at up to step {reached}, resumed from {resumed}: more than one interval lost")
+        if landed:  # how far training had got: inside epoch k (or its checkpoint), k intervals at most
+            reached = MAX_STEPS if landed[0] == "export" else landed[1] * CHECKPOINT_STEPS
+            if reached - resumed > CHECKPOINT_STEPS:
+                violations.append(
+                    f"killed at up to step {reached}, resumed from {resumed}: more than one interval lost"
+                )
     return record
 
 
