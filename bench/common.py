@@ -104,11 +104,11 @@ def train_task() -> tasks.TrainEstimator:
     return pipeline.TrainEstimator()
 
 
-def network_spec(task: tasks.TrainEstimator, manifest: dict[str, Any]) -> Any:
-    """The `NetworkSpec` `estimator.train` builds for this task and these shards (same steps_per_execution)."""
+def build_model(task: tasks.TrainEstimator, manifest: dict[str, Any]) -> Any:
+    """The compiled model `estimator.train` builds for this task and these shards (same steps_per_execution)."""
     from pipeline import estimator
 
-    return estimator.network_spec(task.train_config(), manifest)
+    return estimator.build_model(task.settings(), manifest)
 
 
 def folder_bytes(folder: Path, pattern: str = "**/*") -> int:

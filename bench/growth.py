@@ -80,28 +80,29 @@ def child(phase: str, root: Path, source: str, scale: int) -> dict[str, Any]:
             examples = sum(marker["info"]["examples"].values())
             return {"seconds": marker["info"]["elapsed_seconds"], "examples": examples}
         folder, manifest = common.shards()  # complete: nothing runs
-        task = common.train_task()
-        spec = common.network_spec(task, manifest)
-    return train_one_pass(folder, manifest, task, spec)
+        config = common.train_task().settings()
+    return train_one_pass(folder, manifest, config)
 
 
-def train_one_pass(folder: Path, manifest: dict[str, Any], task: Any, spec: Any) -> dict[str, Any]:
+def train_one_pass(folder: Path, manifest: dict[str, Any], config: Any) -> dict[str, Any]:
     """Steps = train examples / batch size on the real input, after one warm-up execution."""
     import dataclasses
 
-    from pipeline import estimator, inputs, networks
+    from pipeline import estimator, inputs
 
-    estimator.configure_determinism(task.seed)
-    steps = math.ceil(manifest["splits"]["train"]["num_examples"] / task.batch_size)
-    spe = _largest_divisor(steps, spec.steps_per_execution)
-    model = networks.build_model(dataclasses.replace(spec, steps_per_execution=spe))
-    ds = inputs.train_dataset(folder, manifest, task.batch_size, task.seed, task.shuffle_buffer)
+    estimator.configure_determinism(config.seed)
+    steps = math.ceil(manifest["splits"]["train"]["num_examples"] / config.batch_size)
+    spe = _largest_divisor(steps, config.steps_per_execution)
+    model = estimator.build_model(dataclasses.replace(config, steps_per_execution=spe), manifest)
+    ds = inputs.train_dataset(
+        folder, manifest, config.batch_size, config.seed, config.shuffle_buffer, augment=config.augment
+    )
     model.fit(ds, epochs=1, steps_per_epoch=spe, verbose=0)  # warm-up: tracing
     started = time.perf_counter()
     model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
     return {
         "seconds": time.perf_counter() - started,
-        "examples": steps * task.batch_size,
+        "examples": steps * config.batch_size,
         "steps": steps,
         "steps_per_execution": spe,
         "input": "memory" if inputs.parsed_bytes(manifest, "train") <= inputs.IN_MEMORY_BYTES else "stream",

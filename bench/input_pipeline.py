@@ -112,7 +112,9 @@ def measure(
     def training(in_memory_bytes: int) -> tf.data.Dataset:
         limit, inputs.IN_MEMORY_BYTES = inputs.IN_MEMORY_BYTES, in_memory_bytes  # decided when it is built
         try:
-            ds = inputs.train_dataset(folder, manifest, batch_size, task.seed, task.shuffle_buffer)
+            ds = inputs.train_dataset(
+                folder, manifest, batch_size, task.seed, task.shuffle_buffer, augment=task.settings().augment
+            )
         finally:
             inputs.IN_MEMORY_BYTES = limit
         return ds.take(math.ceil(examples / batch_size))

@@ -50,22 +50,22 @@ class EpochTimer:
 
 def measure(name: str, root: Path, image_dir: Path | None, steps: int, repeat: int) -> dict[str, Any]:
     """Steps/s of the real and the synthetic input for one configuration."""
-    from pipeline import estimator, inputs, networks
+    from pipeline import estimator, inputs
 
     with common.workspace(root, image_dir=image_dir):
         folder, manifest = common.shards()
-        task = common.train_task()
-        spec = common.network_spec(task, manifest)
-    estimator.configure_determinism(task.seed)  # as estimator.train: deterministic ops
-    real = inputs.train_dataset(folder, manifest, task.batch_size, task.seed, task.shuffle_buffer)
+        config = common.train_task().settings()
+    estimator.configure_determinism(config.seed)  # as estimator.train: deterministic ops
+    args = (folder, manifest, config.batch_size, config.seed, config.shuffle_buffer)
+    real = inputs.train_dataset(*args, augment=config.augment)
     limit, inputs.IN_MEMORY_BYTES = inputs.IN_MEMORY_BYTES, 0  # decided when the dataset is built
     try:
-        streamed = inputs.train_dataset(folder, manifest, task.batch_size, task.seed, task.shuffle_buffer)
+        streamed = inputs.train_dataset(*args, augment=config.augment)
     finally:
         inputs.IN_MEMORY_BYTES = limit
     # Real and synthetic run one after the other in each round: their ratio is taken per round.
     datasets = {"real": real, "synthetic": real.take(1).cache().repeat(), "streamed": streamed}
-    models = {mode: networks.build_model(spec) for mode in datasets}
+    models = {mode: estimator.build_model(config, manifest) for mode in datasets}
     rates: dict[str, list[float]] = {mode: [] for mode in datasets}
     for _ in range(repeat):
         for mode, ds in datasets.items():
@@ -74,8 +74,8 @@ def measure(name: str, root: Path, image_dir: Path | None, steps: int, repeat: i
             rates[mode].append(steps / timer.seconds[-1])  # the first epoch is the warm-up
     return {
         "name": name,
-        "batch_size": task.batch_size,
-        "steps_per_execution": spec.steps_per_execution,
+        "batch_size": config.batch_size,
+        "steps_per_execution": models["real"]._steps_per_execution,
         "steps": steps,
         "in_memory": inputs.parsed_bytes(manifest, "train") <= inputs.IN_MEMORY_BYTES,
         **rates,

@@ -132,8 +132,9 @@ def worker(argv: list[str], wait_seconds: float = 600) -> int:
         from pipeline import estimator
 
         model_dir = identity.staging_path(task.output_dir())  # where the chief trains
-        result = estimator.train(task.train_config(), shards.output_dir(), model_dir)
-    print(f"worker {role.index} of {result['workers']}: trained to step {task.max_steps} ({result['strategy']})")
+        config = task.settings()
+        result = estimator.train(config, shards.output_dir(), model_dir)
+    print(f"worker {role.index} of {result['workers']}: trained to step {config.max_steps} ({result['strategy']})")
     return 0
 
 

@@ -21,7 +21,6 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +28,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, metrics, multiworker, networks, paths, phases, shards
+from pipeline import cluster, inputs, multiworker, networks, paths, phases, problems, shards
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
 Progress = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of one training run (TrainEstimator's parameters; defaults in luigi.cfg)."""
-
-    network: str
-    hidden_units: tuple[int, ...]
-    learning_rate: float
-    lr_decay: bool
-    batch_size: int
-    max_steps: int
-    checkpoint_steps: int
-    keep_checkpoints: int
-    shuffle_buffer: int
-    seed: int
-    steps_per_execution: int
-    conv_filters: tuple[int, ...] = ()  # cnn only
-    dense_units: int = 0  # cnn only
-    mixed_precision: bool = False
+# `config` below is the resolved training configuration, TrainSettings (tasks.py, settings.py):
+# one attribute per TrainEstimator parameter, as resolved for these shards, plus `problem` and
+# `network_args` (the keyword arguments of the network builder).
+TRAIN_CONFIG = "train_config.json"  # in the model_dir: the configuration and the manifest it trained on
 
 
 def configure_determinism(seed: int) -> None:
@@ -79,10 +62,13 @@ class _ModelDirCallback(keras.callbacks.Callback):
         history: list[dict[str, Any]],
         max_steps: int,
         progress: Progress | None,
+        best: tf.train.CheckpointManager | None = None,
+        patience: int = 0,
     ) -> None:
         super().__init__()
         self.model_dir = model_dir
         self.manager = manager
+        self.best, self.patience = best, patience
         self.history = history
         self.max_steps = max_steps
         self.progress = progress
@@ -125,6 +111,10 @@ class _ModelDirCallback(keras.callbacks.Callback):
         with phases.phase("checkpoint"):
             _write_json(self.model_dir / paths.HISTORY, self.history)
             self.manager.save(checkpoint_number=step)
+            if self.best is not None and best_step(self.history) == step:
+                self.best.save(checkpoint_number=step)
+        if self.patience and stops_early(self.history, self.patience):
+            self.model.stop_training = True  # the Estimator's stop_if_no_decrease_hook
         if self.progress:
             self.progress(
                 min(step / self.max_steps, 1.0),
@@ -133,8 +123,20 @@ class _ModelDirCallback(keras.callbacks.Callback):
             )
 
 
+def best_step(history: list[dict[str, Any]]) -> int | None:
+    """The step of the evaluation with the lowest eval loss (the first of equals), or None."""
+    evaluated = [h for h in history if "loss" in h["eval"]]
+    return min(evaluated, key=lambda h: h["eval"]["loss"])["step"] if evaluated else None
+
+
+def stops_early(history: list[dict[str, Any]], patience: int) -> bool:
+    """Whether the last `patience` evaluations brought no lower eval loss than the best before them."""
+    step = best_step(history)
+    return step is not None and sum(h["step"] > step for h in history) >= patience
+
+
 def train(
-    config: TrainConfig,
+    config: Any,
     shards_dir: Path,
     model_dir: Path,
     progress: Progress | None = None,
@@ -173,27 +175,48 @@ def train(
     }
 
 
-def network_spec(config: TrainConfig, manifest: dict[str, Any], replicas: int = 1) -> networks.NetworkSpec:
-    """The network `train` builds for this configuration and these shards."""
+def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
+    """The uncompiled network: the builder `config.network` names, called with the problem's
+    input shape and outputs and `config.network_args`; inputs normalised first where the
+    manifest records feature statistics (tables)."""
+    problem = problems.get(manifest["problem"])
+    builder = networks.builder(config.network)
+    input_shape = inputs.input_shape(manifest)
+    model = builder(
+        input_shape=input_shape,
+        num_outputs=problem.num_outputs(manifest.get("class_names", [])),
+        problem=problem.name,
+        **_plain(config.network_args),
+    )
+    if "normalization" in manifest:
+        features = keras.Input(shape=input_shape, name="features")
+        stats = manifest["normalization"]
+        normalised = keras.layers.Normalization(mean=stats["mean"], variance=stats["variance"], name="normalise")
+        model = keras.Model(features, model(normalised(features)), name=model.name)
+    return model
+
+
+def build_model(config: Any, manifest: dict[str, Any], replicas: int = 1) -> keras.Model:
+    """`build_network` compiled with Adam and the problem's loss and metrics, as `train` builds it."""
+    problem = problems.get(manifest["problem"])
+    model = build_network(config, manifest)
     spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
     if replicas > 1:
         spe = 1  # Keras 3.15's multi-step loop fails on a distributed iterator; one step per call works
-    return networks.NetworkSpec(
-        name=config.network,
-        task=manifest["task"],
-        input_shape=inputs.input_shape(manifest),
-        hidden_units=tuple(config.hidden_units),
-        learning_rate=config.learning_rate,
-        lr_decay_steps=config.max_steps if config.lr_decay else 0,
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.lr_decay:
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.max_steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate, name="adam"),  # named: checkpoints byte-identical across runs
+        loss=problem.loss(),
+        metrics=problem.metrics(),
         steps_per_execution=spe,
-        num_classes=len(manifest.get("class_names", [])),
-        conv_filters=tuple(config.conv_filters),
-        dense_units=config.dense_units,
     )
+    return model
 
 
 def _train(
-    config: TrainConfig,
+    config: Any,
     manifest: dict[str, Any],
     shards_dir: Path,
     model_dir: Path,
@@ -202,36 +225,49 @@ def _train(
     progress: Progress | None,
     multi_worker: bool,
 ) -> dict[str, Any]:
-    spec = network_spec(config, manifest, strategy.num_replicas_in_sync)
     with strategy.scope():
-        model = networks.build_model(spec)
+        model = build_model(config, manifest, strategy.num_replicas_in_sync)
         model.optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     # Every worker restores the chief's latest checkpoint and saves (a collective
     # operation) into its own folder; only the chief's is kept.
     # A save cut short (a crash, a full disk) leaves TensorFlow's temporary folder beside
     # the checkpoints; the state file still names the last complete one.
-    for leftover in (write_dir / paths.CHECKPOINTS).glob("*_temp"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    for folder in (paths.CHECKPOINTS, paths.BEST_CHECKPOINT):
+        for leftover in (write_dir / folder).glob("*_temp"):
+            shutil.rmtree(leftover, ignore_errors=True)
     latest = tf.train.latest_checkpoint(str(model_dir / paths.CHECKPOINTS))
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
     manager = tf.train.CheckpointManager(
         checkpoint, str(write_dir / paths.CHECKPOINTS), max_to_keep=config.keep_checkpoints
     )
+    # With early stopping, the weights of the best evaluation are kept apart and exported.
+    weights = tf.train.Checkpoint(model=model)
+    best = tf.train.CheckpointManager(weights, str(write_dir / paths.BEST_CHECKPOINT), max_to_keep=1)
     start_step = int(model.optimizer.iterations.numpy())
     history = [h for h in _read_json(model_dir / paths.HISTORY, []) if h["step"] <= start_step]
-    _write_json(write_dir / "train_config.json", {"config": asdict(config), "manifest": manifest})
+    config_dict = {name: getattr(config, name) for name in config.__dataclass_fields__}
+    _write_json(write_dir / TRAIN_CONFIG, {"config": _plain(config_dict), "manifest": manifest})
 
-    if start_step < config.max_steps:
+    stopped = bool(config.patience) and stops_early(history, config.patience)  # a resumed run that had stopped
+    if start_step < config.max_steps and not stopped:
         train_ds = inputs.train_dataset(
-            shards_dir, manifest, config.batch_size, config.seed, config.shuffle_buffer, skip_batches=start_step
+            shards_dir,
+            manifest,
+            config.batch_size,
+            config.seed,
+            config.shuffle_buffer,
+            augment=config.augment,
+            skip_batches=start_step,
         )
         val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
-        callback = _ModelDirCallback(write_dir, manager, history, config.max_steps, progress)
+        callback = _ModelDirCallback(
+            write_dir, manager, history, config.max_steps, progress, best if config.patience else None, config.patience
+        )
         if multi_worker:  # Keras 3's fit does not run under MultiWorkerMirroredStrategy
             multiworker.fit(
-                model, strategy, manifest["task"], train_ds, val_ds, config.batch_size, start_step,
+                model, strategy, problems.get(manifest["problem"]), train_ds, val_ds, config.batch_size, start_step,
                 config.max_steps, config.checkpoint_steps, callback,
             )  # fmt: skip
         else:
@@ -245,9 +281,18 @@ def _train(
                 shuffle=False,  # the dataset is shuffled already
                 verbose=0,
             )
+    result: dict[str, Any] = {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
+    if config.patience and best.latest_checkpoint:
+        weights.restore(best.latest_checkpoint).expect_partial()  # the model as it was at its best evaluation
+        step = best_step(history)
+        result.update(
+            best_step=step,
+            best_eval=next(h["eval"] for h in history if h["step"] == step),
+            stopped_early_at=history[-1]["step"] if history[-1]["step"] < config.max_steps else None,
+        )
     with phases.phase("export"):
         export(model, write_dir)
-    return {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
+    return result
 
 
 @contextlib.contextmanager
@@ -278,9 +323,15 @@ def export(model: keras.Model, model_dir: Path) -> None:
 def load_model(model_dir: Path) -> keras.Model:
     """Reload the exported Keras model in safe mode (no arbitrary code is run).
 
+    A network of the user's is imported first, so that layers of theirs that
+    it registers with Keras (`keras.saving.register_keras_serializable`) load.
     A file that is not a whole Keras archive (truncated, overwritten) is a
     DataError naming it and the fix, not Keras' or zipfile's own error.
     """
+    network = _read_json(model_dir / TRAIN_CONFIG, {}).get("config", {}).get("network", "")
+    if ":" in network:
+        with contextlib.suppress(ImportError, AttributeError):
+            networks.builder(network)
     path = model_dir / paths.KERAS_MODEL
     try:
         return keras.saving.load_model(path, safe_mode=True)
@@ -292,30 +343,22 @@ def load_model(model_dir: Path) -> keras.Model:
 
 
 def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[str, Any]:
-    """Metrics over every example of each split.
+    """The problem's report over every example of each split (problems.Problem.report).
 
-    Regression: MSE, RMSE and MAE as streamed by Keras. Classification:
-    accuracy, per-class precision / recall / F1 and the confusion matrix,
-    computed from the predictions over the whole split. With the number of
-    examples per split.
+    Regression: MSE, RMSE and MAE; classification: accuracy, per-class
+    precision / recall / F1 and the confusion matrix. Computed from the
+    predictions over the whole split, with the number of examples.
     """
     manifest = read_manifest(shards_dir)
-    if manifest["task"] == "classification":
-        results: dict[str, Any] = {"class_names": manifest["class_names"]}
-        for split in ("validation", "train"):
-            p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
-            predicted = np.argmax(p["predictions"], axis=-1)
-            results[split] = metrics.classification_report(p["labels"], predicted, manifest["class_names"])
-        return results
-    model = load_model(model_dir)
-    model.compile(loss="mse", metrics=networks.regression_metrics())
-    results = {}
+    problem = problems.get(manifest["problem"])
+    class_names = manifest.get("class_names", [])
+    results: dict[str, Any] = {"problem": problem.name}
+    if class_names:
+        results["class_names"] = class_names
     for split in ("validation", "train"):
-        ds = inputs.eval_dataset(shards_dir, manifest, split, batch_size)
-        with corrupt_shards_named(shards_dir):
-            values = model.evaluate(ds, verbose=0, return_dict=True)
-        results[split] = {k: float(v) for k, v in values.items() if k != "loss"}
-        results[split]["num_examples"] = manifest["splits"][split]["num_examples"]
+        p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
+        ids = inputs.example_ids(shards_dir, manifest, split)
+        results[split] = problem.report(p["labels"], p["predictions"], class_names, ids)
     return results
 
 
@@ -330,15 +373,25 @@ def predict(
     manifest = read_manifest(shards_dir)
     model = load_model(model_dir)
     xs, ys, ps = [], [], []
-    for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
-        ps.append(np.asarray(model(x, training=False)))
-        ys.append(y.numpy())
-        if keep_inputs:
-            xs.append(x.numpy())
+    with corrupt_shards_named(shards_dir):
+        for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
+            ps.append(np.asarray(model(x, training=False)))
+            ys.append(y.numpy())
+            if keep_inputs:
+                xs.append(x.numpy())
     out = {"labels": np.concatenate(ys), "predictions": np.concatenate(ps)}
     if keep_inputs:
         out["inputs"] = np.concatenate(xs)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Luigi's frozen parameter values (tuples, FrozenOrderedDict) as JSON's lists and dicts."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
 
 
 def _read_json(path: Path, default: Any) -> Any:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
 import stat
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +121,110 @@ def file_code_digest(path: Path, class_name: str | None = None) -> str:
     cache = _load_code_cache()
     if key not in cache:
         cache[key] = code_digest(data.decode(), class_name)
-        for old in list(cache)[: max(0, len(cache) - _CODE_CACHE_ENTRIES)]:
-            del cache[old]
-        with contextlib.suppress(OSError):  # a read-only install: the cache only saves time
-            CODE_DIGEST_CACHE.parent.mkdir(exist_ok=True)
-            tmp = CODE_DIGEST_CACHE.with_name(f"{CODE_DIGEST_CACHE.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(cache))
-            os.replace(tmp, CODE_DIGEST_CACHE)
+        _save_code_cache(cache)
     return cache[key]
+
+
+def _save_code_cache(cache: dict[str, str]) -> None:
+    for old in list(cache)[: max(0, len(cache) - _CODE_CACHE_ENTRIES)]:
+        del cache[old]
+    with contextlib.suppress(OSError):  # a read-only install: the cache only saves time
+        CODE_DIGEST_CACHE.parent.mkdir(exist_ok=True)
+        tmp = CODE_DIGEST_CACHE.with_name(f"{CODE_DIGEST_CACHE.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, CODE_DIGEST_CACHE)
+
+
+# --- code closure: the modules a stage's code imports ----------------------------
+
+
+def _import_names(tree: ast.AST) -> list[list[Any]]:
+    """[module, level, [names]] of every import statement in a module, at any depth."""
+    found: list[list[Any]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [[alias.name, 0, []] for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append([node.module or "", node.level, [alias.name for alias in node.names]])
+    return found
+
+
+def _file_imports(path: Path) -> list[list[Any]]:
+    """`_import_names` of a file, cached on the sha256 of its bytes like its code digest."""
+    data = path.read_bytes()
+    key = f"{hashlib.sha256(data).hexdigest()}:imports"
+    cache = _load_code_cache()
+    if key not in cache:
+        cache[key] = json.dumps(_import_names(ast.parse(data)))
+        _save_code_cache(cache)
+    result: list[list[Any]] = json.loads(cache[key])
+    return result
+
+
+def find_module(name: str, roots: list[str]) -> tuple[Path, bool] | None:
+    """The source file of module `name` below one of `roots`, and whether it is a package; None if not there.
+
+    Nothing is imported or executed: packages are followed by their folders.
+    Modules found elsewhere (the standard library, installed packages) are not
+    ours: their versions are recorded instead.
+    """
+    from importlib.machinery import PathFinder
+
+    search: list[str] | None = roots
+    spec = None
+    parts = name.split(".")
+    for depth in range(len(parts)):
+        spec = PathFinder.find_spec(".".join(parts[: depth + 1]), search)
+        if spec is None or spec.origin in (None, "built-in", "frozen"):
+            return None
+        search = list(spec.submodule_search_locations or [])
+        if depth < len(parts) - 1 and not search:
+            return None
+    assert spec is not None and spec.origin is not None
+    if not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin), bool(spec.submodule_search_locations)
+
+
+# Packages whose __init__.py only loads other code (the Luigi tasks): importing a
+# submodule of them does not make the stage depend on everything they load.
+LOADER_PACKAGES = frozenset({"pipeline"})
+
+
+def code_closure(entries: list[str], roots: list[str]) -> dict[str, Path]:
+    """Every module of `roots` that the `entries` import, transitively, from the AST: label -> file.
+
+    A label is the file's path relative to the root it lies in
+    (`pipeline/paths.py`, `my_models.py`). Imports anywhere in a module count
+    (inside functions too: they run when the stage runs). `from pipeline
+    import paths` counts the module `pipeline/paths.py`, not the package's
+    `__init__.py`, which only loads the tasks.
+    """
+    roots = [os.path.abspath(root) for root in roots]
+    found: dict[str, Path] = {}
+    pending = list(entries)
+    seen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        located = find_module(name, roots)
+        if located is None:
+            continue
+        path, is_package = located
+        if is_package and name not in entries and name in LOADER_PACKAGES:
+            continue  # imported for a submodule of it
+        root = next(r for r in roots if os.fspath(path).startswith(r + os.sep))
+        found[os.path.relpath(path, root).replace(os.sep, "/")] = path
+        package = name if is_package else name.rpartition(".")[0]
+        for module, level, names in _file_imports(path):
+            if level:  # relative: from . import x, from ..a import b
+                base = package.rsplit(".", level - 1)[0] if level > 1 else package
+                module = f"{base}.{module}" if module else base
+            pending.append(module)
+            pending += [f"{module}.{n}" for n in names if n != "*"]  # `from pkg import mod` imports pkg.mod
+    return dict(sorted(found.items()))
 
 
 def folder_listing(folder: Path) -> dict[str, list[int]]:
@@ -163,6 +261,31 @@ def folder_listing(folder: Path) -> dict[str, list[int]]:
             except FileNotFoundError:  # a broken link, or removed meanwhile
                 continue
     return dict(sorted(listing.items()))
+
+
+def file_stat(path: Path) -> list[int]:
+    """[size, mtime_ns] of a user's source file ([] when it is missing): what its identity holds."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    return [st.st_size, st.st_mtime_ns]
+
+
+@cache
+def framework_versions() -> dict[str, str]:
+    """TensorFlow and Keras major.minor, read from package metadata (no import)."""
+    versions = {}
+    for name, dists in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
+        for dist in dists:
+            try:
+                versions[name] = ".".join(importlib.metadata.version(dist).split(".")[:2])
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        else:
+            versions[name] = "missing"
+    return versions
 
 
 # --- identity -------------------------------------------------------------------

@@ -22,13 +22,13 @@ what an unbroken one would have.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
-from pipeline import paths
+from pipeline import paths, problems
 
 AUTOTUNE = tf.data.AUTOTUNE
 Parsed = tuple[Any, Any]
@@ -70,8 +70,10 @@ def train_dataset(
     seed: int,
     shuffle_buffer: int,
     skip_batches: int = 0,
+    *,
+    augment: Sequence[str] = (),
 ) -> tf.data.Dataset:
-    """The endless, shuffled training stream of (inputs, label) batches.
+    """The endless, shuffled training stream of (inputs, label) batches, images augmented by `augment`.
 
     The order is a function of `seed` alone, so a run resumed at step `s`
     skips the `s` batches it already trained on (before parsing, so skipping
@@ -101,10 +103,11 @@ def train_dataset(
             ds = ds.map(parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=True)
         return ds.prefetch(AUTOTUNE)
     decode = _image_decoder(manifest)
+    names = tuple(augment)
 
     def augmented(index: tf.Tensor, batch: Any) -> Parsed:
         images, labels = batch if in_memory else decode(batch)  # uint8: augment converts after its gathers
-        return augment(images, tf.stack([tf.cast(seed, tf.int64), index])), labels
+        return apply_augmentations(images, tf.stack([tf.cast(seed, tf.int64), index]), names), labels
 
     # Number the batches first: the index seeds each one's augmentation.
     ds = ds.enumerate().skip(skip_batches)
@@ -159,15 +162,16 @@ def eval_dataset(folder: Path, manifest: dict[str, Any], split: str, batch_size:
 
 # --- images -------------------------------------------------------------------------
 
-# Augmentation, training only: a left-right flip, a crop shifting the image by up
-# to 1/8 of its side (padded by reflection), and a brightness change.
+# Augmentations, training only (names in problems.AUGMENTATIONS): a left-right or
+# top-bottom flip, a crop shifting the image by up to 1/8 of its side (padded by
+# reflection), and a brightness change.
 MAX_SHIFT_FRACTION = 1 / 8
 MAX_BRIGHTNESS_DELTA = 0.2
 
 
 def is_image(manifest: dict[str, Any]) -> bool:
-    """Whether the shards hold images (classification) rather than the sine's numbers."""
-    return bool(manifest.get("task") == "classification")
+    """Whether the inputs are encoded images (decoded per batch) rather than numbers."""
+    return bool(manifest["features"][manifest["inputs"]].get("encoding") == "png")
 
 
 def input_shape(manifest: dict[str, Any]) -> tuple[int, ...]:
@@ -241,29 +245,56 @@ def _shifted(size: int, pad: int, offsets: tf.Tensor, flips: tf.Tensor | None = 
 
 
 def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Flip, shift-crop and brighten images: a batch [n, h, w, c] or one [h, w, c]; float32 in [0, 1] out.
+    """The default augmentation of images for classification: flip left-right, shift-crop, brighten."""
+    return apply_augmentations(images, seed, ("flip_horizontal", "shift", "brightness"))
+
+
+def apply_augmentations(images: tf.Tensor, seed: tf.Tensor, names: Sequence[str]) -> tf.Tensor:
+    """Augment images, a batch [n, h, w, c] or one [h, w, c], by the named augmentations; float32 in [0, 1] out.
 
     Images are uint8 or float32 in [0, 1]. Each image gets its own draws; all
-    are a function of `seed` ([2] int64). Done with index arithmetic and two
-    gathers over the whole batch rather than per image ops: a handful of ops
-    per batch, not per image. The gathers move uint8 pixels (a quarter of the
-    bytes) and the conversion to float follows them: the same values as
-    converting first, for less of the CPU that training shares.
+    are a function of `seed` ([2] int64), one stream per augmentation (so
+    turning one off leaves the others' draws as they were). Done with index
+    arithmetic and two gathers over the whole batch rather than per image ops:
+    a handful of ops per batch, not per image. The gathers move uint8 pixels
+    (a quarter of the bytes) and the conversion to float follows them: the
+    same values as converting first, for less of the CPU that training shares.
     """
+    unknown = set(names) - set(problems.AUGMENTATIONS)
+    if unknown:
+        raise ValueError(f"Unknown augmentations {sorted(unknown)}. Expected names from {problems.AUGMENTATIONS}.")
     single = images.shape.rank == 3
     if single:
         images = images[tf.newaxis]
-    flip_seed, crop_seed, brightness_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    flip_seed, crop_seed, brightness_seed, vertical_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     count, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
-    pad = max(1, round(min(height, width) * MAX_SHIFT_FRACTION))
-    flips = tf.random.stateless_uniform([count], flip_seed) < 0.5
+    shift = "shift" in names
+    pad = max(1, round(min(height, width) * MAX_SHIFT_FRACTION)) if shift else 0
     offsets = tf.random.stateless_uniform([count, 2], crop_seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32)
-    images = tf.gather(images, _shifted(height, pad, offsets[:, 0]), axis=1, batch_dims=1)
-    images = tf.gather(images, _shifted(width, pad, offsets[:, 1], flips), axis=2, batch_dims=1)
+    flips = tf.random.stateless_uniform([count], flip_seed) < 0.5 if "flip_horizontal" in names else None
+    vertical = tf.random.stateless_uniform([count], vertical_seed) < 0.5 if "flip_vertical" in names else None
+    if shift or vertical is not None:
+        images = tf.gather(images, _shifted(height, pad, offsets[:, 0], vertical), axis=1, batch_dims=1)
+    if shift or flips is not None:
+        images = tf.gather(images, _shifted(width, pad, offsets[:, 1], flips), axis=2, batch_dims=1)
     images = tf.image.convert_image_dtype(images, tf.float32)
-    delta = tf.random.stateless_uniform([count], brightness_seed, -MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA)
-    images = tf.clip_by_value(images + delta[:, tf.newaxis, tf.newaxis, tf.newaxis], 0.0, 1.0)
+    if "brightness" in names:
+        delta = tf.random.stateless_uniform([count], brightness_seed, -MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA)
+        images = tf.clip_by_value(images + delta[:, tf.newaxis, tf.newaxis, tf.newaxis], 0.0, 1.0)
     return images[0] if single else images
+
+
+def example_ids(folder: Path, manifest: dict[str, Any], split: str) -> list[str] | None:
+    """What names each example of a split, in evaluation order (an image's file, a table's line), or None."""
+    name = manifest.get("example_id")
+    if not name:
+        return None
+    spec = {name: tf.io.FixedLenFeature([], tf.dtypes.as_dtype(manifest["features"][name]["dtype"]))}
+    ds = tf.data.TFRecordDataset(_shards(folder, split)).batch(1024)
+    ids = []
+    for batch in ds.map(lambda serialized: tf.io.parse_example(serialized, spec)[name]):
+        ids += [v.decode() if isinstance(v, bytes) else str(v) for v in batch.numpy().tolist()]
+    return ids
 
 
 def take_images(folder: Path, manifest: dict[str, Any], split: str, indices: list[int]) -> dict[int, Any]:

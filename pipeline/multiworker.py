@@ -13,7 +13,6 @@ progress are the same.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
@@ -28,16 +27,10 @@ def _sharded(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
-def _per_example_loss(task: str, labels: tf.Tensor, outputs: tf.Tensor) -> tf.Tensor:
-    if task == "classification":
-        return keras.losses.sparse_categorical_crossentropy(labels, outputs)
-    return tf.reduce_mean(tf.square(tf.cast(labels, tf.float32) - outputs), axis=-1)
-
-
 def fit(
     model: keras.Model,
     strategy: tf.distribute.Strategy,
-    task: str,
+    problem: Any,
     train_ds: tf.data.Dataset,
     val_ds: tf.data.Dataset,
     batch_size: int,
@@ -54,7 +47,8 @@ def fit(
         x, y = batch
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
-            loss = tf.nn.compute_average_loss(_per_example_loss(task, y, outputs), global_batch_size=batch_size)
+            per_example = problem.per_example(y, outputs)["loss"]
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=batch_size)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
@@ -67,32 +61,28 @@ def fit(
             total += strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
         return total / tf.cast(steps, tf.float32)
 
-    def eval_step(batch: Any) -> tuple[tf.Tensor, ...]:
+    def eval_step(batch: Any) -> dict[str, tf.Tensor]:
+        # Sums of the problem's per-example terms, and the count: means over the whole set.
         x, y = batch
-        outputs = model(x, training=False)
-        loss = _per_example_loss(task, y, outputs)
-        if task == "classification":
-            hits = tf.cast(tf.equal(tf.argmax(outputs, axis=-1), tf.cast(y, tf.int64)), tf.float32)
-            return tf.reduce_sum(loss), tf.reduce_sum(hits), tf.cast(tf.size(loss), tf.float32)
-        error = tf.cast(y, tf.float32) - outputs
-        return tf.reduce_sum(loss), tf.reduce_sum(tf.abs(error)), tf.cast(tf.size(loss), tf.float32)
+        terms = problem.per_example(y, model(x, training=False))
+        sums = {name: tf.reduce_sum(values) for name, values in terms.items()}
+        return {**sums, "count": tf.cast(tf.size(terms["loss"]), tf.float32)}
 
     @tf.function
-    def eval_sums(batch: Any) -> list[tf.Tensor]:
+    def eval_sums(batch: Any) -> dict[str, tf.Tensor]:
         sums = strategy.run(eval_step, args=(batch,))
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for s in sums]
+        return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, s, axis=None) for name, s in sums.items()}
 
     val_dist = strategy.experimental_distribute_dataset(_sharded(val_ds))
 
     def evaluate() -> dict[str, float]:
-        totals = [0.0, 0.0, 0.0]
+        totals: dict[str, float] = {}
         for batch in val_dist:
-            totals = [t + float(s) for t, s in zip(totals, eval_sums(batch), strict=True)]
-        loss_sum, second, count = totals
-        if task == "classification":
-            return {"loss": loss_sum / count, "accuracy": second / count}
-        mse = loss_sum / count
-        return {"loss": mse, "mse": mse, "rmse": math.sqrt(mse), "mae": second / count}
+            for name, value in eval_sums(batch).items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+        count = totals.pop("count")
+        result: dict[str, float] = problem.finish({name: total / count for name, total in totals.items()})
+        return result
 
     callback.set_model(model)
     step = start_step
@@ -105,3 +95,5 @@ def fit(
         logs = {"loss": loss, **{f"val_{k}": v for k, v in evaluate().items()}}
         callback.on_epoch_end(epoch, logs)
         epoch += 1
+        if model.stop_training:  # early stopping: every worker saw the same evaluations
+            break

@@ -8,6 +8,7 @@ names below are the layout every module agrees on.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import luigi
@@ -21,6 +22,7 @@ SPLITS = ("train", "validation")
 
 # Inside a model_dir.
 CHECKPOINTS = "checkpoints"
+BEST_CHECKPOINT = "checkpoints/best"  # with early stopping: the weights of the best evaluation
 EVENTS = "events"
 HISTORY = "history.json"
 KERAS_MODEL = "model.keras"
@@ -28,7 +30,8 @@ SAVED_MODEL = "saved_model"
 
 # Inside a reports folder.
 METRICS = "metrics.json"
-PREDICTIONS_PNG = "predictions.png"  # the sine: predictions against x
+PREDICTIONS_PNG = "predictions.png"  # regression on one input: predictions against it
+PREDICTED_VS_TRUE_PNG = "predicted_vs_true.png"  # regression: predicted against true, and residuals
 CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"  # images: validation confusion matrix
 IMAGES_PNG = "validation_images.png"  # images: a grid of validation images, true and predicted class
@@ -81,6 +84,17 @@ def shard_files(folder: Path, split: str) -> list[Path]:
     return sorted((folder / split).glob("*.tfrecord"))
 
 
-def pipeline_module(name: str) -> Path:
-    """The source file of a module of the `pipeline` package."""
-    return PACKAGE_DIR / f"{name}.py"
+def user_roots() -> list[str]:
+    """Folders a user's modules (a network of their own) are found in: the working directory, then PYTHONPATH."""
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    roots = []
+    for root in [os.getcwd(), *extra]:
+        root = os.path.abspath(root)
+        if root not in roots and root != os.fspath(PROJECT_DIR):
+            roots.append(root)
+    return roots
+
+
+def cache_dir() -> Path:
+    """Small remembered verdicts (a user's network checked once per version), under the artifact root."""
+    return Path(paths().root) / ".cache"

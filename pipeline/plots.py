@@ -2,11 +2,16 @@
 
 Plot functions draw on an `Axes` they are given; `write_*` functions make a
 figure, save it as PNG and close it. Nothing here is ever shown on a screen.
+`write_figures` draws the figures a problem names (problems.Problem.figures),
+each by its entry in `FIGURES`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import textwrap
+from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +24,68 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
-from pipeline.sources import X_MAX, X_MIN, true_function
+from pipeline import estimator, inputs, paths, problems
+from pipeline.shards import read_manifest
 
 
-def plot_regression(ax: Axes, x: np.ndarray, y: np.ndarray, y_pred: np.ndarray, title: str) -> None:
-    """Noisy points, the model's predictions and the noiseless sin(x) + 1."""
+def plot_regression(
+    ax: Axes,
+    x: np.ndarray,
+    y: np.ndarray,
+    y_pred: np.ndarray,
+    title: str,
+    reference: dict[str, Any] | None = None,
+    names: tuple[str, str] = ("x", "y"),
+) -> None:
+    """Examples, the model's predictions along the one input and, if given, the noiseless curve."""
     x, y, y_pred = np.ravel(x), np.ravel(y), np.ravel(y_pred)
     order = np.argsort(x)
-    grid = np.linspace(X_MIN, X_MAX, 1000)
     ax.scatter(x, y, s=8, alpha=0.45, color="tab:blue", label=f"examples (n={len(x)})")
-    ax.plot(grid, true_function(grid), color="black", lw=1.2, ls="--", label="sin(x) + 1 (noiseless)")
+    if reference:
+        ax.plot(reference["x"], reference["y"], color="black", lw=1.2, ls="--", label=reference["label"])
     ax.plot(x[order], y_pred[order], color="tab:red", lw=1.8, label="model prediction")
     mse = float(np.mean((y_pred - y) ** 2))
     ax.set_title(f"{title}: MSE {mse:.4f}")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.legend(loc="lower left", fontsize="small")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    _legend_below(ax)
+
+
+def _title(text: str, width: int) -> str:
+    """A title whose lines are wrapped at `width` characters (at "; " between settings where it can)."""
+    lines = []
+    for line in text.split("\n"):
+        lines += textwrap.wrap(line, width, break_on_hyphens=False) or [""]
+    return "\n".join(lines)
+
+
+def _legend_below(ax: Axes) -> None:
+    """The legend under the axes, outside the data (constrained layout makes room for it)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=3, fontsize="small", frameon=False)
+
+
+def plot_predicted_vs_true(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: str, label: str = "y") -> None:
+    """Each example's prediction against its true value, on the diagonal where they agree."""
+    y, y_pred = np.ravel(y), np.ravel(y_pred)
+    low, high = float(min(y.min(), y_pred.min())), float(max(y.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], color="black", lw=1.0, ls="--", label="predicted = true")
+    ax.scatter(y, y_pred, s=10, alpha=0.5, color="tab:blue", label=f"examples (n={len(y)})")
+    ax.set_title(f"{title}: MSE {float(np.mean((y_pred - y) ** 2)):.4g}")
+    ax.set_xlabel(f"true {label}")
+    ax.set_ylabel(f"predicted {label}")
+    ax.set_aspect("equal", adjustable="datalim")
+    _legend_below(ax)
+
+
+def plot_residuals(ax: Axes, y: np.ndarray, y_pred: np.ndarray, title: str, label: str = "y") -> None:
+    """Residuals (true - predicted) against the prediction: a pattern here is what the model missed."""
+    y, y_pred = np.ravel(y), np.ravel(y_pred)
+    ax.axhline(0.0, color="black", lw=1.0, ls="--", label="no error")
+    ax.scatter(y_pred, y - y_pred, s=10, alpha=0.5, color="tab:red", label=f"residuals (n={len(y)})")
+    ax.set_title(f"{title}: residuals")
+    ax.set_xlabel(f"predicted {label}")
+    ax.set_ylabel(f"true - predicted {label}")
+    _legend_below(ax)
 
 
 def plot_curves(ax: Axes, history: Sequence[dict[str, Any]], metric: str = "loss", log: bool = True) -> None:
@@ -48,7 +99,7 @@ def plot_curves(ax: Axes, history: Sequence[dict[str, Any]], metric: str = "loss
     ax.set_xlabel("global step")
     ax.set_ylabel(metric)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    _legend_below(ax)
 
 
 def plot_confusion(ax: Axes, matrix: np.ndarray, class_names: Sequence[str]) -> None:
@@ -74,8 +125,10 @@ def grid_indices(labels: np.ndarray, predicted: np.ndarray, count: int = 36) -> 
     return wrong + right
 
 
-def plot_image(ax: Axes, image: np.ndarray, true_name: str, predicted_name: str, probability: float) -> None:
-    """One image, titled with its true and predicted class; a mistake is framed and titled in red."""
+def plot_image(
+    ax: Axes, image: np.ndarray, true_name: str, predicted_name: str, probability: float, caption: str = ""
+) -> None:
+    """One image, titled with its true and predicted class, captioned (its file name); a mistake in red."""
     correct = true_name == predicted_name
     colour = "tab:green" if correct else "tab:red"
     ax.imshow(np.clip(image, 0.0, 1.0), interpolation="nearest")
@@ -86,6 +139,13 @@ def plot_image(ax: Axes, image: np.ndarray, true_name: str, predicted_name: str,
         spine.set_linewidth(1.5 if correct else 3.5)
     title = f"true: {true_name}\npred: {predicted_name} ({probability:.0%})"
     ax.set_title(title, fontsize="small", color="black" if correct else "tab:red")
+    if caption:
+        ax.set_xlabel(_shortened(caption, 22), fontsize="x-small", labelpad=2)
+
+
+def _shortened(text: str, width: int) -> str:
+    """`text` cut in the middle to at most `width` characters (the end of a file name says most)."""
+    return text if len(text) <= width else text[: width // 2 - 1] + "…" + text[-(width - width // 2) :]
 
 
 def write_image_grid(
@@ -97,19 +157,24 @@ def write_image_grid(
     class_names: Sequence[str],
     summary: str = "",
     columns: int = 6,
+    captions: Sequence[str] | None = None,
 ) -> None:
-    """A grid of validation images with true and predicted class (mistakes in red); `summary` follows the run."""
+    """A grid of validation images with true and predicted class (mistakes in red), each captioned
+    (its file name); `summary` follows the run."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 1.95 * rows + 0.6), layout="constrained")
+    fig, axes = plt.subplots(rows, columns, figsize=(1.75 * columns, 2.45 * rows + 0.9), layout="constrained")
     axes = np.atleast_1d(axes).ravel()
     predicted = np.argmax(probabilities, axis=-1)
-    for ax, image, label, pred, probs in zip(axes, images, labels, predicted, probabilities, strict=False):
-        plot_image(ax, image, class_names[int(label)], class_names[int(pred)], float(probs[pred]))
+    captions = captions or [""] * len(images)
+    for ax, image, label, pred, probs, caption in zip(
+        axes, images, labels, predicted, probabilities, captions, strict=False
+    ):
+        plot_image(ax, image, class_names[int(label)], class_names[int(pred)], float(probs[pred]), caption)
     for ax in axes[len(images) :]:
         ax.axis("off")
     mistakes = int(np.sum(np.asarray(labels) != predicted))
     shown = f"{len(images)} shown, {mistakes} of them misclassified (red frame)"
-    fig.suptitle(f"Validation images of {run}{summary}\n{shown}", fontsize="medium")
+    fig.suptitle(_title(f"Validation images of {run}", 95) + f"{summary}\n{shown}", fontsize="medium")
     fig.legend(
         handles=[
             Patch(facecolor="none", edgecolor="tab:green", linewidth=1.5, label="correct"),
@@ -125,24 +190,40 @@ def write_image_grid(
 
 def write_confusion(path: Path, run: str, report: dict[str, Any], class_names: Sequence[str]) -> None:
     """The confusion matrix of one split's classification report (metrics.classification_report)."""
-    size = 3.0 + 0.45 * len(class_names)
+    size = max(5.0, 3.0 + 0.45 * len(class_names))
     fig, ax = plt.subplots(figsize=(size + 1.2, size), layout="constrained")
     plot_confusion(ax, np.asarray(report["confusion_matrix"]), class_names)
     ax.set_title(
-        f"Confusion matrix of {run}\nvalidation set: accuracy {report['accuracy']:.1%} "
-        f"of {report['num_examples']} images",
+        _title(f"Confusion matrix of {run}", int(11 * size))
+        + f"\nvalidation set: accuracy {report['accuracy']:.1%} of {report['num_examples']} examples",
         fontsize="medium",
     )
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write_predictions(path: Path, run: str, splits: dict[str, dict[str, np.ndarray]]) -> None:
+def write_predictions(
+    path: Path,
+    run: str,
+    splits: dict[str, dict[str, np.ndarray]],
+    reference: dict[str, Any] | None = None,
+    names: tuple[str, str] = ("x", "y"),
+) -> None:
     """One panel per split (training, validation) of `plot_regression`."""
     fig, axes = plt.subplots(1, len(splits), figsize=(6.5 * len(splits), 4.5), sharey=True, layout="constrained")
     for ax, (split, data) in zip(np.atleast_1d(axes), splits.items(), strict=True):
-        plot_regression(ax, data["inputs"], data["labels"], data["predictions"], f"{split} set")
-    fig.suptitle(f"Predictions of {run}")
+        plot_regression(ax, data["inputs"], data["labels"], data["predictions"], f"{split} set", reference, names)
+    fig.suptitle(_title(f"Predictions of {run}", 150))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_predicted_vs_true(path: Path, run: str, data: dict[str, np.ndarray], label: str = "y") -> None:
+    """The validation set: predicted against true, and the residuals."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), layout="constrained")
+    plot_predicted_vs_true(left, data["labels"], data["predictions"], "validation set", label)
+    plot_residuals(right, data["labels"], data["predictions"], "validation set", label)
+    fig.suptitle(_title(f"Predicted against true values, {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -153,13 +234,108 @@ def write_curves(path: Path, run: str, history: Sequence[dict[str, Any]]) -> Non
     if not accuracy:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
         plot_curves(ax, history)
-        ax.set_title(f"Training curves of {run}")
+        ax.set_title(_title(f"Training curves of {run}", 80))
     else:
         fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
         plot_curves(loss_ax, history)
         loss_ax.set_title("loss (cross-entropy)")
         plot_curves(accuracy_ax, history, "accuracy", log=False)
         accuracy_ax.set_title("accuracy (train: on augmented batches)")
-        fig.suptitle(f"Training curves of {run}")
+        fig.suptitle(_title(f"Training curves of {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- the figures of a run, by name ----------------------------------------------------------
+
+
+class Run:
+    """What the figures of one trained model draw from; each prediction pass is made once."""
+
+    def __init__(self, model_dir: Path, shards_dir: Path, metrics_dir: Path, title: str) -> None:
+        self.model_dir, self.shards_dir, self.metrics_dir, self.title = model_dir, shards_dir, metrics_dir, title
+        self.manifest = read_manifest(shards_dir)
+        self.problem = problems.get(self.manifest["problem"])
+        self.predict = cache(self._predict)
+
+    def _predict(self, split: str, keep_inputs: bool) -> dict[str, np.ndarray]:
+        return estimator.predict(self.model_dir, self.shards_dir, split, keep_inputs=keep_inputs)
+
+    def metrics(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads((self.metrics_dir / paths.METRICS).read_text())
+        return result
+
+    def history(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads((self.model_dir / paths.HISTORY).read_text())
+        return result
+
+    def label_name(self) -> str:
+        return str(self.manifest.get("label_column", self.manifest["label"]))
+
+
+def _predictions(run: Run, path: Path) -> None:
+    splits = {split: run.predict(split, True) for split in ("train", "validation")}
+    names = (run.manifest.get("feature_names", [run.manifest["inputs"]])[0], run.label_name())
+    write_predictions(path, run.title, splits, run.manifest.get("reference_curve"), names)
+
+
+def _predicted_vs_true(run: Run, path: Path) -> None:
+    write_predicted_vs_true(path, run.title, run.predict("validation", False), run.label_name())
+
+
+def _confusion_matrix(run: Run, path: Path) -> None:
+    metrics = run.metrics()
+    write_confusion(path, run.title, metrics["validation"], metrics["class_names"])
+
+
+def _validation_images(run: Run, path: Path) -> None:
+    p = run.predict("validation", False)
+    predicted = p["predictions"].argmax(axis=-1)
+    indices = grid_indices(p["labels"], predicted)
+    images = inputs.take_images(run.shards_dir, run.manifest, "validation", indices)
+    ids = inputs.example_ids(run.shards_dir, run.manifest, "validation")
+    write_image_grid(
+        path,
+        run.title,
+        [images[i] for i in indices],
+        p["labels"][indices],
+        p["predictions"][indices],
+        run.manifest["class_names"],
+        summary=f": {int((predicted != p['labels']).sum())} of {len(predicted)} misclassified, shown first",
+        captions=[Path(ids[i]).name for i in indices] if ids else None,
+    )
+
+
+def _curves(run: Run, path: Path) -> None:
+    write_curves(path, run.title, run.history())
+
+
+# Figure name -> (file name, what draws it). Problems name the figures they want.
+FIGURES: dict[str, tuple[str, Callable[[Run, Path], None]]] = {
+    "predictions": (paths.PREDICTIONS_PNG, _predictions),
+    "predicted_vs_true": (paths.PREDICTED_VS_TRUE_PNG, _predicted_vs_true),
+    "confusion_matrix": (paths.CONFUSION_PNG, _confusion_matrix),
+    "validation_images": (paths.IMAGES_PNG, _validation_images),
+    "curves": (paths.CURVES_PNG, _curves),
+}
+
+
+def write_figures(
+    folder: Path,
+    model_dir: Path,
+    shards_dir: Path,
+    metrics_dir: Path,
+    title: str,
+    progress: Callable[[float, str], None] | None = None,
+) -> list[str]:
+    """Draw every figure the shards' problem names into `folder`; return their file names."""
+    run = Run(model_dir, shards_dir, metrics_dir, title)
+    names = run.problem.figures(inputs.input_shape(run.manifest))
+    written = []
+    for i, name in enumerate(names):
+        file_name, draw = FIGURES[name]
+        if progress:
+            progress(i / len(names), f"plotting {name.replace('_', ' ')}")
+        draw(run, folder / file_name)
+        written.append(file_name)
+    return written

@@ -1,13 +1,16 @@
-"""Raw example sources: the seed's noisy sine, and a user's folder of images.
+"""Raw example sources: the seed's noisy sine, a user's folder of images, a user's table (CSV).
 
 A source returns its examples already shuffled once, globally, and split into
 train and validation: the two never mix downstream. Its interface, used by
-`shards.create_shards`: `check()` raises ValueError on a bad source before any
-work, `rows()` gives the rows per split, `to_features` is a module-level
+`CreateShards` and `shards.create_shards`: `validate()` raises ValueError on a
+bad source before any work (on Luigi's scheduling path: the standard library
+only, NumPy and Pillow are imported where rows are made), `schema()` says what
+the shards will hold before they exist (the problem, the input shape, the
+classes), `rows()` gives the rows per split, `to_features` is a module-level
 encoder of one row (sent to the writer processes; it reads and decodes each
 input once, and raises `shards.UnreadableRowError` for one it cannot read),
 `unreadable()` words the error naming those, and `manifest()` says what
-downstream stages need to know.
+downstream stages need to know, the problem first.
 """
 
 from __future__ import annotations
@@ -16,15 +19,34 @@ import hashlib
 import io
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image, ImageOps
+from pipeline import image_folder, tables
 
-from pipeline import image_folder, shards
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a source's shards will hold, known before they are written."""
+
+    problem: str  # problems.get(problem)
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...] = ()  # classification
+    num_examples: Mapping[str, int] = field(default_factory=dict)  # by split, when known before writing
+
+
+def split_counts(count: int, validation_fraction: float) -> dict[str, int]:
+    """Examples of a set of `count` that go to each split."""
+    num_validation = image_folder.num_validation(count, validation_fraction)
+    return {"train": count - num_validation, "validation": num_validation}
+
 
 X_MIN, X_MAX = -4 * math.pi, 4 * math.pi
 
@@ -32,6 +54,8 @@ X_MIN, X_MAX = -4 * math.pi, 4 * math.pi
 @dataclass(frozen=True)
 class SineSource:
     """The seed experiment: y = sin(x) + 1 + N(0, noise_stddev²) on an even grid."""
+
+    kind = "sine"
 
     num_examples: int = 1024
     noise_stddev: float = 0.1
@@ -60,6 +84,12 @@ class SineSource:
         """Raise ValueError on bad fields."""
         self.validate()
 
+    def schema(self) -> Schema:
+        num_validation = self.num_validation
+        return Schema(
+            "regression", (1,), (), {"train": self.num_examples - num_validation, "validation": num_validation}
+        )
+
     @property
     def to_features(self) -> Any:
         return sine_features
@@ -75,6 +105,8 @@ class SineSource:
         `RandomState(seed)`, as the seed experiment did; the first
         `num_validation` permuted examples are the validation set.
         """
+        import numpy as np
+
         rs = np.random.RandomState(self.seed)
         x = np.linspace(X_MIN, X_MAX, self.num_examples)
         y = true_function(x) + rs.normal(0.0, self.noise_stddev, self.num_examples)
@@ -91,12 +123,21 @@ class SineSource:
 
     def manifest(self) -> dict[str, Any]:
         """What downstream stages need to know of this source."""
+        import numpy as np
+
+        # The noiseless function, for figures: data here, so that plots know nothing of sines.
+        grid = np.linspace(X_MIN, X_MAX, REFERENCE_POINTS)
         return {
-            "source": "sine",
-            "task": "regression",
+            "source": self.kind,
+            "problem": "regression",
             "features": {"x": {"dtype": "float32", "shape": [1]}, "y": {"dtype": "float32", "shape": [1]}},
             "inputs": "x",
             "label": "y",
+            "reference_curve": {
+                "label": "sin(x) + 1 (noiseless)",
+                "x": [round(v, 6) for v in grid.tolist()],
+                "y": [round(v, 6) for v in true_function(grid).tolist()],
+            },
         }
 
 
@@ -107,7 +148,12 @@ def sine_features(row: tuple[float, float]) -> tuple[dict[str, list[float]], dic
 
 def true_function(x: np.ndarray) -> np.ndarray:
     """The noiseless target, sin(x) + 1."""
+    import numpy as np
+
     return np.sin(x) + 1.0
+
+
+REFERENCE_POINTS = 400  # points of the noiseless curve kept in the manifest
 
 
 # --- a folder of images, one subfolder per class ---------------------------------------
@@ -126,19 +172,37 @@ class ImageFolderSource:
     each split is then shuffled again, globally, so shards mix the classes.
     """
 
+    kind = "image_folder"
+
     image_dir: Path
     image_size: int
     validation_fraction: float
     seed: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_dir", Path(self.image_dir))  # given as the parameter's string
 
     @cached_property
     def classes(self) -> dict[str, list[str]]:
         """Class name -> relative image paths, scanned once; raises ValueError on an unusable layout."""
         return image_folder.check_layout(self.image_dir, self.validation_fraction)
 
+    def validate(self) -> None:
+        """Raise ValueError on a bad image size or an unusable folder layout."""
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels. Received: image_size={self.image_size}")
+        self.classes  # noqa: B018 (scanned and checked once)
+
     def check(self) -> None:
         """Raise ValueError on an unusable folder layout (each image is checked as it is encoded)."""
-        self.classes  # noqa: B018 (scanned and checked once)
+        self.validate()
+
+    def schema(self) -> Schema:
+        counts = {"train": 0, "validation": 0}
+        for files in self.classes.values():
+            for split, count in split_counts(len(files), self.validation_fraction).items():
+                counts[split] += count
+        return Schema("classification", (self.image_size, self.image_size, 3), tuple(self.classes), counts)
 
     def unreadable(self, errors: list[str], count: int) -> str:
         """The message naming the files `image_features` could not read (up to `MAX_NAMED_FILES`)."""
@@ -154,6 +218,8 @@ class ImageFolderSource:
 
     def split_files(self) -> dict[str, list[tuple[str, int]]]:
         """(relative path, label) per split: stratified per class, then shuffled globally."""
+        import numpy as np
+
         rs = np.random.RandomState(self.seed)
         splits: dict[str, list[tuple[str, int]]] = {"train": [], "validation": []}
         for label, files in enumerate(self.classes.values()):
@@ -179,9 +245,9 @@ class ImageFolderSource:
             for split, files in self.split_files().items()
         }
         return {
-            "source": "image_folder",
+            "source": self.kind,
             "image_dir": str(self.image_dir),
-            "task": "classification",
+            "problem": "classification",
             "class_names": class_names,
             "class_counts": counts,
             "image_shape": [self.image_size, self.image_size, 3],
@@ -193,6 +259,7 @@ class ImageFolderSource:
             },
             "inputs": "image",
             "label": "label",
+            "example_id": "path",
         }
 
 
@@ -202,6 +269,8 @@ def load_image(data: bytes, size: int) -> Image.Image:
     Like Keras' image_dataset_from_directory: bilinear, the aspect ratio is
     not kept. Large JPEGs are decoded at a reduced scale first (`draft`).
     """
+    from PIL import Image, ImageOps
+
     opened = Image.open(io.BytesIO(data))
     opened.draft("RGB", (size, size))
     image = ImageOps.exif_transpose(opened).convert("RGB")
@@ -213,6 +282,10 @@ def load_image(data: bytes, size: int) -> Image.Image:
 def image_features(row: ImageRow) -> tuple[dict[str, Any], dict[str, str]]:
     """The Example features of one image (PNG bytes at the target size, label, shape, relative
     path) and the sha256 of the file; raises `shards.UnreadableRowError` naming a file that is not an image."""
+    from PIL import Image
+
+    from pipeline import shards
+
     path, rel, label, size = row
     try:
         with open(path, "rb") as f:
@@ -226,3 +299,148 @@ def image_features(row: ImageRow) -> tuple[dict[str, Any], dict[str, str]]:
     image.save(encoded, format="PNG")
     features = {"image": [encoded.getvalue()], "label": [label], "shape": [size, size, 3], "path": [rel.encode()]}
     return features, {rel: hashlib.sha256(data).hexdigest()}
+
+
+# --- a user's table: a CSV file with a label column -------------------------------------
+
+# What a row of a table is: (its features, its label: a number or a class index, its line in the file).
+TableRow = tuple[tuple[float, ...], float | int, int]
+
+
+@dataclass(frozen=True)
+class TableSource:
+    """A CSV table (tables.read_table): every column but `label_column` a numeric feature.
+
+    Classification splits each class on its own (as for images), regression
+    the whole table; each split is then shuffled globally. The manifest
+    records the mean and variance of every feature over the train split: the
+    network normalises its inputs with them (real columns differ in scale by
+    10⁴ and more).
+    """
+
+    kind = "table"
+
+    csv: Path
+    label_column: str
+    problem: str  # auto, regression or classification
+    validation_fraction: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "csv", Path(self.csv))  # given as the parameter's string
+
+    @cached_property
+    def table(self) -> tables.Table:
+        """The table, read and checked once (raises ValueError naming the file, line and column)."""
+        return tables.read_table(self.csv, self.label_column, self.problem)
+
+    def validate(self) -> None:
+        """Raise ValueError on a bad table, or a class too small for the split."""
+        if not self.label_column:
+            raise ValueError("A table needs its label column: --CreateShards-label-column NAME.")
+        table = self.table
+        needed = image_folder.min_images_per_class(self.validation_fraction)
+        if table.problem == "classification":
+            counts = {name: 0 for name in table.class_names}
+            for label in table.labels:
+                counts[str(label)] += 1
+            too_few = {name: count for name, count in counts.items() if count < needed}
+            if too_few:
+                listed = ", ".join(f"{name!r} ({count})" for name, count in too_few.items())
+                raise ValueError(
+                    f"{self.csv}: with --CreateShards-validation-fraction {self.validation_fraction} every class "
+                    f"needs at least {needed} rows (one for validation, the rest for training). Too few rows of "
+                    f"class {listed}."
+                )
+        elif len(table.labels) < needed:
+            raise ValueError(f"{self.csv} has {len(table.labels)} rows: at least {needed} are needed to split it.")
+
+    def check(self) -> None:
+        self.validate()
+
+    def schema(self) -> Schema:
+        counts = {"train": 0, "validation": 0}
+        for indices in self._groups():
+            for split, count in split_counts(len(indices), self.validation_fraction).items():
+                counts[split] += count
+        table = self.table
+        return Schema(table.problem, (len(table.feature_names),), table.class_names, counts)
+
+    @property
+    def to_features(self) -> Any:
+        return table_features
+
+    def _groups(self) -> list[list[int]]:
+        """Row indices split apart before the split: one group per class, or one group (regression)."""
+        table = self.table
+        if table.problem != "classification":
+            return [list(range(len(table.labels)))]
+        by_class: dict[str, list[int]] = {name: [] for name in table.class_names}
+        for i, label in enumerate(table.labels):
+            by_class[str(label)].append(i)
+        return list(by_class.values())
+
+    def split_indices(self) -> dict[str, list[int]]:
+        """Row indices per split: stratified by class, then shuffled globally."""
+        import numpy as np
+
+        rs = np.random.RandomState(self.seed)
+        splits: dict[str, list[int]] = {"train": [], "validation": []}
+        for indices in self._groups():
+            order = rs.permutation(len(indices))
+            n_val = split_counts(len(indices), self.validation_fraction)["validation"]
+            splits["validation"] += [indices[i] for i in order[:n_val]]
+            splits["train"] += [indices[i] for i in order[n_val:]]
+        return {split: [rows[i] for i in rs.permutation(len(rows))] for split, rows in splits.items()}
+
+    def rows(self) -> dict[str, list[TableRow]]:
+        table = self.table
+        index = {name: k for k, name in enumerate(table.class_names)}
+
+        def label(i: int) -> float | int:
+            value = table.labels[i]
+            return index[str(value)] if table.problem == "classification" else float(value)
+
+        return {
+            split: [(table.features[i], label(i), table.lines[i]) for i in indices]
+            for split, indices in self.split_indices().items()
+        }
+
+    def manifest(self) -> dict[str, Any]:
+        """Feature names and spec, classes, and each feature's mean and variance over the train split."""
+        import numpy as np
+
+        table = self.table
+        splits = self.split_indices()
+        train = np.asarray([table.features[i] for i in splits["train"]], dtype=np.float64)
+        classification = table.problem == "classification"
+        manifest: dict[str, Any] = {
+            "source": self.kind,
+            "csv": str(self.csv),
+            "problem": table.problem,
+            "feature_names": list(table.feature_names),
+            "label_column": self.label_column,
+            "features": {
+                "x": {"dtype": "float32", "shape": [len(table.feature_names)]},
+                "y": {"dtype": "int64", "shape": []} if classification else {"dtype": "float32", "shape": [1]},
+                "line": {"dtype": "int64", "shape": []},
+            },
+            "inputs": "x",
+            "label": "y",
+            "example_id": "line",
+            "normalization": {"mean": train.mean(axis=0).tolist(), "variance": train.var(axis=0).tolist()},
+            "source_sha256": {Path(self.csv).name: hashlib.sha256(Path(self.csv).read_bytes()).hexdigest()},
+        }
+        if classification:
+            manifest["class_names"] = list(table.class_names)
+            manifest["class_counts"] = {
+                split: {name: sum(1 for i in rows if table.labels[i] == name) for name in table.class_names}
+                for split, rows in splits.items()
+            }
+        return manifest
+
+
+def table_features(row: TableRow) -> tuple[dict[str, Any], dict[str, str]]:
+    """The Example features of one row of a table (no file read: the table was read whole)."""
+    features, label, line = row
+    return {"x": list(features), "y": [label], "line": [line]}, {}

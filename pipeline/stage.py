@@ -10,7 +10,6 @@ that writes the stage's files into `staging`.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import inspect
 import json
 import logging
@@ -19,19 +18,21 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import luigi
 from luigi.task import flatten
+from luigi.task_register import Register
 
 from pipeline import diskfull, identity, locks, paths, phases
 from pipeline.errors import DataError, ParameterError, PipelineError
-from pipeline.identity import Identity
+from pipeline.identity import Identity, framework_versions
 from pipeline.parameter_checks import CheckedParameters
 
 logger = logging.getLogger("luigi-interface")
+StageT = TypeVar("StageT", bound="Stage")
+NO_VARIANT: dict[str, Any] = {}  # a stage built bare: every stage above reads luigi.cfg and the command line
 
 STAGING_INFO = "_STAGING.json"
 
@@ -51,40 +52,33 @@ def _memo_scope() -> Iterator[dict[tuple[str, str], Any]]:
             _local.memo = None
 
 
-@cache
-def framework_versions() -> dict[str, str]:
-    """TensorFlow and Keras major.minor, read from package metadata (no import)."""
-    versions = {}
-    for name, dists in (("tensorflow", ("tensorflow", "tensorflow-cpu")), ("keras", ("keras",))):
-        for dist in dists:
-            try:
-                versions[name] = ".".join(importlib.metadata.version(dist).split(".")[:2])
-                break
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        else:
-            versions[name] = "missing"
-    return versions
-
-
 class Stage(CheckedParameters, luigi.Task):
     """A pipeline stage whose output folder is addressed by its identity."""
 
     artifact_kind: ClassVar[str]  # "data", "models" or "reports"
-    code_modules: ClassVar[tuple[str, ...]] = ()  # pipeline modules whose code decides the output
+    code_entry: ClassVar[tuple[str, ...]] = ()  # modules whose code (and what they import) decides the output
     uses_tensorflow: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
     build_phase: ClassVar[str | None] = None  # the phases.PHASES entry its whole build is, if one
+    upstream_families: ClassVar[tuple[str, ...]] = ()  # the stages `requires` builds, by task family
 
     force = luigi.BoolParameter(
         default=False,
         significant=False,
         description="Rerun this stage although it is up to date; stages below rerun only if its bytes change.",
     )
+    variant = luigi.DictParameter(
+        default=NO_VARIANT,
+        significant=False,
+        description="Parameters of the stages above this one, by task family, e.g. "
+        '{"TrainEstimator": {"learning_rate": 0.003}} (what a sweep sets); the others come from luigi.cfg and '
+        "the command line.",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
+        self._check_variant()
         try:
             self.validate()
         except ParameterError:
@@ -94,14 +88,66 @@ class Stage(CheckedParameters, luigi.Task):
         # Build the stages above now, so that every parameter of the DAG is
         # checked when the task is built, before anything runs.
         self.upstream()
+        self._resolved_ready = True  # from here on, to_str_params shows resolved values
         # Upstream stages take their parameters from luigi.cfg and the command line, so
         # two runs that differ only upstream (another learning rate) build an equal
         # EvaluateEstimator(). A central scheduler shared by both would take them for one
         # task and run it once: the task id names the identity too.
-        self.task_id = luigi.task.task_id_str(
-            self.task_family,
-            {**self.to_str_params(only_significant=True, only_public=True), "identity": self.identity().short},
-        )
+        self.task_id = luigi.task.task_id_str(self.task_family, {**self.brief(), "identity": self.identity().short})
+
+    headline_params: ClassVar[tuple[str, ...]] = ()  # resolved values every log line shows (TrainEstimator: network)
+
+    def brief(self) -> dict[str, str]:
+        """What tells this task apart in a log line: its headline resolved values, the values set for it
+        rather than by luigi.cfg and the command line (a sweep's), and those its variant hands upstream."""
+        resolved = self.resolved()
+        shown = {name: _brief(resolved[name]) for name in self.headline_params if name in resolved}
+        family = self.task_family
+        for name, param in self.get_params():
+            if name in ("variant", "force") or name in shown or not param.significant:
+                continue
+            try:
+                configured = param.task_value(family, name)
+            except (ValueError, TypeError, luigi.parameter.MissingParameterException):
+                configured = None
+            if configured != getattr(self, name):
+                shown[name] = _brief(resolved.get(name, getattr(self, name)))
+        for upstream, values in sorted(self.variant.items()):
+            for name, value in sorted(values.items()):
+                shown[f"{upstream}.{name}"] = _brief(value)
+        return shown
+
+    def __repr__(self) -> str:
+        if not self.__dict__.get("_resolved_ready"):
+            return str(super().__repr__())
+        parts = [f"{name}={value}" for name, value in self.brief().items()]
+        return f"{self.task_family}({', '.join([*parts, 'id=' + self.identity().short])})"
+
+    def to_str_params(self, only_significant: bool = False, only_public: bool = False) -> dict[str, str]:
+        """The parameters as the scheduler (its web UI) and Luigi's summaries show them: resolved.
+
+        A significant parameter shows its resolved value (`network=mlp`, not
+        `auto`); one that resolution made irrelevant (the cnn's sizes when the
+        mlp trains, the sine's settings when images are read) is left out; and
+        resolved values that are not parameters (`network_args`, `source`) are
+        added. Luigi recreates a task from these (dynamic dependencies): the
+        recreated task resolves to the same values, so it has the same identity.
+        """
+        params: dict[str, str] = super().to_str_params(only_significant, only_public)
+        if not self.__dict__.get("_resolved_ready"):  # Luigi's own __init__ asks before validation
+            return params
+        resolved = self.resolved()
+        declared = dict(self.get_params())
+        shown = {}
+        for name, text in params.items():
+            if not declared[name].significant:
+                shown[name] = text
+            elif name in resolved:
+                shown[name] = declared[name].serialize(resolved[name])
+        for name in resolved.keys() - declared.keys():
+            value = identity.normalise(resolved[name])
+            shown[name] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return shown
 
     # --- what subclasses provide ---
 
@@ -115,6 +161,44 @@ class Stage(CheckedParameters, luigi.Task):
     def build(self, staging: Path) -> dict[str, Any]:
         """Write the stage's files into `staging`; return facts for the marker."""
         raise NotImplementedError
+
+    # --- the stages above, and the parameters a variant hands them ---
+
+    @classmethod
+    def families_above(cls) -> set[str]:
+        """The task families of every stage above this one, transitively."""
+        found: set[str] = set()
+        for family in cls.upstream_families:
+            found |= {family, *Register.get_task_cls(family).families_above()}
+        return found
+
+    def stage_above(self, cls: type[StageT]) -> StageT:
+        """The stage `cls` above this one, with the parameters this one's variant sets for it.
+
+        Its own section of the variant become its parameters (the others come
+        from luigi.cfg and the command line, as for a stage built bare), and it
+        receives the sections of the stages above it. Variants that set the same
+        values for a stage build the same task: a sweep runs shared stages once.
+        """
+        own = dict(self.variant.get(cls.get_task_family(), {}))
+        above = {family: values for family, values in self.variant.items() if family in cls.families_above()}
+        return cls(**own, variant=above) if above else cls(**own)
+
+    def _check_variant(self) -> None:
+        allowed = self.families_above()
+        for family, values in self.variant.items():
+            if family not in allowed:
+                raise ParameterError(
+                    f"--{self.task_family}-variant names {family}, which is not a stage above {self.task_family} "
+                    f"(those are: {', '.join(sorted(allowed)) or 'none'})."
+                )
+            names = {name for name, _ in Register.get_task_cls(family).get_params()}
+            unknown = sorted(set(values) - names)
+            if unknown:
+                raise ParameterError(
+                    f"--{self.task_family}-variant sets {family} parameter {unknown[0]!r}, which {family} does not "
+                    f"have (it has: {', '.join(sorted(names - {'variant', 'force'}))})."
+                )
 
     def source_folders(self) -> dict[str, Path]:
         """Folders of user files this stage reads; their listings join its identity."""
@@ -138,21 +222,35 @@ class Stage(CheckedParameters, luigi.Task):
                 memo[key] = self._compute_identity()
             return memo[key]
 
-    def _compute_identity(self) -> Identity:
-        params = {name: getattr(self, name) for name, param in self.get_params() if param.significant}
-        code = {f"pipeline/{m}.py": identity.file_code_digest(paths.pipeline_module(m)) for m in self.code_modules}
+    def resolved(self) -> dict[str, Any]:
+        """What the parameters mean for this run: the values the identity hashes, the marker records
+        and status shows. By default the significant parameters as parsed; stages whose parameters
+        resolve (`auto`, per-network values) return the resolved values. Never assigned back."""
+        return {name: getattr(self, name) for name, param in self.get_params() if param.significant}
+
+    def code_digests(self) -> dict[str, str]:
+        """Digests of the code that computes this stage: every module of the project that its
+        `code_entry` modules import, transitively (identity.code_closure), and its own class."""
+        closure = identity.code_closure(list(self.code_entry), [os.fspath(paths.PROJECT_DIR)])
+        code = {label: identity.file_code_digest(path) for label, path in closure.items()}
         task_file = Path(inspect.getfile(type(self)))
         code[f"pipeline/{task_file.name}:{type(self).__name__}"] = identity.file_code_digest(
             task_file, type(self).__name__
         )
+        return code
+
+    def _compute_identity(self) -> Identity:
         return identity.Identity(
             stage=self.task_family,
-            params=params,
-            code=code,
+            params=self.resolved(),
+            code=self.code_digests(),
             versions=framework_versions() if self.uses_tensorflow else {},
             upstream={name: task.identity().digest for name, task in self.upstream().items()},
             sources={
-                name: identity.digest(identity.folder_listing(folder)) for name, folder in self.source_folders().items()
+                name: identity.digest(
+                    identity.folder_listing(folder) if folder.is_dir() else identity.file_stat(folder)
+                )
+                for name, folder in self.source_folders().items()
             },
         )
 
@@ -296,6 +394,13 @@ def _check_writable(folder: Path) -> None:
 def _exclusive(final: Path) -> contextlib.AbstractContextManager[None]:
     """An exclusive lock on a file in `<root>/.locks` named after an output folder, removed after."""
     return locks.exclusive(paths.lock_path(final))
+
+
+def _brief(value: Any, width: int = 30) -> str:
+    """A value as a short string for log lines."""
+    plain = identity.normalise(value)
+    text = plain if isinstance(plain, str) else json.dumps(plain)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def dag(root: Stage) -> list[Stage]:

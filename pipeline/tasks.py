@@ -7,9 +7,13 @@ and the command line (`--TrainEstimator-learning-rate 0.003` works whatever
 task is named). Library modules that import TensorFlow, NumPy or Matplotlib
 are imported inside `build`: importing this module stays fast.
 
-Two experiments share the DAG: the seed's sine regression (the default) and
-image classification (`--CreateShards-image-dir DIR`, a folder with one
-subfolder per class). The network, metrics and plots follow the source.
+The source decides the problem (problems.py): the seed's sine (the default) is
+regression, a folder of images (`--CreateShards-image-dir DIR`, one subfolder
+per class) classification, a table (`--CreateShards-csv FILE`) either. The
+shards' manifest records it; the network, its loss and metrics, the evaluation
+report and the figures follow it. Parameters stay as Luigi parsed them: what
+they resolve to (the network `auto` picks, a per-network value) is a separate,
+immutable value (`resolved()`), which the identity hashes and the UI shows.
 `MakeShapes` writes demo images; CreateShards requires it when pointed at its
 folder, `data/raw/shapes`.
 """
@@ -19,24 +23,25 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
 import os
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
 import luigi
 from luigi.freezing import FrozenOrderedDict
 
-from pipeline import cluster, identity, image_folder, paths
+from pipeline import cluster, identity, paths, plugins, problems, settings, sources
 from pipeline.errors import ParameterError
 from pipeline.parameter_checks import CheckedParameters
 from pipeline.stage import Stage, dag
 
-# Network builders by name (networks.NETWORKS) and the task each solves; auto picks by source.
-NETWORK_TASKS = {"mlp": "regression", "cnn": "classification"}
-NETWORK_NAMES = ("auto", *NETWORK_TASKS)
+logger = logging.getLogger("luigi-interface")
+MANY_EPOCHS = 100  # a training budget above this many passes over the split is worth a warning
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "hexagon")  # shapes.OUTLINES
 
 
@@ -52,8 +57,7 @@ def _check_memory(hidden_units: Any, conv_filters: Any, dense_units: int) -> Non
     moments; inputs and activations not counted): what it refuses can never train here.
     """
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    mlp = [1, *hidden_units, 1]
-    cnn = [3, *conv_filters]
+    mlp, cnn = [1, *hidden_units, 1], [3, *conv_filters]
     for flag, units, weights in (
         ("hidden-units", hidden_units, sum(a * b + b for a, b in itertools.pairwise(mlp))),
         (
@@ -108,11 +112,35 @@ class PerNetworkParameter(luigi.Parameter[Any]):
         return json.dumps(dict(x) if isinstance(x, Mapping) else x)
 
 
+class AugmentParameter(luigi.Parameter[Any]):
+    """`auto` (the problem's default), or a JSON list of augmentation names: `["flip_horizontal", "shift"]`, `[]`."""
+
+    def parse(self, x: str) -> Any:
+        if x.strip() == "auto":
+            return "auto"
+        try:
+            value = json.loads(x)
+        except ValueError:
+            value = None
+        return self.normalize(value if value is not None else x)
+
+    def normalize(self, x: Any) -> Any:
+        if x == "auto":
+            return "auto"
+        if isinstance(x, str) or not all(isinstance(name, str) for name in x):
+            example = '["flip_horizontal", "shift", "brightness"]'
+            raise ValueError(f"Expected auto or a JSON list of augmentation names like {example}. Received: {x!r}")
+        return tuple(x)
+
+    def serialize(self, x: Any) -> str:
+        return "auto" if x == "auto" else json.dumps(list(x))
+
+
 class MakeShapes(Stage):
     """Demo data: PNGs of geometric shapes in data/raw/shapes/<class>/, written once, never modified."""
 
     artifact_kind = "data"
-    code_modules = ("shapes",)
+    code_entry = ("pipeline.shapes",)
     folder: ClassVar[str] = "shapes"  # below data/raw/
 
     classes = luigi.ChoiceListParameter(choices=SHAPE_NAMES, description="Shape classes, e.g. circle,square.")
@@ -159,100 +187,118 @@ class MakeShapes(Stage):
         return {"images": counts}
 
 
-def _folder_prefix(folder: str) -> str:
-    """A user's folder name, made safe for an output folder name."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(folder).resolve().name).strip("-.")
-    return name or "images"
+def _folder_prefix(name: str) -> str:
+    """A user's folder, file or function name, made safe for the start of an output folder's name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "source"
 
 
 class CreateShards(Stage):
     """ETL: raw examples -> train and validation TFRecord shards, apart from the start.
 
-    The source is the seed's sine, or with `image_dir` a folder of images
-    (one subfolder per class), resized to `image_size` squares and split
-    stratified by class. The folder's listing (path, size, mtime of every
-    file) is part of this stage's identity: adding, removing or changing an
-    image makes the shards stale.
+    The source is the seed's sine; or with `image_dir` a folder of images (one
+    subfolder per class), resized to `image_size` squares; or with `csv` a table
+    whose `label_column` is the label and every other column a numeric
+    feature. Folders and tables are split stratified by class. A source file's
+    listing (path, size, mtime) is part of this stage's identity: adding,
+    removing or changing one makes the shards stale.
     """
 
     artifact_kind = "data"
-    code_modules = ("sources", "shards", "image_folder")
+    code_entry = ("pipeline.sources", "pipeline.shards")
+    upstream_families = ("MakeShapes",)
+    headline_params = ("source",)
     build_phase = "etl"
 
     image_dir = luigi.Parameter(
-        description="A folder of PNG or JPEG images, one subfolder per class; empty: the sine source."
+        description="A folder of images, one subfolder per class (classification); empty: not images."
+    )
+    csv = luigi.Parameter(
+        description="A CSV table with a header: label_column is the label, every other column a number."
+    )
+    label_column = luigi.Parameter(description="csv: the column to predict.")
+    problem = luigi.ChoiceParameter(
+        choices=("auto", "regression", "classification"),
+        description="csv: auto (numeric labels: regression, others: classification) or the problem to pose.",
     )
     image_size = luigi.IntParameter(description="Images: side in pixels every image is resized to.")
-    num_examples = luigi.IntParameter(description="Number of (x, y) examples of the sine source.")
-    noise_stddev = luigi.FloatParameter(description="Standard deviation of the Gaussian noise on y.")
+    num_examples = luigi.IntParameter(description="Sine: number of (x, y) examples.")
+    noise_stddev = luigi.FloatParameter(description="Sine: standard deviation of the Gaussian noise on y.")
     validation_fraction = luigi.FloatParameter(description="Share of examples held out for validation, in (0, 1).")
     num_train_shards = luigi.IntParameter(description="Number of train TFRecord files.")
     num_validation_shards = luigi.IntParameter(description="Number of validation TFRecord files.")
     seed = luigi.IntParameter(description="Seed of the noise, of the split and of the global shuffle.")
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
-    def validate(self) -> None:
-        _require(
-            0 < self.validation_fraction < 1,
-            "--CreateShards-validation-fraction must be strictly between 0 and 1. "
-            f"Received: {self.validation_fraction}",
+    @cached_property
+    def source(self) -> Any:
+        """The source these parameters describe, built from them by name (it validates its own fields)."""
+        if self.image_dir and self.csv:
+            raise ParameterError(
+                "--CreateShards-image-dir and --CreateShards-csv are both set: a run reads one source. Empty one."
+            )
+        kind: Any = (
+            sources.ImageFolderSource if self.image_dir else sources.TableSource if self.csv else sources.SineSource
         )
+        return kind(**{field: getattr(self, field) for field in kind.__dataclass_fields__})
+
+    def validate(self) -> None:
         most = max(8, 4 * (os.cpu_count() or 1))  # more only adds processes that wait for a core
         _require(
             1 <= self.writer_processes <= most,
             f"--CreateShards-writer-processes must be between 1 and {most}. Received: {self.writer_processes}",
         )
         _require(
+            0 < self.validation_fraction < 1,
+            "--CreateShards-validation-fraction must be strictly between 0 and 1. "
+            f"Received: {self.validation_fraction}",
+        )
+        # Whatever the source: a value that can never work is refused, used now or not.
+        _require(
             self.image_size >= 8, f"--CreateShards-image-size must be at least 8 pixels. Received: {self.image_size}"
         )
-        self._split_sizes: dict[str, int] | None = None
-        if self.image_dir:
-            try:
-                self._validate_images()
-            except OSError as error:  # a name too long for the file system, a folder not readable
-                raise ParameterError(
-                    f"--CreateShards-image-dir cannot be read: {error.strerror}. Received: {self.image_dir[:200]}"
-                ) from None
-            return
-        _require(
-            self.num_examples >= 2, f"--CreateShards-num-examples must be at least 2. Received: {self.num_examples}"
-        )
-        _require(self.noise_stddev >= 0, f"--CreateShards-noise-stddev must be >= 0. Received: {self.noise_stddev}")
-        num_validation = int(self.num_examples * self.validation_fraction)
-        _require(
-            1 <= num_validation < self.num_examples,
-            f"--CreateShards-validation-fraction {self.validation_fraction} of {self.num_examples} examples leaves "
-            "a split empty; raise it (or --CreateShards-num-examples).",
-        )
-        self._validate_shard_counts(num_validation, self.num_examples - num_validation, "examples")
-
-    def _validate_images(self) -> None:
-        if self.is_demo() and not Path(self.image_dir).exists():
-            return  # MakeShapes writes it first
-        classes = image_folder.check_layout(Path(self.image_dir), self.validation_fraction)
-        num_validation = sum(image_folder.num_validation(len(f), self.validation_fraction) for f in classes.values())
-        num_train = sum(len(f) for f in classes.values()) - num_validation
-        self._validate_shard_counts(num_validation, num_train, "images")
-
-    def _validate_shard_counts(self, num_validation: int, num_train: int, what: str) -> None:
-        self._split_sizes = {"train": num_train, "validation": num_validation}
-        for split, count, shards in (
-            ("validation", num_validation, self.num_validation_shards),
-            ("train", num_train, self.num_train_shards),
-        ):
+        try:
+            if not self.is_demo() or Path(self.image_dir).exists():  # MakeShapes writes the demo first
+                try:
+                    self.source.validate()
+                except ValueError as error:
+                    raise ParameterError(_flagged(str(error), "CreateShards")) from None
+            num_examples = self.schema().num_examples
+        except OSError as error:  # a name too long for the file system, a folder that cannot be read
+            flag = "--CreateShards-image-dir" if self.image_dir else "--CreateShards-csv"
+            raise ParameterError(f"{flag} cannot be read: {error.strerror}. Received: {error.filename}") from None
+        for split in paths.SPLITS:
             _require(
-                1 <= shards <= count,
-                f"--CreateShards-num-{split}-shards must be between 1 and the {count} {split} {what}. "
+                num_examples[split] >= 1,
+                f"--CreateShards-validation-fraction {self.validation_fraction} leaves the {split} split empty "
+                f"({sum(num_examples.values())} examples in all).",
+            )
+        for split in paths.SPLITS:
+            shards = getattr(self, f"num_{split}_shards")
+            _require(
+                1 <= shards <= num_examples[split],
+                f"--CreateShards-num-{split}-shards must be between 1 and the {num_examples[split]} {split} examples. "
                 f"Received: {shards}",
             )
 
-    def split_sizes(self) -> dict[str, int] | None:
-        """Examples in each split, as validation counted them (None: the demo images are not made yet)."""
-        return self._split_sizes
+    def schema(self) -> sources.Schema:
+        """What the shards will hold (problem, input shape, classes, examples per split), before they exist."""
+        if self.is_demo() and not Path(self.image_dir).exists():
+            demo = self.stage_above(MakeShapes)
+            counts = sources.split_counts(demo.images_per_class, self.validation_fraction)
+            shape = (self.image_size, self.image_size, 3)
+            total = {split: count * len(demo.classes) for split, count in counts.items()}
+            return sources.Schema("classification", shape, tuple(sorted(demo.classes)), total)
+        schema: sources.Schema = self.source.schema()
+        return schema
 
-    def task_kind(self) -> str:
-        """The task the source asks for: classification (images) or regression (the sine)."""
-        return "classification" if self.image_dir else "regression"
+    def resolved(self) -> dict[str, Any]:
+        """The source's own fields (another source's parameters play no part) and the sharding."""
+        return {
+            "source": self.source.kind,
+            **{field: getattr(self, field) for field in self.source.__dataclass_fields__},
+            "num_train_shards": self.num_train_shards,
+            "num_validation_shards": self.num_validation_shards,
+        }
 
     def is_demo(self) -> bool:
         """Whether `image_dir` is the folder MakeShapes writes (then it is made first)."""
@@ -260,61 +306,79 @@ class CreateShards(Stage):
         return bool(self.image_dir) and Path(self.image_dir).resolve() == demo.resolve()
 
     def requires(self) -> list[Stage]:
-        return [MakeShapes()] if self.is_demo() else []
+        return [self.stage_above(MakeShapes)] if self.is_demo() else []
 
     def source_folders(self) -> dict[str, Path]:
-        return {"image_dir": Path(self.image_dir)} if self.image_dir else {}
+        return {"image_dir": Path(self.image_dir)} if self.image_dir else {"csv": Path(self.csv)} if self.csv else {}
 
     def folder_prefix(self) -> str:
-        return _folder_prefix(self.image_dir) if self.image_dir else "sine"
+        if self.image_dir:
+            return _folder_prefix(Path(self.image_dir).resolve().name)
+        return _folder_prefix(Path(self.csv).stem) if self.csv else "sine"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import shards, sources
+        from pipeline import shards
 
-        source: sources.SineSource | sources.ImageFolderSource
-        if self.image_dir:
-            source = sources.ImageFolderSource(
-                Path(self.image_dir), self.image_size, self.validation_fraction, self.seed
-            )
-        else:
-            source = sources.SineSource(self.num_examples, self.noise_stddev, self.validation_fraction, self.seed)
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
-        manifest = shards.create_shards(staging, source, num_shards, self.writer_processes, self.progress)
+        manifest = shards.create_shards(staging, self.source, num_shards, self.writer_processes, self.progress)
         return {"examples": {split: s["num_examples"] for split, s in manifest["splits"].items()}}
+
+
+def _flagged(message: str, family: str) -> str:
+    """A source's message about `field=value` or a field, spelled as the flag the user sets."""
+    return re.sub(r"\b([a-z_]+)=", lambda m: f"--{family}-{m.group(1).replace('_', '-')} ", message, count=1)
 
 
 class TrainEstimator(Stage):
     """Train a Keras network on the shards into a model_dir (checkpoints, events, export).
 
-    The network follows the source (`auto`: mlp for the sine, cnn for
-    images), and so can `learning_rate`, `max_steps` and `checkpoint_steps`
-    (one value, or one per network: see luigi.cfg).
+    The network follows the problem and the inputs (`auto`: the cnn for images,
+    else the mlp), or is a user's `module:function`; `learning_rate`,
+    `max_steps` and `checkpoint_steps` can hold one value per network (see
+    luigi.cfg). What they resolve to is `settings()`.
     """
 
     artifact_kind = "models"
-    code_modules = ("inputs", "networks", "estimator")
+    code_entry = ("pipeline.estimator", "pipeline.problems")
+    upstream_families = ("CreateShards",)
+    headline_params = ("network",)
     uses_tensorflow = True
     resumable = True
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
 
-    network = luigi.ChoiceParameter(
-        choices=NETWORK_NAMES, description="Network builder by name; auto: mlp for the sine, cnn for images."
+    network = luigi.Parameter(
+        description="auto (the cnn for images, else the mlp), mlp, cnn, or module:function for a network of "
+        "your own (a module in the working directory or on PYTHONPATH)."
+    )
+    network_params = luigi.DictParameter(
+        description='Keyword arguments for the network builder, as a JSON object, e.g. {"width": 64}.'
     )
     hidden_units = luigi.ListParameter(description="mlp: units of each hidden layer, e.g. [100, 100].")
     conv_filters = luigi.ListParameter(description="cnn: filters of each convolution block, e.g. [16, 32, 64].")
-    dense_units = luigi.IntParameter(description="cnn: units of the dense layer before the classifier.")
+    dense_units = luigi.IntParameter(description="cnn: units of the dense layer before the output.")
     learning_rate = PerNetworkParameter(value_type=float, description="Adam's (initial) learning rate.")
     lr_decay = luigi.BoolParameter(
         parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Cosine-decay the rate to 0 over max_steps."
     )
     batch_size = luigi.IntParameter(description="Examples per training step.")
     max_steps = PerNetworkParameter(value_type=int, description="Train until the global step reaches this.")
+    max_epochs = luigi.IntParameter(
+        description="Train for this many passes over the training split instead of max_steps; 0: use max_steps."
+    )
+    patience = luigi.IntParameter(
+        description="Stop when this many evaluations in a row bring no lower eval loss, and export the best "
+        "checkpoint; 0: off."
+    )
     checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
     seed = luigi.IntParameter(description="Seed of the initial weights, the data order and the augmentation.")
     mixed_precision = luigi.BoolParameter(
         parsing=luigi.BoolParameter.EXPLICIT_PARSING,
         description="Compute in float16 on GPUs (bfloat16 on CPUs), keep weights in float32.",
+    )
+    augment = AugmentParameter(
+        description="Augmentations of training images: auto (by problem), or a JSON list such as "
+        '["flip_horizontal", "shift"], [] for none.'
     )
     keep_checkpoints = luigi.IntParameter(default=3, significant=False, description="Checkpoints kept.")
     steps_per_execution = luigi.IntParameter(
@@ -326,7 +390,7 @@ class TrainEstimator(Stage):
             cluster.role()
         except ValueError as error:  # a malformed TF_CONFIG
             raise ParameterError(str(error)) from None
-        # Both networks' sizes are checked, whichever runs: a value that can never work is refused.
+        # Both built-in networks' sizes are checked, whichever runs: a value that can never work is refused.
         for name in ("hidden_units", "conv_filters"):
             units = getattr(self, name)
             _require(
@@ -339,105 +403,130 @@ class TrainEstimator(Stage):
             self.dense_units >= 1, f"--TrainEstimator-dense-units must be at least 1. Received: {self.dense_units}"
         )
         _check_memory(self.hidden_units, self.conv_filters, self.dense_units)
-        self._resolve_for_source()
+        config = self.settings()
         for name in (
             "batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints", "steps_per_execution"
         ):  # fmt: skip
-            value = getattr(self, name)
+            value = getattr(config, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 1, f"{flag} must be a positive integer. Received: {value}")
+        for name in ("max_epochs", "patience"):
+            value = getattr(config, name)
+            flag = "--TrainEstimator-" + name.replace("_", "-")
+            _require(value >= 0, f"{flag} must be 0 (off) or more. Received: {value}")
         _require(
-            math.isfinite(self.learning_rate) and self.learning_rate > 0,
-            f"--TrainEstimator-learning-rate must be a positive number. Received: {self.learning_rate}",
+            math.isfinite(config.learning_rate) and config.learning_rate > 0,
+            f"--TrainEstimator-learning-rate must be a positive number. Received: {config.learning_rate}",
         )
-        sizes = self.requires().split_sizes()
-        _require(
-            sizes is None or self.batch_size <= sizes["train"],
-            f"--TrainEstimator-batch-size {self.batch_size} is larger than the {sizes and sizes['train']} training "
-            "examples: each batch would repeat examples. Use at most that many.",
-        )
-        if self.network == "cnn":
-            image_size = self.requires().image_size
-            _require(
-                image_size >> len(self.conv_filters) >= 1,
-                f"--TrainEstimator-conv-filters has {len(self.conv_filters)} blocks, each halving the image: "
-                f"too many for --CreateShards-image-size {image_size}. Use at most "
-                f"{image_size.bit_length() - 1} blocks or larger images.",
-            )
-
-    def _resolve_for_source(self) -> None:
-        """Set the values this run uses, so that the stage identity holds exactly those.
-
-        `auto` becomes the source's network, a per-network value this
-        network's, and the other network's sizes are cleared: changing them
-        changes nothing here. (Reads CreateShards' parameters: they are fixed
-        for a Luigi run, so the cached task instance stays right.)
-        """
-        kind = self.requires().task_kind()
-        if self.network == "auto":
-            self.network = next(name for name, task in NETWORK_TASKS.items() if task == kind)
-        _require(
-            NETWORK_TASKS[self.network] == kind,
-            f"--TrainEstimator-network {self.network} solves {NETWORK_TASKS[self.network]}, but the source asks "
-            f"for {kind} (--CreateShards-image-dir {'set' if kind == 'classification' else 'empty'}). Use auto.",
-        )
-        for name in ("learning_rate", "max_steps", "checkpoint_steps"):
-            value = getattr(self, name)
-            if isinstance(value, Mapping):
+        args = config.network_args
+        for name in ("hidden_units", "conv_filters"):
+            if name in args:
                 _require(
-                    self.network in value,
-                    f"--TrainEstimator-{name.replace('_', '-')} has no value for the {self.network} network. "
-                    f"Received: {json.dumps(dict(value))}",
+                    len(args[name]) > 0 and all(isinstance(u, int) and u > 0 for u in args[name]),
+                    f"--TrainEstimator-{name.replace('_', '-')} must be a list of positive integers. "
+                    f"Received: {list(args[name])}",
                 )
-                setattr(self, name, value[self.network])
-        if self.network == "mlp":
-            self.conv_filters, self.dense_units = (), 0
-        else:
-            self.hidden_units = ()
+        if "dense_units" in args:
+            _require(
+                args["dense_units"] >= 1,
+                f"--TrainEstimator-dense-units must be at least 1. Received: {args['dense_units']}",
+            )
+        schema = self.requires().schema()
+        _require(
+            config.batch_size <= schema.num_examples["train"],
+            f"--TrainEstimator-batch-size {config.batch_size} is larger than the {schema.num_examples['train']} "
+            "training examples: each batch would repeat examples. Use at most that many.",
+        )
+        if "conv_filters" in args:
+            size = min(schema.input_shape[:2])
+            _require(
+                size >> len(args["conv_filters"]) >= 1,
+                f"--TrainEstimator-conv-filters has {len(args['conv_filters'])} blocks, each halving the image: "
+                f"too many for --CreateShards-image-size {size}. Use at most {size.bit_length() - 1} blocks or "
+                "larger images.",
+            )
+        builder = self.builder()
+        if not builder.built_in:
+            call = {**args, **self.call_arguments()}
+            plugins.check(builder, call, self.user_code())
+
+    def builder(self) -> plugins.Builder:
+        return plugins.find(self.settings().network)
+
+    def call_arguments(self) -> dict[str, Any]:
+        """input_shape, num_outputs and problem: what every network builder is called with."""
+        schema = self.requires().schema()
+        problem = problems.get(schema.problem)
+        return {
+            "input_shape": list(schema.input_shape),
+            "num_outputs": problem.num_outputs(schema.class_names),
+            "problem": problem.name,
+        }
+
+    def settings(self) -> Any:
+        """The resolved training configuration (TrainSettings), computed once."""
+        if "_settings" not in self.__dict__:
+            parameters = {name: getattr(self, name) for name, _ in self.get_params()}
+            try:
+                self.__dict__["_settings"] = settings.resolve(TrainSettings, parameters, self.requires().schema())
+            except ValueError as error:
+                raise ParameterError(str(error)) from None
+        return self.__dict__["_settings"]
+
+    def resolved(self) -> dict[str, Any]:
+        insignificant = {name for name, param in self.get_params() if not param.significant}
+        return settings.significant(self.settings(), insignificant)
+
+    def user_code(self) -> dict[str, str]:
+        """Code digests of a user's network module and the modules of theirs it imports ({} for built-ins)."""
+        builder = self.builder()
+        if builder.built_in:
+            return {}
+        closure = identity.code_closure([builder.module], plugins.user_roots())
+        return {label: identity.file_code_digest(path) for label, path in closure.items()}
+
+    def code_digests(self) -> dict[str, str]:
+        return {**super().code_digests(), **self.user_code()}
 
     def requires(self) -> CreateShards:
-        return CreateShards()
+        return self.stage_above(CreateShards)
 
     def folder_prefix(self) -> str:
-        return f"{self.requires().folder_prefix()}-{self.network}"
+        network = self.settings().network
+        name = network.rpartition(":")[2] if ":" in network else network
+        return f"{self.requires().folder_prefix()}-{_folder_prefix(name)}"
 
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline import estimator
 
-        return estimator.train(self.train_config(), self.requires().output_dir(), staging, self.progress)
+        config, examples = self.settings(), self.requires().schema().num_examples["train"]
+        epochs = config.max_steps * config.batch_size / examples
+        if epochs > MANY_EPOCHS:
+            logger.warning(
+                "TrainEstimator: %d steps of %d examples are %.0f epochs of the %d training examples (over %d). "
+                "If the eval loss stops falling early (training_curves.png), set --TrainEstimator-max-epochs, "
+                "or --TrainEstimator-patience to stop when it does.",
+                config.max_steps, config.batch_size, epochs, examples, MANY_EPOCHS,
+            )  # fmt: skip
+        return estimator.train(config, self.requires().output_dir(), staging, self.progress)
 
-    def train_config(self) -> Any:
-        """The library's TrainConfig for this task's parameters."""
-        from pipeline import estimator
 
-        return estimator.TrainConfig(
-            network=self.network,
-            hidden_units=tuple(self.hidden_units),
-            learning_rate=self.learning_rate,
-            lr_decay=self.lr_decay,
-            batch_size=self.batch_size,
-            max_steps=self.max_steps,
-            checkpoint_steps=self.checkpoint_steps,
-            keep_checkpoints=self.keep_checkpoints,
-            shuffle_buffer=self.shuffle_buffer,
-            seed=self.seed,
-            steps_per_execution=self.steps_per_execution,
-            conv_filters=tuple(self.conv_filters),
-            dense_units=self.dense_units,
-            mixed_precision=self.mixed_precision,
-        )
+TrainSettings = settings.settings_class(
+    [name for name, _ in TrainEstimator.get_params()], name="TrainSettings", module=__name__
+)
 
 
 class EvaluateEstimator(Stage):
-    """Metrics of the trained model over the whole validation (and training) set, as JSON."""
+    """The problem's evaluation report of the trained model over the whole validation (and training) set, as JSON."""
 
     artifact_kind = "reports"
-    code_modules = ("inputs", "networks", "estimator", "metrics")
+    code_entry = ("pipeline.estimator", "pipeline.problems")
+    upstream_families = ("TrainEstimator", "CreateShards")
     uses_tensorflow = True
     build_phase = "evaluate"
 
     def requires(self) -> dict[str, Stage]:
-        return {"model": TrainEstimator(), "shards": CreateShards()}
+        return {"model": self.stage_above(TrainEstimator), "shards": self.stage_above(CreateShards)}
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-eval"
@@ -446,78 +535,47 @@ class EvaluateEstimator(Stage):
         from pipeline import estimator
 
         self.progress(0.0, "evaluating on the validation and training sets")
-        up = self.requires()
-        metrics = estimator.evaluate(up["model"].output_dir(), up["shards"].output_dir())
-        (staging / paths.METRICS).write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        validation = metrics["validation"]
-        if "accuracy" in validation:  # classification: the headline numbers, not the whole report
-            self.progress(1.0, f"validation accuracy {validation['accuracy']:.4f}")
-            return {"validation": {k: validation[k] for k in ("accuracy", "macro_avg", "num_examples")}}
-        self.progress(1.0, f"validation MSE {validation['mse']:.4g}")
-        return {"validation": validation}
+        upstream = self.requires()
+        report = estimator.evaluate(upstream["model"].output_dir(), upstream["shards"].output_dir())
+        (staging / paths.METRICS).write_text(json.dumps(report, indent=1, sort_keys=True))
+        headline = problems.get(report["problem"]).headline(report["validation"])
+        self.progress(1.0, "validation " + ", ".join(f"{name} {value:.4g}" for name, value in headline.items()))
+        return {"validation": headline}
 
 
 class PlotInference(Stage):
-    """Predictions on the training and validation sets, and the training curves, as PNGs."""
+    """The problem's figures: predictions on the training and validation sets, training curves, as PNGs."""
 
     artifact_kind = "reports"
-    code_modules = ("inputs", "estimator", "plots")
+    code_entry = ("pipeline.estimator", "pipeline.problems", "pipeline.plots")
+    upstream_families = ("EvaluateEstimator", "TrainEstimator", "CreateShards")
     uses_tensorflow = True
     build_phase = "plot"
 
     def requires(self) -> dict[str, Stage]:
-        return {"metrics": EvaluateEstimator(), "model": TrainEstimator(), "shards": CreateShards()}
+        return {
+            "metrics": self.stage_above(EvaluateEstimator),
+            "model": self.stage_above(TrainEstimator),
+            "shards": self.stage_above(CreateShards),
+        }
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-plots"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import estimator, plots
+        from pipeline import plots
 
-        up = self.requires()
-        model_dir, shards_dir = up["model"].output_dir(), up["shards"].output_dir()
-        run = model_dir.name
-        if CreateShards().task_kind() == "classification":
-            return self._plot_classification(staging, run, model_dir, shards_dir, up["metrics"].output_dir())
-        predictions = {}
-        for i, split in enumerate(("train", "validation")):
-            self.progress(i / 3, f"predicting on the {split} set")
-            predictions[split] = estimator.predict(model_dir, shards_dir, split)
-        self.progress(2 / 3, "plotting")
-        plots.write_predictions(staging / paths.PREDICTIONS_PNG, run, predictions)
-        history = json.loads((model_dir / paths.HISTORY).read_text())
-        plots.write_curves(staging / paths.CURVES_PNG, run, history)
-        return {"figures": [paths.PREDICTIONS_PNG, paths.CURVES_PNG]}
-
-    def _plot_classification(
-        self, staging: Path, run: str, model_dir: Path, shards_dir: Path, metrics_dir: Path
-    ) -> dict[str, Any]:
-        """Confusion matrix, a grid of validation images (true and predicted class), training curves."""
-        from pipeline import estimator, inputs, plots
-        from pipeline.shards import read_manifest
-
-        manifest = read_manifest(shards_dir)
-        metrics = json.loads((metrics_dir / paths.METRICS).read_text())
-        self.progress(0.0, "plotting the confusion matrix")
-        plots.write_confusion(staging / paths.CONFUSION_PNG, run, metrics["validation"], metrics["class_names"])
-        self.progress(1 / 3, "predicting on the validation set")
-        p = estimator.predict(model_dir, shards_dir, "validation", keep_inputs=False)
-        predicted = p["predictions"].argmax(axis=-1)
-        indices = plots.grid_indices(p["labels"], predicted)
-        images = inputs.take_images(shards_dir, manifest, "validation", indices)
-        plots.write_image_grid(
-            staging / paths.IMAGES_PNG,
-            run,
-            [images[i] for i in indices],
-            p["labels"][indices],
-            p["predictions"][indices],
-            metrics["class_names"],
-            summary=f": {int((predicted != p['labels']).sum())} of {len(predicted)} misclassified, shown first",
+        upstream = self.requires()
+        model = self.stage_above(TrainEstimator)
+        figures = plots.write_figures(
+            staging,
+            model_dir=model.output_dir(),
+            shards_dir=upstream["shards"].output_dir(),
+            metrics_dir=upstream["metrics"].output_dir(),
+            title=f"{model.output_dir().name}\n{settings.describe(model.settings())}",
+            progress=self.progress,
         )
-        self.progress(2 / 3, "plotting the training curves")
-        history = json.loads((model_dir / paths.HISTORY).read_text())
-        plots.write_curves(staging / paths.CURVES_PNG, run, history)
-        return {"figures": [paths.CONFUSION_PNG, paths.IMAGES_PNG, paths.CURVES_PNG]}
+        return {"figures": figures}
 
 
 STAGES: dict[str, type[Stage]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -24,14 +25,16 @@ def shards_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def small_config(**overrides: Any) -> estimator.TrainConfig:
-    """The sine MLP with a short run's settings."""
+def small_config(**overrides: Any) -> Any:
+    """The sine MLP as luigi.cfg resolves it (TrainSettings), with a short run's settings."""
+    from pipeline.tasks import TrainEstimator
+
     values: dict[str, Any] = dict(
-        network="mlp", hidden_units=(100, 100), learning_rate=0.01, lr_decay=True, batch_size=64,
-        max_steps=200, checkpoint_steps=100, keep_checkpoints=3, shuffle_buffer=1024, seed=42,
+        network="mlp", network_args={"hidden_units": (100, 100)}, learning_rate=0.01, lr_decay=True,
+        batch_size=64, max_steps=200, checkpoint_steps=100, keep_checkpoints=3, shuffle_buffer=1024, seed=42,
         steps_per_execution=50,
     )  # fmt: skip
-    return estimator.TrainConfig(**{**values, **overrides})
+    return dataclasses.replace(TrainEstimator().settings(), **{**values, **overrides})
 
 
 def _scalars(event_dir: Path, tag: str) -> dict[int, float]:
@@ -133,3 +136,35 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> 
         estimator.load_model(model_dir).get_weights(), estimator.load_model(reference).get_weights(), strict=True
     ):
         np.testing.assert_array_equal(wa, wb)
+
+
+def test_early_stopping_stops_after_patience_evaluations_and_exports_the_best(shards_dir: Path, tmp_path: Path) -> None:
+    # A constant, large rate makes the eval loss wander: it stops once 2 evaluations bring nothing lower.
+    config = small_config(
+        max_steps=2000, checkpoint_steps=20, steps_per_execution=20, learning_rate=0.05, lr_decay=False, patience=2
+    )
+    result = estimator.train(config, shards_dir, tmp_path)
+    history = json.loads((tmp_path / paths.HISTORY).read_text())
+    losses = [h["eval"]["loss"] for h in history]
+    best = int(np.argmin(losses))
+    assert result["stopped_early_at"] == history[-1]["step"] < 2000
+    assert len(history) - 1 - best == 2 and result["best_step"] == history[best]["step"]
+    # The exported model is the best evaluation's weights, not the last ones.
+    p = estimator.predict(tmp_path, shards_dir, "validation")
+    mse = float(np.mean((p["predictions"].ravel() - p["labels"].ravel()) ** 2))
+    assert mse == pytest.approx(losses[best], rel=1e-4) and mse < losses[-1]
+    # Run again on the same folder: it had stopped, so it trains no further.
+    again = estimator.train(config, shards_dir, tmp_path)
+    assert again["resumed_from_step"] == history[-1]["step"] and again["best_step"] == result["best_step"]
+    assert json.loads((tmp_path / paths.HISTORY).read_text()) == history
+
+
+def test_max_epochs_sets_the_steps_from_the_training_split(workspace: Path, config: Any) -> None:
+    from luigi.task_register import Register
+
+    from pipeline.tasks import TrainEstimator
+
+    config.set("TrainEstimator", "max_epochs", 3)
+    Register.clear_instance_cache()
+    settings = TrainEstimator().settings()  # 683 training examples, batches of 64 (the test settings)
+    assert settings.max_epochs == 3 and settings.max_steps == -(-3 * 683 // 64) == 33

@@ -19,12 +19,27 @@ import tensorflow as tf
 from luigi.task_register import Register
 from PIL import Image
 
-from pipeline import estimator, identity, image_folder, inputs, metrics, networks, paths, plots, shapes, shards, sources
+from pipeline import (
+    estimator,
+    identity,
+    image_folder,
+    inputs,
+    metrics,
+    networks,
+    paths,
+    plots,
+    problems,
+    shapes,
+    shards,
+    sources,
+)  # fmt: skip
 from pipeline.__main__ import explain
 from pipeline.tasks import SHAPE_NAMES, CreateShards, MakeShapes, PerNetworkParameter, PlotInference, TrainEstimator
 from tests.conftest import Config, build, run_cli
+from tests.test_estimator import small_config
 
 DAG = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
+AUGMENT = problems.get("classification").default_augment((16, 16, 3))
 # A CNN small enough to train in a second or two on 16x16 images.
 TINY_TRAINING = {
     "conv_filters": "[4, 8]", "dense_units": "8", "batch_size": "8", "max_steps": "20",
@@ -164,7 +179,7 @@ def test_image_shards_round_trip(tmp_path: Path) -> None:
     shards.create_shards(tmp_path / "b", source, {"train": 3, "validation": 2}, processes=1)
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")  # same bytes, however many writers
 
-    assert manifest["task"] == "classification" and manifest["image_shape"] == [16, 16, 3]
+    assert manifest["problem"] == "classification" and manifest["image_shape"] == [16, 16, 3]
     # round(n / 3) of each class: circle 7 -> 2, square 8 -> 3, star 7 -> 2.
     assert manifest["class_counts"]["validation"] == {"circle": 2, "square": 3, "star": 2}
     assert manifest["splits"]["validation"]["num_examples"] == 7
@@ -214,7 +229,7 @@ def test_bad_folders_fail_at_task_construction(workspace: Path, config: Config) 
     make_folder(workspace / "ok", {"circle": 3, "star": 3})
     config.set("CreateShards", "image_dir", workspace / "ok")
     config.set("CreateShards", "num_validation_shards", 3)
-    with pytest.raises(ValueError, match="num-validation-shards must be between 1 and the 2 validation images"):
+    with pytest.raises(ValueError, match="num-validation-shards must be between 1 and the 2 validation examples"):
         CreateShards()
 
 
@@ -254,7 +269,7 @@ def test_train_dataset_augments_deterministically_and_resumes(
     # Streamed, with one shard and a shuffle buffer of 1: the stream is the shard in
     # order, so each training image can be set beside its unaugmented original.
     monkeypatch.setattr(inputs, "IN_MEMORY_BYTES", 0)
-    stream = inputs.train_dataset(image_shards, manifest, batch_size=6, seed=5, shuffle_buffer=1)
+    stream = inputs.train_dataset(image_shards, manifest, batch_size=6, seed=5, shuffle_buffer=1, augment=AUGMENT)
     first = [(x.numpy(), y.numpy()) for x, y in stream.take(6)]
     raw = _raw_images(image_shards, "train")
     assert raw.shape[0] == 18
@@ -268,10 +283,13 @@ def test_train_dataset_augments_deterministically_and_resumes(
     # Epochs 1 and 2 (batches 0-2 and 3-5) augment the same images differently.
     assert np.abs(first[0][0] - first[3][0]).mean() > 0.005
     # Same seed, same stream; a run resumed at step 2 sees what an unbroken run saw from step 2 on.
-    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(6)]
+    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, augment=AUGMENT).take(6)]
     for (a, _), b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
-    resumed = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=2).take(4)]
+    resumed = [
+        x.numpy()
+        for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=2, augment=AUGMENT).take(4)
+    ]
     for (a, _), b in zip(first[2:], resumed, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -279,7 +297,10 @@ def test_train_dataset_augments_deterministically_and_resumes(
 def test_small_train_split_is_kept_in_memory_and_reshuffled_every_epoch(image_shards: Path) -> None:
     manifest = shards.read_manifest(image_shards)
     assert inputs.parsed_bytes(manifest, "train") == 18 * (16 * 16 * 3 + 8) <= inputs.IN_MEMORY_BYTES
-    stream = [(x.numpy(), y.numpy()) for x, y in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(9)]
+    stream = [
+        (x.numpy(), y.numpy())
+        for x, y in inputs.train_dataset(image_shards, manifest, 6, 5, 1, augment=AUGMENT).take(9)
+    ]
     labels = sorted(int(e["label"]) for e in _parse_all(image_shards, "train"))
     epochs = [np.concatenate([y for _, y in stream[i : i + 3]]) for i in (0, 3, 6)]  # 18 images: 3 batches each
     assert all(sorted(e.tolist()) == labels for e in epochs)  # every image once an epoch...
@@ -289,8 +310,11 @@ def test_small_train_split_is_kept_in_memory_and_reshuffled_every_epoch(image_sh
     assert (
         sum(tuple(np.round(image * 255).astype(int).ravel()) in originals for image in stream[0][0]) <= 1
     )  # augmented
-    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1).take(9)]
-    resumed = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=4).take(5)]
+    again = [x.numpy() for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, augment=AUGMENT).take(9)]
+    resumed = [
+        x.numpy()
+        for x, _ in inputs.train_dataset(image_shards, manifest, 6, 5, 1, skip_batches=4, augment=AUGMENT).take(5)
+    ]
     for (a, _), b in zip(stream, again, strict=True):
         np.testing.assert_array_equal(a, b)
     for (a, _), b in zip(stream[4:], resumed, strict=True):
@@ -320,11 +344,9 @@ def test_augment_flips_shifts_and_brightens() -> None:
 
 
 def test_cnn_by_name() -> None:
-    spec = networks.NetworkSpec(
-        name="cnn", task="classification", input_shape=(16, 16, 3), hidden_units=(), learning_rate=0.01,
-        lr_decay_steps=0, num_classes=3, conv_filters=(4, 8), dense_units=8,
-    )  # fmt: skip
-    model = networks.build_model(spec)
+    problem = problems.get("classification")
+    model = networks.builder("cnn")((16, 16, 3), 3, "classification", conv_filters=(4, 8), dense_units=8)
+    model.compile(loss=problem.loss(), metrics=problem.metrics())
     assert [layer.filters for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)] == [4, 8]
     assert model.output_shape == (None, 3)
     x = np.random.default_rng(0).uniform(size=(5, 16, 16, 3)).astype(np.float32)
@@ -335,17 +357,18 @@ def test_cnn_by_name() -> None:
     expected_loss = float(np.mean(-np.log(probabilities[np.arange(5), y])))
     assert logs["loss"] == pytest.approx(expected_loss, rel=1e-4)
     assert logs["accuracy"] == pytest.approx(float(np.mean(probabilities.argmax(1) == y)))
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        networks.build_model(networks.NetworkSpec(**{**spec.__dict__, "num_classes": 1}))
+    assert problem.check_outputs(probabilities, 3) is None
+    assert "shape (3,)" in (problem.check_outputs(probabilities, 4) or "")
+    assert "not class probabilities" in (problem.check_outputs(probabilities * 2, 3) or "")
 
 
-def _tiny_cnn(**overrides: Any) -> estimator.TrainConfig:
+def _tiny_cnn(**overrides: Any) -> Any:
     values: dict[str, Any] = dict(
-        network="cnn", hidden_units=(), learning_rate=0.003, lr_decay=False, batch_size=6, max_steps=12,
+        network="cnn", problem="classification", learning_rate=0.003, lr_decay=False, batch_size=6, max_steps=12,
         checkpoint_steps=6, keep_checkpoints=3, shuffle_buffer=32, seed=3, steps_per_execution=3,
-        conv_filters=(4, 8), dense_units=8,
+        network_args={"conv_filters": (4, 8), "dense_units": 8}, augment=("flip_horizontal", "shift", "brightness"),
     )  # fmt: skip
-    return estimator.TrainConfig(**{**values, **overrides})
+    return small_config(**{**values, **overrides})
 
 
 def test_cnn_training_is_deterministic_and_resumes_exactly(image_shards: Path, tmp_path: Path) -> None:
@@ -443,11 +466,13 @@ def test_per_network_parameter_parses_one_value_or_one_per_network() -> None:
     assert math.isnan(as_float.parse("nan"))  # a number: TrainEstimator.validate() then says it must be positive
 
 
-def test_training_follows_the_source(workspace: Path, config: Config) -> None:
+def test_training_settings_follow_the_source_and_parameters_stay_as_parsed(workspace: Path, config: Config) -> None:
     sine = TrainEstimator()
-    assert (sine.network, sine.learning_rate, sine.max_steps) == ("mlp", 0.01, 200)  # 200: the test settings
-    assert sine.conv_filters == () and sine.dense_units == 0  # the cnn's sizes do not count for the mlp
-    assert sine.identity().params["network"] == "mlp"
+    resolved = sine.settings()
+    assert (resolved.network, resolved.learning_rate, resolved.max_steps) == ("mlp", 0.01, 200)  # 200: test settings
+    assert dict(resolved.network_args) == {"hidden_units": (100, 100)}  # the cnn's sizes do not count for the mlp
+    assert sine.network == "auto" and dict(sine.learning_rate) == {"cnn": 0.003, "mlp": 0.01}  # as parsed
+    assert sine.identity().params["network"] == "mlp" and "conv_filters" not in sine.identity().params
     config.set("TrainEstimator", "conv_filters", "[8, 8]")
     Register.clear_instance_cache()
     assert TrainEstimator().identity() == sine.identity()
@@ -458,17 +483,25 @@ def test_training_follows_the_source(workspace: Path, config: Config) -> None:
     config.set("TrainEstimator", "batch_size", 4)  # the 4 training images (a larger batch is refused)
     Register.clear_instance_cache()
     cnn = TrainEstimator()
-    assert (cnn.network, cnn.learning_rate, cnn.max_steps, cnn.hidden_units) == ("cnn", 0.003, 30, ())
+    resolved = cnn.settings()
+    assert (resolved.network, resolved.learning_rate, resolved.max_steps) == ("cnn", 0.003, 30)
+    assert dict(resolved.network_args) == {"conv_filters": (8, 8), "dense_units": 64}
+    assert resolved.augment == ("flip_horizontal", "shift", "brightness") and resolved.problem == "classification"
+    assert cnn.network == "auto"
     assert cnn.folder_prefix() == "pics-cnn"
     assert cnn.output_dir().parent == workspace / "models"
-    config.set("TrainEstimator", "network", "mlp")
+    config.set("TrainEstimator", "network", "mlp")  # an MLP of the flattened pixels: allowed
     Register.clear_instance_cache()
-    with pytest.raises(ValueError, match="network mlp solves regression, but the source asks for classification"):
-        TrainEstimator()
+    assert TrainEstimator().settings().network_args == {"hidden_units": (100, 100)}
     config.set("TrainEstimator", "network", "cnn")
     config.set("TrainEstimator", "conv_filters", "[4, 4, 4, 4, 4, 4]")
     Register.clear_instance_cache()
     with pytest.raises(ValueError, match="6 blocks, each halving the image: too many for --CreateShards-image-size 32"):
+        TrainEstimator()
+    config.set("CreateShards", "image_dir", "")
+    config.set("TrainEstimator", "conv_filters", "[4]")
+    Register.clear_instance_cache()
+    with pytest.raises(ValueError, match="--TrainEstimator-network cnn takes images"):
         TrainEstimator()
 
 
@@ -505,7 +538,18 @@ def test_image_dag_runs_reruns_on_new_images_and_reports(workspace: Path, config
         labels, predicted = p["labels"].tolist(), p["predictions"].argmax(axis=1).tolist()
         assert len(labels) == count
         _assert_report_matches(report[split], labels, predicted, report["class_names"])
-    assert history[-1]["eval"]["accuracy"] == pytest.approx(report["validation"]["accuracy"], abs=1e-6)
+        # Every misclassified file is named with its true and predicted class, in shard order.
+        paths_in_order = [e["path"].decode() for e in _parse_all(shards_dir, split)]
+        names = report["class_names"]
+        assert [(m["example"], m["true"], m["predicted"]) for m in report[split]["misclassified"]] == [
+            (paths_in_order[i], names[labels[i]], names[predicted[i]])
+            for i in range(count)
+            if labels[i] != predicted[i]
+        ]
+    # The exported model is the best evaluation's (early stopping keeps it): its accuracy is the report's.
+    best = identity.read_marker(model_dir)["info"]["best_step"]  # type: ignore[index]
+    exported = next(h for h in history if h["step"] == best)
+    assert exported["eval"]["accuracy"] == pytest.approx(report["validation"]["accuracy"], abs=1e-6)
 
     (plots_dir,) = (workspace / "reports").glob("my-pictures-cnn-plots-*")
     assert sorted(p.name for p in plots_dir.glob("*.png")) == sorted(
@@ -565,3 +609,48 @@ def test_default_image_configuration_on_the_demo_data(tmp_path: Path) -> None:
     accuracy = report["validation"]["accuracy"]
     print(f"validation accuracy {accuracy:.4f}, training {train_seconds:.0f} s, whole DAG {elapsed:.0f} s")
     assert train_seconds < 600
+
+
+def test_augmentation_is_a_parameter_of_the_identity(workspace: Path, config: Config) -> None:
+    make_folder(workspace / "pics", {"circle": 3, "star": 3})
+    config.set("CreateShards", "image_dir", workspace / "pics")
+    Register.clear_instance_cache()
+    default = TrainEstimator()
+    assert default.settings().augment == ("flip_horizontal", "shift", "brightness")  # auto, for classification
+    identities = {default.identity().digest}
+    for value, expected in (('["shift", "brightness"]', ("shift", "brightness")), ("[]", ())):
+        config.set("TrainEstimator", "augment", value)
+        Register.clear_instance_cache()
+        task = TrainEstimator()
+        assert task.settings().augment == expected and task.identity().params["augment"] == expected
+        identities.add(task.identity().digest)
+    assert len(identities) == 3
+    config.set("TrainEstimator", "augment", '["flip_horizontal", "rotate"]')
+    Register.clear_instance_cache()
+    with pytest.raises(ValueError, match="--TrainEstimator-augment: unknown augmentation 'rotate'"):
+        TrainEstimator()
+    config.set("TrainEstimator", "augment", '["shift"]')
+    config.set("CreateShards", "image_dir", "")  # the sine: numbers, nothing to shift
+    Register.clear_instance_cache()
+    with pytest.raises(ValueError, match="augmentations apply to images, and these inputs are 1 numbers"):
+        TrainEstimator()
+
+
+def test_each_augmentation_alone_moves_what_it_names() -> None:
+    pixel = np.zeros((16, 16, 3), np.uint8)
+    pixel[5, 3] = 255
+    seeds = [tf.constant([1, i], tf.int64) for i in range(24)]
+
+    def places(names: tuple[str, ...]) -> set[tuple[int, int]]:
+        outputs = [inputs.apply_augmentations(tf.constant(pixel), seed, names).numpy() for seed in seeds]
+        found = [np.unravel_index(np.argmax(o[..., 0]), (16, 16)) for o in outputs]
+        return {(int(row), int(column)) for row, column in found}
+
+    assert places(()) == {(5, 3)}
+    assert places(("flip_horizontal",)) == {(5, 3), (5, 12)}
+    assert places(("flip_vertical",)) == {(5, 3), (10, 3)}
+    assert {(r, c) for r, c in places(("shift",))} <= {(r, c) for r in range(3, 8) for c in range(1, 6)}
+    assert len(places(("shift",))) > 3
+    bright = [inputs.apply_augmentations(tf.constant(pixel), seed, ("brightness",)).numpy() for seed in seeds]
+    assert all(float(np.argmax(b[..., 0])) == 5 * 16 + 3 for b in bright)  # nothing moves
+    assert max(float(b[0, 0, 0]) for b in bright) > 0.05  # the black background brightens

@@ -29,6 +29,8 @@ def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     first = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "4 ran successfully" in first.stderr
+    # 6000 steps of 128 on 683 examples: the budget is worth a warning.
+    assert "6000 steps of 128 examples are 1124 epochs of the 683 training examples (over 100)" in first.stderr
 
     (metrics_dir,) = (tmp_path / "reports").glob("sine-mlp-eval-*")
     metrics = json.loads((metrics_dir / paths.METRICS).read_text())

@@ -93,13 +93,22 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(project_copy: tu
     assert len(list((work / "reports").glob("sine-mlp-plots-*"))) == 2 and plots_before.exists()
 
     # The network: training and everything below it.
-    _edit(
-        proj / "pipeline" / "networks.py",
-        'Dense(1, name="y",',
-        'Dense(1, name="out",',
-    )
+    _edit(proj / "pipeline" / "networks.py", 'name=f"hidden_{i}"', 'name=f"layer_{i}"')
     ran, _ = _run_copy(proj, work)
     assert ran == {"TrainEstimator", "EvaluateEstimator", "PlotInference"}
+
+    # A module no stage names but every stage's code imports (the closure): which shard files a
+    # split has. Every stage reads or writes shards through it: everything reruns.
+    _edit(proj / "pipeline" / "paths.py", 'return sorted((folder / split).glob("*.tfrecord"))',
+          'return sorted((folder / split).glob("*.tfrecord"), key=str)')  # fmt: skip
+    os.environ["PYTHONPATH"] = str(proj)
+    try:
+        status = run_cli(["python", "-m", "pipeline", "status", "PlotInference"], cwd=work).stdout
+    finally:
+        del os.environ["PYTHONPATH"]
+    assert "code in pipeline/paths.py changed" in status
+    ran, _ = _run_copy(proj, work)
+    assert ran == ALL
 
 
 # --- content awareness -----------------------------------------------------------------

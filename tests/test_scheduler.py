@@ -144,9 +144,13 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
 
     # CreateShards: shard by shard, train then validation (3 + 2 shards in luigi.cfg).
     assert final["CreateShards"] == (100, "validation: wrote shard 2 of 2")
-    # EvaluateEstimator: the validation MSE of metrics.json.
+    # EvaluateEstimator: the headline numbers of metrics.json (the regression's: MSE, RMSE, MAE).
     metrics = json.loads((_only(watched_run.root / "reports", "sine-mlp-eval-*") / paths.METRICS).read_text())
-    assert final["EvaluateEstimator"] == (100, f"validation MSE {metrics['validation']['mse']:.4g}")
+    validation = metrics["validation"]
+    assert final["EvaluateEstimator"] == (
+        100,
+        f"validation mse {validation['mse']:.4g}, rmse {validation['rmse']:.4g}, mae {validation['mae']:.4g}",
+    )
 
 
 class _Visualiser(HTMLParser):

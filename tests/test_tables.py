@@ -1,0 +1,155 @@
+"""A user's table: `--CreateShards-csv FILE --CreateShards-label-column NAME` (pipeline/tables.py, sources.py).
+
+Real public tables (scikit-learn ships them: no download) are written as CSV
+files, as a user would have them, and run through the whole DAG; the model is
+compared with a scaled linear baseline fitted on the very same split.
+"""
+
+from __future__ import annotations
+
+import configparser
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from luigi.task_register import Register
+from sklearn.datasets import load_diabetes, load_wine
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipeline import inputs, paths, tables
+from pipeline.shards import read_manifest
+from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
+from tests.conftest import PROJECT_DIR, SMALL_TRAINING, Config, build, run_cli
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def wine_csv(folder: Path) -> Path:
+    """178 wines, 13 measurements from 0.13 (hue) to 1680 (proline), three cultivars by name."""
+    data = load_wine()
+    rows = [[*x, data.target_names[y]] for x, y in zip(data.data, data.target, strict=True)]
+    return write_csv(folder / "wine.csv", [*data.feature_names, "cultivar"], rows)
+
+
+def _split(shards_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    manifest = read_manifest(shards_dir)
+    batches = list(inputs.eval_dataset(shards_dir, manifest, split, 512))
+    return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
+
+
+# --- reading and checking ------------------------------------------------------------------------
+
+
+def test_labels_decide_the_problem(tmp_path: Path) -> None:
+    rows = [[1.5, 10, "cat"], [2.5, 20, "dog"], [3.5, 30, "cat"]]
+    table = tables.read_table(write_csv(tmp_path / "a.csv", ["w", "h", "kind"], rows), "kind")
+    assert (table.problem, table.class_names, table.feature_names) == ("classification", ("cat", "dog"), ("w", "h"))
+    assert table.features == ((1.5, 10.0), (2.5, 20.0), (3.5, 30.0)) and table.lines == (2, 3, 4)
+    numbers = write_csv(tmp_path / "b.csv", ["x", "y"], [[1, 10], [2, 2], [3, 10]])
+    assert tables.read_table(numbers, "y").problem == "regression"
+    as_classes = tables.read_table(numbers, "y", "classification")
+    assert as_classes.class_names == ("2", "10")  # integer classes, in numeric order
+
+
+BAD_TABLES = [
+    (["a", "b"], [], "b", "is empty: expected a header line and at least one row"),
+    (["a", "b"], [[1, 2]], "label", "has no column 'label' (--CreateShards-label-column). Its columns: a, b"),
+    (["a", "b", "y"], [[1, 2, "x"], [1, "n/a", "z"]], "y", "line 3, column 'b': 'n/a' is not a finite number"),
+    (["a", "y"], [[1, "x"], ["nan", "z"]], "y", "line 3, column 'a': 'nan' is not a finite number"),
+    (["a", "y"], [[1, "x"], [2, "x"]], "y", "column 'y' holds a single class ('x')"),
+]
+
+
+@pytest.mark.parametrize(("header", "rows", "label", "message"), BAD_TABLES, ids=[m for *_, m in BAD_TABLES])
+def test_bad_tables_are_named_with_file_line_and_column(
+    tmp_path: Path, header: list[str], rows: list[list[object]], label: str, message: str
+) -> None:
+    path = write_csv(tmp_path / "t.csv", header, rows)
+    with pytest.raises(ValueError, match=r"t\.csv") as error:
+        tables.read_table(path, label)
+    assert message in str(error.value)
+
+
+def test_a_bad_table_stops_the_luigi_command_with_exit_40_before_any_work(tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", ["a", "y"], [[1, "x"]] * 5 + [[2, "rare"]])
+    args = ["--CreateShards-csv", "t.csv", "--CreateShards-label-column", "y"]
+    out = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler", *args], cwd=tmp_path)
+    assert out.returncode == 40, out.stderr[-2000:]
+    assert "Too few rows of class 'rare' (1)" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_shards_of_a_table_are_split_by_class_and_record_feature_statistics(workspace: Path, config: Config) -> None:
+    config.set("CreateShards", "csv", wine_csv(workspace))
+    config.set("CreateShards", "label_column", "cultivar")
+    Register.clear_instance_cache()
+    build(CreateShards())
+    manifest = read_manifest(CreateShards().output_dir())
+    assert manifest["problem"] == "classification"
+    assert manifest["class_names"] == ["class_0", "class_1", "class_2"]
+    counts = manifest["class_counts"]
+    assert {name: counts["train"][name] + counts["validation"][name] for name in manifest["class_names"]} == {
+        "class_0": 59,
+        "class_1": 71,
+        "class_2": 48,
+    }
+    for name, total in (("class_0", 59), ("class_1", 71), ("class_2", 48)):
+        assert counts["validation"][name] == int(total / 3 + 0.5)  # stratified: a third of each class
+    x_train, _ = _split(CreateShards().output_dir(), "train")
+    np.testing.assert_allclose(manifest["normalization"]["mean"], x_train.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(manifest["normalization"]["variance"], x_train.var(axis=0), rtol=1e-4)
+    assert TrainEstimator().settings().network == "mlp" and TrainEstimator().settings().augment == ()
+
+
+# --- the whole DAG on real tables ------------------------------------------------------------------
+
+
+def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, config: Config) -> None:
+    """The wine table with luigi.cfg's defaults for the MLP: as good as a scaled logistic regression."""
+    config.set("CreateShards", "csv", wine_csv(workspace))
+    config.set("CreateShards", "label_column", "cultivar")
+    project = configparser.ConfigParser()
+    project.read(PROJECT_DIR / "luigi.cfg")
+    for option in SMALL_TRAINING:  # the workspace's short settings: back to the project's luigi.cfg
+        config.set("TrainEstimator", option, project["TrainEstimator"][option])
+    Register.clear_instance_cache()
+    assert build(PlotInference()) == {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
+    report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
+    shards_dir = CreateShards().output_dir()
+    (x_train, y_train), (x_val, y_val) = _split(shards_dir, "train"), _split(shards_dir, "validation")
+    baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_train, y_train)
+    baseline_accuracy = float((baseline.predict(x_val) == y_val).mean())
+    print(f"wine: MLP {report['validation']['accuracy']:.4f}, scaled logistic regression {baseline_accuracy:.4f}")
+    assert report["validation"]["num_examples"] == len(y_val) == 60
+    assert report["validation"]["accuracy"] >= baseline_accuracy
+    figures = {p.name for p in PlotInference().output_dir().glob("*.png")}
+    assert figures == {paths.CONFUSION_PNG, paths.CURVES_PNG}  # no image grid for a table
+
+
+def test_a_regression_table_gets_predicted_against_true_and_residuals(workspace: Path, config: Config) -> None:
+    data = load_diabetes(scaled=False)  # raw columns: age in years, sex as 1 or 2, blood serum in mg/dl ...
+    rows = [[*x, y] for x, y in zip(data.data, data.target, strict=True)]
+    config.set("CreateShards", "csv", write_csv(workspace / "diabetes.csv", [*data.feature_names, "progression"], rows))
+    config.set("CreateShards", "label_column", "progression")
+    config.set("TrainEstimator", "max_steps", 200)  # before it overfits (see the README)
+    Register.clear_instance_cache()
+    build(PlotInference())
+    report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
+    shards_dir = CreateShards().output_dir()
+    (x_train, y_train), (x_val, y_val) = _split(shards_dir, "train"), _split(shards_dir, "validation")
+    ridge = make_pipeline(StandardScaler(), Ridge()).fit(x_train, y_train.ravel())
+    ridge_mse = float(np.mean((ridge.predict(x_val) - y_val.ravel()) ** 2))
+    print(f"diabetes: MLP MSE {report['validation']['mse']:.1f}, ridge {ridge_mse:.1f}, variance {y_val.var():.1f}")
+    assert report["problem"] == "regression" and report["validation"]["mse"] < 0.75 * float(y_val.var())
+    figures = {p.name for p in PlotInference().output_dir().glob("*.png")}
+    assert figures == {paths.PREDICTED_VS_TRUE_PNG, paths.CURVES_PNG}  # no curve along one input: ten inputs
