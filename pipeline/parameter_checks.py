@@ -13,8 +13,9 @@ for each of its parameters, whether set on the command line or in luigi.cfg:
 - limits that hold for every parameter of a type, whatever it means: integers fit
   in 64 bits (TensorFlow and NumPy count in int64), numbers are finite in float32
   (the precision the model computes in), a seed is in [0, 2**32) (NumPy's legacy
-  seeding, which `keras.utils.set_random_seed` uses, takes no more), and no string
-  holds a NUL character (no path or name can).
+  seeding, which `keras.utils.set_random_seed` uses, takes no more), no string
+  holds a NUL character (no path or name can), a JSON list is a list and a JSON
+  object an object.
 
 What a value means for its stage (a positive batch, a split it fits in) is
 checked by the stage's `validate()`. Standard library and Luigi only.
@@ -76,10 +77,16 @@ def _limit_problem(name: str, value: Any) -> str | None:
     return None
 
 
-def check_limits(family: str, values: list[tuple[str, Any]]) -> None:
+def check_limits(family: str, values: list[tuple[str, Any]], params: dict[str, luigi.Parameter]) -> None:
     """Raise ParameterError for the first parameter value that breaks a limit of its type."""
     for name, value in values:
-        problem = _limit_problem(name, value)
+        param = params.get(name)
+        if isinstance(param, luigi.DictParameter) and not isinstance(value, Mapping):
+            problem: str | None = 'must be a JSON object, e.g. {"width": 64}'
+        elif isinstance(param, luigi.ListParameter) and not isinstance(value, (list, tuple)):
+            problem = "must be a JSON list, e.g. [100, 100]"
+        else:
+            problem = _limit_problem(name, value)
         if problem:
             shown = value if not isinstance(value, str) else repr(value)[:80]
             raise ParameterError(f"{flag(family, name)} {problem}. Received: {shown}")
@@ -130,7 +137,7 @@ class CheckedParameters:
                         f"{flag(family, name)} (or [{family}] {name} in luigi.cfg) is not accepted: {detail}"
                     ) from None
             raise ParameterError(f"Bad parameter for {family}: {error}") from None
-        check_limits(family, values)
+        check_limits(family, values, dict(params))
         return values
 
 

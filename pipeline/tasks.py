@@ -127,7 +127,7 @@ class AugmentParameter(luigi.Parameter[Any]):
     def normalize(self, x: Any) -> Any:
         if x == "auto":
             return "auto"
-        if isinstance(x, str) or not all(isinstance(name, str) for name in x):
+        if not isinstance(x, (list, tuple)) or not all(isinstance(name, str) for name in x):
             example = '["flip_horizontal", "shift", "brightness"]'
             raise ValueError(f"Expected auto or a JSON list of augmentation names like {example}. Received: {x!r}")
         return tuple(x)
@@ -261,7 +261,10 @@ class CreateShards(Stage):
                 try:
                     self.source.validate()
                 except ValueError as error:
-                    raise ParameterError(_flagged(str(error), "CreateShards")) from None
+                    message = _flagged(str(error), "CreateShards")
+                    if "--CreateShards-" not in message:  # a message about the file or folder the user named
+                        message = f"{'--CreateShards-image-dir' if self.image_dir else '--CreateShards-csv'}: {message}"
+                    raise ParameterError(message) from None
             num_examples = self.schema().num_examples
         except OSError as error:  # a name too long for the file system, a folder that cannot be read
             flag = "--CreateShards-image-dir" if self.image_dir else "--CreateShards-csv"
