@@ -94,12 +94,6 @@ def _arm(spec: str, name: str, occurrence: int) -> None:
     timer.start()
 
 
-def reset() -> None:
-    """Count occurrences from 1 again (a harness that runs several stages in one process)."""
-    with _lock:
-        _occurrences.clear()
-
-
 def read_log(path: str) -> list[tuple[str, str, int, float]]:
     """The lines of a phase log as (begin|end, phase, occurrence, time)."""
     entries = []
