@@ -231,11 +231,14 @@ def _train(
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     # Every worker restores the chief's latest checkpoint and saves (a collective
     # operation) into its own folder; only the chief's is kept.
-    # A save cut short (a crash, a full disk) leaves TensorFlow's temporary folder beside
-    # the checkpoints; the state file still names the last complete one.
+    # A save cut short (a crash, a full disk) leaves TensorFlow's temporary folder, or the
+    # temporary file of its state file's atomic write, beside the checkpoints; the state
+    # file still names the last complete one.
     for folder in (paths.CHECKPOINTS, paths.BEST_CHECKPOINT):
         for leftover in (write_dir / folder).glob("*_temp"):
             shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in (write_dir / folder).glob("checkpoint.tmp*"):
+            leftover.unlink(missing_ok=True)
     latest = tf.train.latest_checkpoint(str(model_dir / paths.CHECKPOINTS))
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
