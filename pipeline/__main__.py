@@ -1,4 +1,4 @@
-"""Helper commands: `python -m pipeline status|gc ...` (no TensorFlow import).
+"""Helper commands: `python -m pipeline status|gc|runs|diff|report|doctor ...` (no TensorFlow import but doctor's).
 
 status TASK [--Task-param value ...]
     Every stage of TASK's DAG as up to date or stale, with the reason, and
@@ -14,18 +14,40 @@ gc [--yes] [TASK] [--Task-param value ...]
     removes them only with --yes. Raw data under data/raw is never touched, nor
     anything outside the artifact root: a folder that is a link is removed as a
     link, its target never (pipeline/containment.py).
+runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
+    One row per trained model under the artifact root: the parameters that
+    differ between the rows (--all: every parameter), the headline
+    validation metrics, when it finished, seconds per stage, its folder.
+diff A B
+    What differs between two outputs (model folders, folder names or
+    identity prefixes): parameters, code files, versions, upstream data.
+report [RUN ...] [--out FILE]
+    One self-contained HTML page of the runs (default: all): the table,
+    the training curves overlaid, each metric against each parameter that
+    differs, and each run's figures. Default FILE: reports/runs.html.
+sweep TASK --Task-param A,B [--Task-param C,D ...] [--workers N] [luigi flags]
+    Every combination of the listed values, down to TASK, in one Luigi
+    invocation (a value with top-level commas is several values; [64],[128]
+    is two lists). Stages the variants share run once. Ends with Luigi's
+    summary, the table of the sweep's runs and the path of their report.
+doctor
+    What TensorFlow sees (devices, CUDA/cuDNN build, mixed precision), the
+    GPU slots of this host, the resource pools and the scheduler.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
+import luigi
 from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
-from pipeline import cluster, containment, identity, locks, paths
+from pipeline import cluster, containment, identity, image_folder, listing, locks, paths
 from pipeline.stage import Stage, dag
 
 USAGE = __doc__ or ""
@@ -58,6 +80,21 @@ def explain(stage: Stage) -> list[str]:
     return reasons + own
 
 
+def source_notes(stage: Stage) -> list[str]:
+    """What `stage` leaves out: files of its source folders that are not images of a class (now),
+    and unreadable files its output skipped (`--CreateShards-skip-unreadable`)."""
+    folders = [folder for folder in stage.source_folders().values() if folder.is_dir()]  # not a table's file
+    notes = [image_folder.describe_ignored(listing.of(folder)) for folder in folders]
+    marker = identity.read_marker(stage.output_dir())
+    skipped = marker["info"].get("skipped_unreadable", 0) if marker else 0
+    if skipped:
+        notes.append(
+            f"{skipped} unreadable file(s) skipped (--CreateShards-skip-unreadable); "
+            f"{stage.output_dir() / paths.MANIFEST} lists them"
+        )
+    return [note for note in notes if note]
+
+
 def status(argv: list[str]) -> int:
     """Print every stage of a DAG as up to date or stale, with reasons."""
     # Upstream tasks read the command line's --Task-param values while the
@@ -71,6 +108,8 @@ def status(argv: list[str]) -> int:
             print(f"{stage.task_family:<{width}}  {state:<10}  {stage.output_dir()}")
             for reason in reasons:
                 print(f"{'':<{width}}    - {reason}")
+            for note in source_notes(stage):
+                print(f"{'':<{width}}    note: {note}")
             if not reasons and stage.artifact_kind == "reports":  # where the results are
                 for rel in identity.list_files(stage.output_dir()):
                     print(f"{'':<{width}}    {stage.output_dir() / rel}")
@@ -138,6 +177,125 @@ def worker(argv: list[str], wait_seconds: float = 600) -> int:
     return 0
 
 
+class _Arguments(argparse.ArgumentParser):
+    """argparse whose mistakes are one line (raised as ValueError, exit code 40), not usage and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
+
+
+def _artifact_root() -> Path:
+    return paths.artifact_root("models").parent
+
+
+def runs_command(argv: list[str]) -> int:
+    """Print the runs table (or JSON, or CSV) of every trained model under the artifact root."""
+    from pipeline import runs
+
+    parser = _Arguments(prog="python -m pipeline runs", add_help=False)
+    parser.add_argument("--sort-by", metavar="COLUMN")
+    parser.add_argument("--reverse", action="store_true")
+    parser.add_argument("--all", action="store_true", dest="all_params")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true")
+    args = parser.parse_args(argv)
+    found = runs.collect(_artifact_root())
+    if args.json:
+        print(runs.to_json(found, args.sort_by, args.reverse))
+    elif args.csv:
+        print(runs.to_csv(found, args.sort_by, args.all_params, reverse=args.reverse), end="")
+    elif not found:
+        print(f"No trained models under {(_artifact_root() / 'models').resolve()}.")
+    else:
+        print(runs.format_table(found, args.sort_by, args.all_params, reverse=args.reverse))
+    return 0
+
+
+def diff_command(argv: list[str]) -> int:
+    """Print what differs between two published outputs."""
+    from pipeline import diff, runs
+
+    parser = _Arguments(prog="python -m pipeline diff", add_help=False)
+    parser.add_argument("a", metavar="A")
+    parser.add_argument("b", metavar="B")
+    args = parser.parse_args(argv)
+    index = runs.index(_artifact_root())
+    print("\n".join(diff.diff(index, index.find(args.a), index.find(args.b))))
+    return 0
+
+
+def report_command(argv: list[str]) -> int:
+    """Write the HTML report of the runs named (default: all) and print where it is."""
+    from pipeline import runs
+
+    parser = _Arguments(prog="python -m pipeline report", add_help=False)
+    parser.add_argument("runs", nargs="*", metavar="RUN")
+    parser.add_argument("--out", type=Path, metavar="FILE")
+    args = parser.parse_args(argv)
+    found = runs.collect(_artifact_root())
+    chosen = runs.select(found, args.runs) if args.runs else found
+    if not chosen:
+        raise ValueError(f"No trained models under {(_artifact_root() / 'models').resolve()}: nothing to report.")
+    from pipeline import report  # Matplotlib: only now
+
+    out = args.out or paths.artifact_root("reports") / paths.RUNS_REPORT
+    print(report.write_report(chosen, out).resolve())
+    return 0
+
+
+def sweep_command(argv: list[str]) -> int:
+    """Run a grid of variants, then print their table and write their report."""
+    from luigi.retcodes import retcode
+
+    from pipeline import runs, sweep
+
+    outcome = sweep.run(argv)
+    status = outcome.result.status
+    codes = retcode()
+    code = {
+        luigi.LuigiStatusCode.SUCCESS: 0,
+        luigi.LuigiStatusCode.SUCCESS_WITH_RETRY: 0,
+        luigi.LuigiStatusCode.FAILED: codes.task_failed,
+        luigi.LuigiStatusCode.FAILED_AND_SCHEDULING_FAILED: codes.task_failed,
+        luigi.LuigiStatusCode.SCHEDULING_FAILED: codes.scheduling_error,
+        luigi.LuigiStatusCode.NOT_RUN: codes.not_run,
+        luigi.LuigiStatusCode.MISSING_EXT: codes.missing_data,
+    }.get(status, codes.unhandled_exception)
+    published = [folder for folder in outcome.model_dirs if identity.read_marker(folder) is not None]
+    if not published:
+        return code
+    chosen = runs.select(runs.collect(_artifact_root()), [str(folder) for folder in published])
+    swept = [axis.flag for axis in outcome.axes]
+    print(runs.format_table(chosen, swept=swept))
+    from pipeline import report  # Matplotlib: only now
+
+    names = "".join(sorted(run.identity[:12] for run in chosen))
+    out = paths.artifact_root("reports") / f"sweep-{identity.digest(names)[:12]}.html"
+    print(f"\nReport of these {len(chosen)} runs: {report.write_report(chosen, out, swept).resolve()}")
+    if len(published) < len(outcome.model_dirs):
+        print(f"{len(outcome.model_dirs) - len(published)} variant(s) did not finish training: see Luigi's summary.")
+    return code
+
+
+def doctor_command(argv: list[str]) -> int:
+    """Print what TensorFlow sees, the GPU slots, the resource pools and the scheduler."""
+    _Arguments(prog="python -m pipeline doctor", add_help=False).parse_args(argv)
+    from pipeline import doctor
+
+    print("\n".join(doctor.report()))
+    return 0
+
+
+EXPERIMENT_COMMANDS = {
+    "runs": runs_command,
+    "diff": diff_command,
+    "report": report_command,
+    "sweep": sweep_command,
+    "doctor": doctor_command,
+}
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -149,6 +307,12 @@ def main(argv: list[str]) -> int:
         return gc(rest)
     if command == "worker":
         return worker(rest)
+    if command in EXPERIMENT_COMMANDS:
+        try:
+            return EXPERIMENT_COMMANDS[command](rest)
+        except ValueError as error:  # a user's mistake: one line, exit code 40 as for a bad parameter
+            print(error, file=sys.stderr)
+            return 40
     print(f"Unknown command or missing task: {' '.join(argv)}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, inputs, multiworker, networks, paths, phases, problems, shards
+from pipeline import cluster, hparams, inputs, multiworker, networks, paths, phases, problems, shards
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -154,6 +154,8 @@ def train(
     write_dir = role.write_dir(model_dir)
     manifest = read_manifest(shards_dir)
     write_dir.mkdir(parents=True, exist_ok=True)
+    if role.chief:  # TensorBoard's HParams tab compares model_dirs, from the start of their training
+        hparams.write_hparams(config, write_dir)
     configure_determinism(config.seed)
     policy = precision_policy(config.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)

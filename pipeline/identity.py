@@ -227,42 +227,6 @@ def code_closure(entries: list[str], roots: list[str]) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def folder_listing(folder: Path) -> dict[str, list[int]]:
-    """Relative path -> [size, mtime_ns] of every file below a user's source folder, sorted.
-
-    This (not the files' hashes) goes into the identity: listing 10,000
-    files costs milliseconds, hashing them would cost seconds on every check.
-    Hidden files and folders (".DS_Store", ".git") do not count; symbolic
-    links are followed (a folder reached twice is listed once); broken ones
-    are skipped.
-    """
-    listing: dict[str, list[int]] = {}
-    seen: set[tuple[int, int]] = set()
-    pending = [(os.fspath(folder), "")]
-    while pending:  # os.scandir with plain strings: pathlib costs 10x more per file
-        path, prefix = pending.pop()
-        try:
-            st = os.stat(path)
-            entries = list(os.scandir(path))
-        except (FileNotFoundError, NotADirectoryError):  # not there (yet): lists as empty, as os.walk would
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir():
-                    pending.append((entry.path, f"{prefix}{entry.name}/"))
-                else:
-                    st = entry.stat()
-                    listing[prefix + entry.name] = [st.st_size, st.st_mtime_ns]
-            except FileNotFoundError:  # a broken link, or removed meanwhile
-                continue
-    return dict(sorted(listing.items()))
-
-
 def file_stat(path: Path) -> list[int]:
     """[size, mtime_ns] of a user's source file ([] when it is missing): what its identity holds."""
     try:

@@ -1,33 +1,22 @@
-"""The layout of a user's image folder: one subfolder per class of PNG or JPEG files.
+"""The layout of a user's image folder: one subfolder per class of images, at any depth.
 
-The layout Keras' `image_dataset_from_directory` reads: `DIR/<class>/<image>`,
-class names in sorted order are labels 0, 1, ...; files with other extensions
-and hidden files or folders are ignored, as are files directly in `DIR`.
-Standard library only: `CreateShards` checks the layout when it is
-constructed, on Luigi's scheduling path, before any work is done.
+The layout Keras' `image_dataset_from_directory` reads: `DIR/<class>/**/<image>`,
+images being .bmp, .gif, .jpeg, .jpg and .png files in any letter case; class
+names in sorted order are labels 0, 1, ... Other files, and files directly in
+`DIR`, are ignored, but never silently: `describe_ignored` says how many, with
+a few names (the run log and `python -m pipeline status` print it). Hidden
+files and folders do not count. Standard library only: `CreateShards` checks
+the layout when it is constructed, on Luigi's scheduling path, before any work
+is done, from the folder's one listing (`listing.of`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pipeline import identity
+from pipeline import listing
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-
-def scan(folder: Path) -> dict[str, list[str]]:
-    """Class name -> sorted image paths relative to `folder`, for every class subfolder with images.
-
-    Built on `identity.folder_listing`, the listing that goes into the stage's identity.
-    """
-    classes: dict[str, list[str]] = {}
-    for rel in identity.folder_listing(folder):
-        name, sep, _ = rel.partition("/")
-        if sep and os.path.splitext(rel)[1].lower() in IMAGE_EXTENSIONS:
-            classes.setdefault(name, []).append(rel)
-    return dict(sorted(classes.items()))
+_EXPECTED = ", ".join(sorted(listing.IMAGE_EXTENSIONS))
 
 
 def num_validation(count: int, validation_fraction: float) -> int:
@@ -46,16 +35,19 @@ def min_images_per_class(validation_fraction: float) -> int:
 def check_layout(
     folder: Path, validation_fraction: float, flag: str = "--CreateShards-image-dir"
 ) -> dict[str, list[str]]:
-    """Scan `folder` and raise ValueError naming what is wrong: missing, empty, one class, too few images.
+    """List `folder` (once per invocation) and raise ValueError naming what is wrong: missing, empty,
+    one class, too few images.
 
-    Returns the scan (class name -> relative image paths) when the layout is usable.
+    Returns the classes (class name -> relative image paths) when the layout is usable.
     """
-    hint = f"Expected {folder}/<class name>/<image>.png (or .jpg), one subfolder per class."
+    hint = f"Expected {folder}/<class name>/<image>, one subfolder per class, images being {_EXPECTED} files."
     if not folder.is_dir():
         raise ValueError(f"{flag} {folder} is not a folder. {hint}")
-    classes = scan(folder)
+    found = listing.of(folder)
+    classes = found.classes
     if not classes:
-        raise ValueError(f"{flag} {folder} holds no class subfolder with PNG or JPEG images. {hint}")
+        ignored = f" ({describe_ignored(found)})" if found.num_ignored else ""
+        raise ValueError(f"{flag} {folder} holds no class subfolder with images{ignored}. {hint}")
     if len(classes) == 1:
         (name,) = classes
         raise ValueError(
@@ -71,3 +63,14 @@ def check_layout(
             f"at least {needed} images (one for validation, the rest for training). Too few images in: {listed}."
         )
     return classes
+
+
+def describe_ignored(found: listing.Listing) -> str | None:
+    """One sentence on the files of a folder that are not images of a class, naming a few; None if none."""
+    if not found.num_ignored:
+        return None
+    more = f" and {found.num_ignored - len(found.ignored)} more" if found.num_ignored > len(found.ignored) else ""
+    return (
+        f"{found.num_ignored} file(s) in {found.folder} are ignored, being no {_EXPECTED} file inside a class "
+        f"subfolder: {', '.join(found.ignored)}{more}"
+    )

@@ -18,6 +18,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Inside a shards folder.
 MANIFEST = "manifest.json"
+SOURCE_SHA256 = "source_sha256.jsonl"  # of each source file (an image) read, one JSON line each
 SPLITS = ("train", "validation")
 
 # Inside a model_dir.
@@ -35,6 +36,9 @@ PREDICTED_VS_TRUE_PNG = "predicted_vs_true.png"  # regression: predicted against
 CURVES_PNG = "training_curves.png"
 CONFUSION_PNG = "confusion_matrix.png"  # images: validation confusion matrix
 IMAGES_PNG = "validation_images.png"  # images: a grid of validation images, true and predicted class
+
+# Below the reports root: the page `python -m pipeline report` writes by default.
+RUNS_REPORT = "runs.html"
 
 
 class paths(luigi.Config):  # noqa: N801 (Luigi names config sections after the class)
@@ -62,11 +66,26 @@ def stage_folders() -> list[Path]:
     return sorted(p for parent in parents if parent.is_dir() for p in parent.iterdir() if p.is_dir())
 
 
+def stage_parents(root: Path) -> dict[str, Path]:
+    """The folders below an artifact root that hold stage folders, by kind: shards, models, reports and raw data."""
+    return {
+        "data": root / "data" / "shards",
+        "models": root / "models",
+        "reports": root / "reports",
+        "raw": root / "data" / "raw",
+    }
+
+
 def lock_path(folder: Path) -> Path:
     """The lock file that serialises runs writing one output folder (kept out of the artifact roots)."""
     locks = Path(paths().root) / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     return locks / f"{folder.parent.name}-{folder.name}.lock"
+
+
+def publish_log() -> Path:
+    """A file every publish appends a byte to: its size tells a running invocation that an output appeared."""
+    return Path(paths().root) / ".locks" / "published"
 
 
 def raw_dir(name: str) -> Path:

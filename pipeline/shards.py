@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import itertools
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -27,8 +28,11 @@ from typing import Any, NamedTuple
 import crc32c
 import numpy as np
 
-from pipeline import paths
+from pipeline import invocation, paths
 from pipeline.errors import DataError
+
+logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
+MAX_NAMED = 5  # skipped rows named in the run log (the manifest lists them all)
 
 # One feature value: a list of floats, ints or bytes (as tf.train.Feature holds).
 FeatureValue = Sequence[float] | Sequence[int] | Sequence[bytes]
@@ -146,7 +150,7 @@ class EncodedRun(NamedTuple):
 
     records: list[bytes]  # the framed TFRecords of the readable rows, in order
     sha256: dict[str, str]  # of the source files read
-    errors: list[str]  # one per unreadable row
+    errors: list[tuple[Any, str]]  # (row, what is wrong with it) of each unreadable row
 
 
 def _encode_rows(job: tuple[Sequence[Any], RowEncoder]) -> EncodedRun:
@@ -157,7 +161,7 @@ def _encode_rows(job: tuple[Sequence[Any], RowEncoder]) -> EncodedRun:
         try:
             features, sha256 = to_features(row)
         except UnreadableRowError as error:
-            run.errors.append(str(error))
+            run.errors.append((row, str(error)))
             continue
         run.records.append(frame_record(encode_example(features)))
         run.sha256.update(sha256)
@@ -180,8 +184,8 @@ def _in_order(pool: ProcessPoolExecutor | None, jobs: Iterable[Any], ahead: int)
 
 class WrittenSplits(NamedTuple):
     shards: dict[str, list[str]]  # split -> shard paths relative to the folder
-    sha256: dict[str, str]  # of every source file read
-    errors: list[str]  # unreadable rows (then no shard was kept)
+    hashed: int  # source files whose sha256 is in paths.SOURCE_SHA256 (0: no such file)
+    errors: dict[str, list[tuple[Any, str]]]  # split -> (row, what is wrong) of its unreadable rows
 
 
 def write_splits(
@@ -191,56 +195,67 @@ def write_splits(
     to_features: RowEncoder,
     processes: int = 1,
     progress: Callable[[float, str], None] | None = None,
+    skip_unreadable: bool = False,
 ) -> WrittenSplits:
     """Write each split's rows (already shuffled) as `num_shards[split]` contiguous shards.
 
     Each row is read and encoded once. The rows of every split are encoded in
     runs of `ROWS_PER_JOB` by one pool of up to `processes` writer processes,
     whatever the number of shards (3 shards keep 2 processes equally busy);
-    this process writes the records to each shard in order. Every row is
-    encoded even after one turned out unreadable, so that all of them can be
-    named; then no shard is kept. Shards appear under their names only once
+    this process writes the records to each shard in order, and the sha256
+    of each source file read to `paths.SOURCE_SHA256` (JSON lines, in the
+    shards' order: streamed, so that a million files cost no memory). Every
+    row is encoded even after one turned out unreadable, so that all of them
+    can be named; then no shard is kept, unless `skip_unreadable` (the shards
+    then hold the readable rows). Files appear under their names only once
     every row was read.
     """
     names = {split: [paths.shard_name(split, i, num_shards[split]) for i in range(num_shards[split])] for split in rows}
-    shards: dict[tuple[str, int], list[tuple[Sequence[Any], RowEncoder]]] = {}  # (split, index) -> its jobs
+    shards: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (split, index) -> its jobs' runs of rows
     for split, split_rows in rows.items():
-        bounds = np.linspace(0, len(split_rows), num_shards[split] + 1).astype(int)
+        bounds = np.linspace(0, len(split_rows), num_shards[split] + 1).astype(int).tolist()
         for i, (start, stop) in enumerate(itertools.pairwise(bounds)):
-            shards[split, i] = [
-                (split_rows[j : min(j + ROWS_PER_JOB, stop)], to_features) for j in range(start, stop, ROWS_PER_JOB)
-            ]
-    written = WrittenSplits(names, {}, [])
-    temporary = []
+            shards[split, i] = [(j, min(j + ROWS_PER_JOB, stop)) for j in range(start, stop, ROWS_PER_JOB)]
+    # Jobs are made as the pool takes them: a lazy sequence of rows stays lazy.
+    jobs = ((rows[split][a:b], to_features) for (split, _), runs in shards.items() for a, b in runs)
+    errors: dict[str, list[tuple[Any, str]]] = {split: [] for split in rows}
+    folder.mkdir(parents=True, exist_ok=True)
+    hashes = folder / (paths.SOURCE_SHA256 + ".tmp")
+    temporary = [hashes]
+    hashed = 0
     try:
         with contextlib.ExitStack() as stack:
             pool = stack.enter_context(process_pool(processes)) if processes > 1 else None
-            encoded = _in_order(pool, (job for jobs in shards.values() for job in jobs), ahead=4 * processes)
-            for done, ((split, i), jobs) in enumerate(shards.items(), 1):
+            hash_lines = stack.enter_context(open(hashes, "w"))
+            encoded = _in_order(pool, jobs, ahead=4 * processes)
+            for done, ((split, i), runs) in enumerate(shards.items(), 1):
                 (folder / split).mkdir(parents=True, exist_ok=True)
                 tmp = folder / (names[split][i] + ".tmp")
                 temporary.append(tmp)
                 with open(tmp, "wb") as f:
-                    for _ in jobs:
+                    for _ in runs:
                         run = next(encoded)
                         f.writelines(run.records)
-                        written.sha256.update(run.sha256)
-                        written.errors.extend(run.errors)
+                        hash_lines.writelines(
+                            json.dumps({"path": rel, "sha256": sha256}) + "\n" for rel, sha256 in run.sha256.items()
+                        )
+                        hashed += len(run.sha256)
+                        errors[split].extend(run.errors)
                     f.flush()
                     os.fsync(f.fileno())
                 if progress:
                     progress(done / len(shards), f"{split}: wrote shard {i + 1} of {num_shards[split]}")
-        if not written.errors:
-            for tmp in temporary:
+        if skip_unreadable or not any(errors.values()):
+            for tmp in temporary if hashed else temporary[1:]:  # a source that read no file: no hashes file
                 os.replace(tmp, tmp.with_suffix(""))
-            temporary = []
+            temporary = [] if hashed else [hashes]
     finally:
         for tmp in temporary:
             tmp.unlink(missing_ok=True)
         for split in rows:
             with contextlib.suppress(OSError):
                 (folder / split).rmdir()  # only if empty: nothing kept
-    return written
+    return WrittenSplits(names, hashed, errors)
 
 
 def process_pool(max_workers: int) -> ProcessPoolExecutor:
@@ -270,6 +285,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return data
 
 
+def read_source_sha256(folder: Path) -> dict[str, str]:
+    """The sha256 of every source file the shards in `folder` were made from, by relative path."""
+    with open(folder / paths.SOURCE_SHA256) as f:
+        return {entry["path"]: entry["sha256"] for entry in map(json.loads, f)}
+
+
+@invocation.scoped  # a source folder is listed once for the whole ETL (in a stage's run: by its identity)
 def create_shards(
     folder: Path,
     source: Any,
@@ -282,9 +304,12 @@ def create_shards(
     `source` has `check()` (raises ValueError on a bad source, before any
     work), `rows()` (rows per split, shuffled), `to_features` (its row
     encoder), `manifest()` and, if its encoder can raise `UnreadableRowError`,
-    `unreadable(errors, count)` (the message naming them). When a row is
-    unreadable, every one is named in one DataError and no file is left
-    in `folder`. Returns the manifest.
+    `unreadable(errors, count)` (the message naming them), `skip_unreadable`
+    and `manifest(skipped)` (its counts without the rows skipped, by split).
+    When a row is unreadable, every one is named in one DataError and no file
+    is left in `folder`; if the source skips them they are left out instead,
+    and the manifest lists them (`skipped_unreadable`). A split left without
+    a readable row is an error either way. Returns the manifest.
     """
     source.check()
     rows = source.rows()
@@ -294,13 +319,34 @@ def create_shards(
                 f"The {split} split has {len(rows[split])} examples, so it takes 1 to "
                 f"{len(rows[split])} shards. Received: num_{split}_shards={num_shards[split]}"
             )
-    written = write_splits(folder, rows, num_shards, source.to_features, processes, progress)
-    if written.errors:
-        raise DataError(source.unreadable(sorted(written.errors), sum(map(len, rows.values()))))
-    manifest = dict(source.manifest(), splits={})
-    if written.sha256:
-        manifest["source_sha256"] = dict(sorted(written.sha256.items()))
+    # Asked before writing: a source whose rows are never unreadable need not say.
+    skip_unreadable = bool(getattr(source, "skip_unreadable", False))
+    written = write_splits(folder, rows, num_shards, source.to_features, processes, progress, skip_unreadable)
+    errors = sorted(message for split_errors in written.errors.values() for _, message in split_errors)
+    count = sum(map(len, rows.values()))
+    if errors and not skip_unreadable:
+        raise DataError(source.unreadable(errors, count))
     for split in paths.SPLITS:
-        manifest["splits"][split] = {"num_examples": len(rows[split]), "shards": written.shards[split]}
+        if len(written.errors[split]) == len(rows[split]):
+            raise DataError(f"{source.unreadable(errors, count)} Skipping them leaves the {split} split empty.")
+    if errors:
+        more = f"; and {len(errors) - MAX_NAMED} more" if len(errors) > MAX_NAMED else ""
+        logger.warning(
+            "%d unreadable file(s) skipped, listed in the manifest (skipped_unreadable): %s%s",
+            len(errors),
+            "; ".join(errors[:MAX_NAMED]),
+            more,
+        )
+    skipped = {split: [row for row, _ in split_errors] for split, split_errors in written.errors.items()}
+    manifest = dict(source.manifest(skipped) if errors else source.manifest(), splits={})
+    if errors:
+        manifest["skipped_unreadable"] = errors
+    if written.hashed:
+        manifest["source_hashes"] = paths.SOURCE_SHA256  # the sha256 of each source file read, one JSON line each
+    for split in paths.SPLITS:
+        manifest["splits"][split] = {
+            "num_examples": len(rows[split]) - len(skipped[split]),
+            "shards": written.shards[split],
+        }
     write_manifest(folder, manifest)
     return manifest

@@ -9,23 +9,24 @@ the shards will hold before they exist (the problem, the input shape, the
 classes), `rows()` gives the rows per split, `to_features` is a module-level
 encoder of one row (sent to the writer processes; it reads and decodes each
 input once, and raises `shards.UnreadableRowError` for one it cannot read),
-`unreadable()` words the error naming those, and `manifest()` says what
-downstream stages need to know, the problem first.
+`unreadable()` words the error naming those (`skip_unreadable`: whether they
+are left out instead), and `manifest()` says what downstream stages need to
+know, the problem first (`manifest(skipped)`: without the rows left out).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
-from pipeline import image_folder, tables
+from pipeline import image_folder, invocation, listing, tables
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,18 +159,59 @@ REFERENCE_POINTS = 400  # points of the noiseless curve kept in the manifest
 
 # --- a folder of images, one subfolder per class ---------------------------------------
 
-# What a row of an image folder is: (absolute path, path relative to the folder, label, image size).
+# What a row of an image folder is: (the folder, the image's path relative to it, label, image size).
+# The folder is one string shared by every row: a million rows cost no path each.
 ImageRow = tuple[str, str, int, int]
 MAX_NAMED_FILES = 10  # unreadable files named in one error message
+# Transparent pixels are composited on this colour (the README says so): white, as most viewers show them.
+BACKGROUND = (255, 255, 255)
+# 16-bit grayscale as Pillow holds it (a 16-bit PNG opens as I;16), scaled to 8 bits by `to_rgb`.
+WIDE_GRAY_MODES = frozenset(("I;16", "I;16L", "I;16B", "I;16N", "I"))
+
+logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
+
+
+class ImageRows(Sequence[ImageRow]):
+    """One split's rows, made when asked for: row i is image `order[i]` of `files`, with its label.
+
+    A million rows cost the split's order (8 bytes each) beside the listing's
+    file names, not a million tuples: the shard writers take them 64 at a time.
+    """
+
+    def __init__(self, base: str, files: list[str], labels: np.ndarray, order: np.ndarray, size: int) -> None:
+        self.base, self.files, self.labels, self.order, self.size = base, files, labels, order, size
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    @overload
+    def __getitem__(self, index: int) -> ImageRow: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ImageRow]: ...
+    def __getitem__(self, index: int | slice) -> ImageRow | list[ImageRow]:
+        if isinstance(index, slice):
+            return [self._row(i) for i in self.order[index].tolist()]
+        return self._row(int(self.order[index]))
+
+    def __iter__(self) -> Iterator[ImageRow]:
+        for start in range(0, len(self), 1024):
+            yield from self[start : start + 1024]
+
+    def _row(self, i: int) -> ImageRow:
+        return self.base, self.files[i], int(self.labels[i]), self.size
 
 
 @dataclass(frozen=True)
 class ImageFolderSource:
-    """PNG or JPEG images in `image_dir/<class>/`, resized to `image_size` squares, split per class.
+    """Images in `image_dir/<class>/` (at any depth), resized to `image_size` squares, split per class.
 
-    The split is stratified: each class's files (sorted) are shuffled with
-    `seed` and its first `round(n * validation_fraction)` go to validation;
-    each split is then shuffled again, globally, so shards mix the classes.
+    Images are the files Keras' `image_dataset_from_directory` reads: .bmp,
+    .gif, .jpeg, .jpg and .png, in any letter case (`listing.IMAGE_EXTENSIONS`).
+    The split is stratified: each class's files (in the listing's order) are
+    shuffled with `seed` and its first `round(n * validation_fraction)` go to
+    validation; each split is then shuffled again, globally, so shards mix
+    the classes. With `skip_unreadable`, files that cannot be read as images
+    are left out (the manifest lists them) instead of stopping the ETL.
     """
 
     kind = "image_folder"
@@ -178,78 +220,110 @@ class ImageFolderSource:
     image_size: int
     validation_fraction: float
     seed: int
+    skip_unreadable: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_dir", Path(self.image_dir))  # given as the parameter's string
 
-    @cached_property
+    @property
+    def folder_listing(self) -> listing.Listing:
+        """The folder's listing, checked (ValueError on an unusable layout).
+
+        Not kept here: it is the invocation's (`listing.of`), so that in a run
+        the shards are made from the listing the stage's identity holds, made
+        when the run started, not from one made when the task was scheduled.
+        """
+        with invocation.scope():  # the layout check and this share one pass over the folder
+            image_folder.check_layout(self.image_dir, self.validation_fraction)
+            return listing.of(self.image_dir)
+
+    @property
     def classes(self) -> dict[str, list[str]]:
-        """Class name -> relative image paths, scanned once; raises ValueError on an unusable layout."""
-        return image_folder.check_layout(self.image_dir, self.validation_fraction)
+        """Class name -> relative image paths."""
+        return self.folder_listing.classes
 
     def validate(self) -> None:
         """Raise ValueError on a bad image size or an unusable folder layout."""
         if self.image_size < 8:
             raise ValueError(f"image_size must be at least 8 pixels. Received: image_size={self.image_size}")
-        self.classes  # noqa: B018 (scanned and checked once)
+        self.folder_listing  # noqa: B018 (listed and checked once)
 
     def check(self) -> None:
-        """Raise ValueError on an unusable folder layout (each image is checked as it is encoded)."""
+        """Raise ValueError on an unusable folder layout (each image is checked as it is encoded);
+        log the files that are not images of a class."""
         self.validate()
+        ignored = image_folder.describe_ignored(self.folder_listing)
+        if ignored:
+            logger.warning(ignored)
 
     def schema(self) -> Schema:
+        classes = self.classes
         counts = {"train": 0, "validation": 0}
-        for files in self.classes.values():
+        for files in classes.values():
             for split, count in split_counts(len(files), self.validation_fraction).items():
                 counts[split] += count
-        return Schema("classification", (self.image_size, self.image_size, 3), tuple(self.classes), counts)
+        return Schema("classification", (self.image_size, self.image_size, 3), tuple(classes), counts)
 
     def unreadable(self, errors: list[str], count: int) -> str:
         """The message naming the files `image_features` could not read (up to `MAX_NAMED_FILES`)."""
         more = f"; and {len(errors) - MAX_NAMED_FILES} more" if len(errors) > MAX_NAMED_FILES else ""
         return (
             f"{len(errors)} of the {count} image files in {self.image_dir} cannot be read as images: "
-            f"{'; '.join(errors[:MAX_NAMED_FILES])}{more}. Fix or remove them, then rerun."
+            f"{'; '.join(errors[:MAX_NAMED_FILES])}{more}. Fix or remove them (or skip them: "
+            "--CreateShards-skip-unreadable), then rerun."
         )
 
     @property
     def to_features(self) -> Any:
         return image_features
 
-    def split_files(self) -> dict[str, list[tuple[str, int]]]:
-        """(relative path, label) per split: stratified per class, then shuffled globally."""
+    def rows(self) -> dict[str, ImageRows]:
+        """(folder, relative path, label, image size) per split, in shuffled order."""
         import numpy as np
 
+        classes = self.classes
+        files = [rel for class_files in classes.values() for rel in class_files]  # the listing's strings
+        counts = [len(class_files) for class_files in classes.values()]
+        labels = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
         rs = np.random.RandomState(self.seed)
-        splits: dict[str, list[tuple[str, int]]] = {"train": [], "validation": []}
-        for label, files in enumerate(self.classes.values()):
-            order = rs.permutation(len(files))
-            n_val = image_folder.num_validation(len(files), self.validation_fraction)
-            splits["validation"] += [(files[i], label) for i in order[:n_val]]
-            splits["train"] += [(files[i], label) for i in order[n_val:]]
-        return {split: [rows[i] for i in rs.permutation(len(rows))] for split, rows in splits.items()}
+        picked: dict[str, list[np.ndarray]] = {"train": [], "validation": []}
+        start = 0
+        for count in counts:  # each class: its files shuffled, the first ones to validation
+            order = start + rs.permutation(count)
+            n_val = image_folder.num_validation(count, self.validation_fraction)
+            picked["validation"].append(order[:n_val])
+            picked["train"].append(order[n_val:])
+            start += count
+        base = os.fspath(self.image_dir)
+        rows = {}
+        for split, parts in picked.items():  # then each split shuffled as a whole: shards mix the classes
+            indices = np.concatenate(parts)
+            rows[split] = ImageRows(base, files, labels, indices[rs.permutation(len(indices))], self.image_size)
+        return rows
 
-    def rows(self) -> dict[str, list[ImageRow]]:
-        """(path, relative path, label, image size) per split, in shuffled order."""
-        base = os.fspath(self.image_dir)  # joined as strings: pathlib costs more than the rest of this
-        return {
-            split: [(os.path.join(base, rel), rel, label, self.image_size) for rel, label in files]
-            for split, files in self.split_files().items()
-        }
+    def split_files(self) -> dict[str, list[tuple[str, int]]]:
+        """(relative path, label) per split: stratified per class, then shuffled globally."""
+        return {split: [(rel, label) for _, rel, label, _ in rows] for split, rows in self.rows().items()}
 
-    def manifest(self) -> dict[str, Any]:
-        """Classes, image shape, feature spec and the count of each class in each split."""
-        class_names = list(self.classes)
-        counts = {
-            split: {name: sum(1 for _, label in files if label == k) for k, name in enumerate(class_names)}
-            for split, files in self.split_files().items()
-        }
+    def manifest(self, skipped: dict[str, list[ImageRow]] | None = None) -> dict[str, Any]:
+        """Classes, image shape, feature spec, the count of each class in each split (without the
+        `skipped` rows, by split) and the files ignored (not images, or not in a class folder)."""
+        found = self.folder_listing
+        class_names = list(found.classes)
+        counts: dict[str, dict[str, int]] = {split: {} for split in ("train", "validation")}
+        for name, files in found.classes.items():
+            for split, count in split_counts(len(files), self.validation_fraction).items():
+                counts[split][name] = count
+        for split, rows in (skipped or {}).items():
+            for _, _, label, _ in rows:
+                counts[split][class_names[label]] -= 1
         return {
             "source": self.kind,
             "image_dir": str(self.image_dir),
             "problem": "classification",
             "class_names": class_names,
             "class_counts": counts,
+            "ignored_files": {"count": found.num_ignored, "first": list(found.ignored)},
             "image_shape": [self.image_size, self.image_size, 3],
             "features": {
                 "image": {"dtype": "string", "shape": [], "encoding": "png"},
@@ -263,8 +337,31 @@ class ImageFolderSource:
         }
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The RGB picture an image of any Pillow mode shows.
+
+    16-bit grayscale is scaled to 8 bits (65535 -> 255, rounded; Pillow's own
+    conversion clips it, which turns most such images white). Transparency,
+    an alpha channel or a palette entry or colour marked transparent, is
+    composited on `BACKGROUND`. Palette, bilevel, grayscale and CMYK images
+    go through Pillow's conversions.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in WIDE_GRAY_MODES:
+        wide = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    if image.has_transparency_data:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def load_image(data: bytes, size: int) -> Image.Image:
-    """Decode image bytes, upright (EXIF orientation), as RGB, resized to `size` x `size`.
+    """Decode image bytes (a gif: its first frame), upright (EXIF orientation), as RGB (`to_rgb`),
+    resized to `size` x `size`.
 
     Like Keras' image_dataset_from_directory: bilinear, the aspect ratio is
     not kept. Large JPEGs are decoded at a reduced scale first (`draft`).
@@ -273,7 +370,7 @@ def load_image(data: bytes, size: int) -> Image.Image:
 
     opened = Image.open(io.BytesIO(data))
     opened.draft("RGB", (size, size))
-    image = ImageOps.exif_transpose(opened).convert("RGB")
+    image = to_rgb(ImageOps.exif_transpose(opened))
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
     return image
@@ -286,7 +383,8 @@ def image_features(row: ImageRow) -> tuple[dict[str, Any], dict[str, str]]:
 
     from pipeline import shards
 
-    path, rel, label, size = row
+    base, rel, label, size = row
+    path = os.path.join(base, rel)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -329,9 +427,10 @@ class TableSource:
     def __post_init__(self) -> None:
         object.__setattr__(self, "csv", Path(self.csv))  # given as the parameter's string
 
-    @cached_property
+    @property
     def table(self) -> tables.Table:
-        """The table, read and checked once (raises ValueError naming the file, line and column)."""
+        """The table, read and checked once per version of the file (raises ValueError naming the file,
+        line and column)."""
         return tables.read_table(self.csv, self.label_column, self.problem)
 
     def validate(self) -> None:

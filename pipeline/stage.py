@@ -15,9 +15,7 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -25,7 +23,7 @@ import luigi
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from pipeline import diskfull, identity, locks, paths, phases
+from pipeline import diskfull, identity, invocation, listing, locks, paths, phases
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity, framework_versions
 from pipeline.parameter_checks import CheckedParameters
@@ -35,21 +33,6 @@ StageT = TypeVar("StageT", bound="Stage")
 NO_VARIANT: dict[str, Any] = {}  # a stage built bare: every stage above reads luigi.cfg and the command line
 
 STAGING_INFO = "_STAGING.json"
-
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def _memo_scope() -> Iterator[dict[tuple[str, str], Any]]:
-    """A memo shared by nested calls, dropped when the outermost call returns."""
-    outermost = getattr(_local, "memo", None) is None
-    if outermost:
-        _local.memo = {}
-    try:
-        yield _local.memo
-    finally:
-        if outermost:
-            _local.memo = None
 
 
 class Stage(CheckedParameters, luigi.Task):
@@ -75,6 +58,7 @@ class Stage(CheckedParameters, luigi.Task):
         "the command line.",
     )
 
+    @invocation.scoped  # validation and identity share one listing of a source folder
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._created_at = time.time()
@@ -213,14 +197,14 @@ class Stage(CheckedParameters, luigi.Task):
     def identity(self) -> Identity:
         """Parameters, code, versions, source listings and upstream identities of this stage.
 
-        Within one outermost `complete()` or `identity()` call each stage's
-        identity is computed once (the DAG asks for upstream identities often).
+        Computed once per invocation, from the task's construction on
+        (`pipeline.invocation`): the DAG asks for upstream identities often.
         """
-        with _memo_scope() as memo:
-            key = ("identity", self.task_id)
-            if key not in memo:
-                memo[key] = self._compute_identity()
-            return memo[key]
+        return invocation.cached(self._memo_key(), lambda: (self, self._compute_identity()))[1]
+
+    def _memo_key(self) -> tuple[str, int]:
+        # The object itself: it is kept in the memo beside its identity, so its id is not reused meanwhile.
+        return ("identity", id(self))
 
     def resolved(self) -> dict[str, Any]:
         """What the parameters mean for this run: the values the identity hashes, the marker records
@@ -247,9 +231,7 @@ class Stage(CheckedParameters, luigi.Task):
             versions=framework_versions() if self.uses_tensorflow else {},
             upstream={name: task.identity().digest for name, task in self.upstream().items()},
             sources={
-                name: identity.digest(
-                    identity.folder_listing(folder) if folder.is_dir() else identity.file_stat(folder)
-                )
+                name: listing.of(folder).digest if folder.is_dir() else identity.digest(identity.file_stat(folder))
                 for name, folder in self.source_folders().items()
             },
         )
@@ -271,6 +253,7 @@ class Stage(CheckedParameters, luigi.Task):
         """Why this stage's own output is not up to date ([] if it is)."""
         return identity.check_output(self.output_dir(), self.identity(), self.upstream_content())
 
+    @invocation.scoped
     def complete(self) -> bool:
         """Up to date: the marker matches this identity and the files, and the
         upstream outputs still hold the bytes this stage read.
@@ -281,11 +264,7 @@ class Stage(CheckedParameters, luigi.Task):
         forced stage is complete only once it has published again since this
         task object was made (that is, in this invocation).
         """
-        with _memo_scope() as memo:
-            key = ("complete", self.task_id)
-            if key not in memo:
-                memo[key] = not self.stale_reasons() and (not self.force or self._published_since_created())
-            return bool(memo[key])
+        return not self.stale_reasons() and (not self.force or self._published_since_created())
 
     def _published_since_created(self) -> bool:
         marker = identity.read_marker(self.output_dir())
@@ -301,9 +280,12 @@ class Stage(CheckedParameters, luigi.Task):
             set_percentage(round(100 * fraction, 1))
             set_message(message)
 
+    @invocation.scoped  # once for the whole run: a source folder is listed once, for identity and ETL
     def run(self) -> None:
-        with _memo_scope():  # identities are computed once per run (a source folder is listed once)
-            self._run()
+        # What this invocation computed before may be out of date now (the demo images
+        # MakeShapes just wrote are a source folder of CreateShards): computed afresh.
+        invocation.forget()
+        self._run()
 
     def _run(self) -> None:
         final = self.output_dir()
@@ -347,6 +329,7 @@ class Stage(CheckedParameters, luigi.Task):
             logger.info("%s publishes %s, complete before the last run stopped", self, staging)
             with phases.phase("publish"):
                 identity.publish(staging, final)
+            invocation.published(keep={self._memo_key(): (self, self.identity())})
             return
         self._prepare_staging(staging, upstream_content)
         started, started_at = time.monotonic(), time.time()
@@ -362,6 +345,8 @@ class Stage(CheckedParameters, luigi.Task):
         identity.write_marker(staging, self.identity(), upstream_content, info)
         with phases.phase("publish"):  # a crash here: a complete staging folder, nothing published
             identity.publish(staging, final)
+        # Its own output is none of its inputs: its identity stays (log lines show it).
+        invocation.published(keep={self._memo_key(): (self, self.identity())})
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import luigi
@@ -21,7 +22,7 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.task_register import Register
 
 from pipeline.errors import ParameterError
-from pipeline.stage import Stage
+from pipeline.stage import Stage, dag
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def parse(argv: Sequence[str]) -> tuple[type[Stage], list[Axis], list[str]]:
         values = []
         for text in texts:
             try:
-                values.append(param.parse(text))
+                values.append(param.normalize(param.parse(text)))
             except (ValueError, TypeError) as error:
                 raise ParameterError(f"{flag} value {text!r} is not accepted: {error}") from None
         if any(axis.flag == flag for axis in axes):
@@ -129,10 +130,21 @@ def tasks(target: type[Stage], grid: Sequence[dict[str, dict[str, Any]]]) -> lis
     return built
 
 
-def run(argv: Sequence[str]) -> tuple[luigi.execution_summary.LuigiRunResult, list[Stage], list[Axis]]:
+@dataclass(frozen=True)
+class Outcome:
+    """What a sweep did: Luigi's result, the swept parameters, and the model folder of each variant."""
+
+    result: luigi.execution_summary.LuigiRunResult
+    axes: list[Axis]
+    model_dirs: list[Path]  # in the grid's order; empty when the target stage is above training
+
+
+def run(argv: Sequence[str]) -> Outcome:
     """Build every variant's DAG in one Luigi invocation (the command line's scheduler and workers)."""
     target, axes, passthrough = parse(argv)
     with CmdlineParser.global_instance(passthrough):  # luigi.build reads --workers, --local-scheduler... there
         roots = tasks(target, variants(axes))
         result = luigi.build(roots, detailed_summary=True)
-    return result, roots, axes
+        # Inside the command line's context: the stages above read its other flags.
+        models = [stage.output_dir() for root in roots for stage in dag(root) if stage.artifact_kind == "models"]
+    return Outcome(result, axes, list(dict.fromkeys(models)))

@@ -28,14 +28,13 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
 import luigi
 from luigi.freezing import FrozenOrderedDict
 
-from pipeline import cluster, identity, paths, plugins, problems, settings, sources
+from pipeline import cluster, gpu_slots, identity, paths, plugins, problems, settings, sources
 from pipeline.errors import ParameterError
 from pipeline.parameter_checks import CheckedParameters
 from pipeline.stage import Stage, dag
@@ -227,11 +226,18 @@ class CreateShards(Stage):
     num_train_shards = luigi.IntParameter(description="Number of train TFRecord files.")
     num_validation_shards = luigi.IntParameter(description="Number of validation TFRecord files.")
     seed = luigi.IntParameter(description="Seed of the noise, of the split and of the global shuffle.")
+    skip_unreadable = luigi.BoolParameter(
+        description="Images: leave out the files that cannot be read (the manifest lists them) instead of failing.",
+    )
     writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
 
-    @cached_property
+    @property
     def source(self) -> Any:
-        """The source these parameters describe, built from them by name (it validates its own fields)."""
+        """The source these parameters describe, built from them by name (it validates its own fields).
+
+        Built anew at each use (it is a small value): what it reads, a folder's listing or a table,
+        is the command's current one (pipeline.invocation, tables.read_table), not the one seen
+        when the task was built."""
         if self.image_dir and self.csv:
             raise ParameterError(
                 "--CreateShards-image-dir and --CreateShards-csv are both set: a run reads one source. Empty one."
@@ -324,7 +330,10 @@ class CreateShards(Stage):
 
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
         manifest = shards.create_shards(staging, self.source, num_shards, self.writer_processes, self.progress)
-        return {"examples": {split: s["num_examples"] for split, s in manifest["splits"].items()}}
+        return {
+            "examples": {split: s["num_examples"] for split, s in manifest["splits"].items()},
+            "skipped_unreadable": len(manifest.get("skipped_unreadable", [])),  # python -m pipeline status says so
+        }
 
 
 def _flagged(message: str, family: str) -> str:
@@ -387,6 +396,9 @@ class TrainEstimator(Stage):
     steps_per_execution = luigi.IntParameter(
         default=50, significant=False, description="Steps per tf.function call (speed only)."
     )
+    gpus_per_training = luigi.IntParameter(
+        default=1, significant=False, description="GPUs of one training (MirroredStrategy); see [gpu_slots]."
+    )
 
     def validate(self) -> None:
         try:
@@ -417,6 +429,11 @@ class TrainEstimator(Stage):
             value = getattr(config, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 0, f"{flag} must be 0 (off) or more. Received: {value}")
+        _require(
+            self.gpus_per_training >= 1,
+            f"--TrainEstimator-gpus-per-training must be a positive integer. Received: {self.gpus_per_training}",
+        )
+        gpu_slots.check_count(self.gpus_per_training, gpu_slots.host_gpus())  # none on this host: any count
         _require(
             math.isfinite(config.learning_rate) and config.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {config.learning_rate}",
@@ -500,7 +517,7 @@ class TrainEstimator(Stage):
         return f"{self.requires().folder_prefix()}-{_folder_prefix(name)}"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import estimator
+        from pipeline import train_process  # on a GPU slot of its own when the host has GPUs
 
         config, examples = self.settings(), self.requires().schema().num_examples["train"]
         epochs = config.max_steps * config.batch_size / examples
@@ -511,7 +528,8 @@ class TrainEstimator(Stage):
                 "or --TrainEstimator-patience to stop when it does.",
                 config.max_steps, config.batch_size, epochs, examples, MANY_EPOCHS,
             )  # fmt: skip
-        return estimator.train(config, self.requires().output_dir(), staging, self.progress)
+        shards_dir = self.requires().output_dir()
+        return train_process.train(config, shards_dir, staging, self.progress, self.gpus_per_training)
 
 
 TrainSettings = settings.settings_class(

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import luigi
@@ -76,3 +77,44 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     exe = str(VENV_BIN / args[0])
     return subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# --- three finished sine runs in one artifact root (runs, diff, report, HParams) ---
+
+SINE_VARIANTS: dict[str, dict[tuple[str, str], str]] = {
+    "base": {},
+    "slower": {("TrainEstimator", "learning_rate"): "0.003"},
+    "reseeded": {("CreateShards", "seed"): "99", ("TrainEstimator", "seed"): "7"},
+}
+
+
+@dataclass(frozen=True)
+class SineRuns:
+    root: Path  # the artifact root
+    models: dict[str, Path]  # variant -> its model_dir
+
+
+@pytest.fixture(scope="session")
+def sine_runs(tmp_path_factory: pytest.TempPathFactory) -> SineRuns:
+    """The whole DAG (short training) for each of SINE_VARIANTS, built once for the session."""
+    root = tmp_path_factory.mktemp("sine_runs")
+    base = Config()
+    base.set("paths", "root", root)
+    for option, value in SMALL_TRAINING.items():
+        base.set("TrainEstimator", option, value)
+    models = {}
+    try:
+        for name, settings in SINE_VARIANTS.items():
+            variant = Config()
+            for (section, option), value in settings.items():
+                variant.set(section, option, value)
+            Register.clear_instance_cache()
+            try:
+                build(pipeline.PlotInference())
+                models[name] = pipeline.TrainEstimator().output_dir()
+            finally:
+                variant.restore()
+    finally:
+        base.restore()
+        Register.clear_instance_cache()
+    return SineRuns(root, models)

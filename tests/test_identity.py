@@ -120,28 +120,6 @@ def test_publish_replaces_an_older_output_of_the_same_identity(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_folder_listing_follows_links_once_and_skips_hidden_and_broken(tmp_path: Path) -> None:
-    assert identity.folder_listing(tmp_path / "not-yet") == {}  # MakeShapes has not written it yet
-    folder = tmp_path / "images"
-    (folder / "cat" / "deeper").mkdir(parents=True)
-    (folder / "cat" / "a.png").write_bytes(b"12345")
-    (folder / "cat" / "deeper" / "b.png").write_bytes(b"1")
-    (folder / ".git").mkdir()
-    (folder / ".git" / "HEAD").write_text("ref")
-    (folder / "cat" / ".DS_Store").write_text("x")
-    elsewhere = tmp_path / "dogs"
-    elsewhere.mkdir()
-    (elsewhere / "c.png").write_bytes(b"123")
-    (folder / "dog").symlink_to(elsewhere)  # a class folder linked in
-    (folder / "cat" / "loop").symlink_to(folder / "cat")  # a cycle: listed once
-    (folder / "cat" / "gone.png").symlink_to(tmp_path / "missing.png")  # broken
-    listing = identity.folder_listing(folder)
-    assert list(listing) == ["cat/a.png", "cat/deeper/b.png", "dog/c.png"]
-    assert listing["cat/a.png"][0] == 5 and listing["dog/c.png"][0] == 3
-    (elsewhere / "c.png").write_bytes(b"12")  # a change behind the link is a change of the listing
-    assert identity.folder_listing(folder)["dog/c.png"][0] == 2
-
-
 def test_file_code_digest_follows_the_bytes_through_its_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(identity, "CODE_DIGEST_CACHE", tmp_path / "cache" / "code_digests.json")
     monkeypatch.setattr(identity, "_code_cache", None)

@@ -24,6 +24,7 @@ from pipeline import (
     identity,
     image_folder,
     inputs,
+    listing,
     metrics,
     networks,
     paths,
@@ -101,7 +102,7 @@ def test_layout_errors_name_the_problem(tmp_path: Path) -> None:
         image_folder.check_layout(tmp_path / "missing", 1 / 3)
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here")
-    with pytest.raises(ValueError, match="holds no class subfolder with PNG or JPEG images"):
+    with pytest.raises(ValueError, match=r"holds no class subfolder with images \(1 file\(s\) .*: notes.txt\)"):
         image_folder.check_layout(tmp_path / "empty", 1 / 3)
     single = make_folder(tmp_path / "single", {"circle": 5})
     with pytest.raises(ValueError, match=r"holds a single class \('circle'\)"):
@@ -125,10 +126,12 @@ def test_scan_ignores_other_files_and_hidden_entries(tmp_path: Path) -> None:
     nested = folder / "star" / "more"
     nested.mkdir()
     (folder / "star" / "000.png").rename(nested / "x.JPG")  # any case, nested: Keras reads these too
-    assert image_folder.scan(folder) == {
+    found = listing.scan(folder)
+    assert found.classes == {
         "circle": ["circle/000.png", "circle/001.png", "circle/002.png"],
         "star": ["star/001.png", "star/more/x.JPG"],
     }
+    assert (found.num_ignored, found.ignored) == (2, ("README.txt", "star/notes.txt"))  # ignored, but not silently
 
 
 def test_split_is_stratified_deterministic_and_shuffled(tmp_path: Path) -> None:
@@ -143,7 +146,7 @@ def test_split_is_stratified_deterministic_and_shuffled(tmp_path: Path) -> None:
         assert sum(1 for _, k in split["validation"] if k == label) == n_val
         assert all(f.startswith(f"{name}/") for f, k in split["train"] + split["validation"] if k == label)
     files = [f for f, _ in split["train"] + split["validation"]]
-    assert sorted(files) == sorted(f for fs in image_folder.scan(folder).values() for f in fs)  # each once
+    assert sorted(files) == sorted(f for fs in listing.scan(folder).classes.values() for f in fs)  # each once
     train_labels = [k for _, k in split["train"]]
     assert train_labels != sorted(train_labels)  # globally shuffled, classes mixed
     manifest = source.manifest()
@@ -185,9 +188,12 @@ def test_image_shards_round_trip(tmp_path: Path) -> None:
     assert manifest["splits"]["validation"]["num_examples"] == 7
     assert sum(manifest["class_counts"]["validation"].values()) == manifest["splits"]["validation"]["num_examples"]
     assert (
-        manifest["source_sha256"]["star/big.jpg"] == hashlib.sha256((folder / "star/big.jpg").read_bytes()).hexdigest()
+        shards.read_source_sha256(tmp_path / "a")["star/big.jpg"]
+        == hashlib.sha256((folder / "star/big.jpg").read_bytes()).hexdigest()
     )
     expected = dict(source.split_files())
+    hashed = shards.read_source_sha256(tmp_path / "a")
+    assert sorted(hashed) == sorted(rel for files in expected.values() for rel, _ in files)  # each image once
     for split in paths.SPLITS:
         examples = _parse_all(tmp_path / "a", split)
         assert [(e["path"].decode(), int(e["label"])) for e in examples] == expected[split]  # order kept
@@ -546,8 +552,8 @@ def test_image_dag_runs_reruns_on_new_images_and_reports(workspace: Path, config
             for i in range(count)
             if labels[i] != predicted[i]
         ]
-    # The exported model is the best evaluation's (early stopping keeps it): its accuracy is the report's.
-    best = identity.read_marker(model_dir)["info"]["best_step"]  # type: ignore[index]
+    # The exported model is the last evaluation's (the best one's with early stopping): its accuracy is the report's.
+    best = identity.read_marker(model_dir)["info"].get("best_step") or history[-1]["step"]  # type: ignore[index]
     exported = next(h for h in history if h["step"] == best)
     assert exported["eval"]["accuracy"] == pytest.approx(report["validation"]["accuracy"], abs=1e-6)
 

@@ -154,3 +154,19 @@ def test_a_regression_table_gets_predicted_against_true_and_residuals(workspace:
     assert report["problem"] == "regression" and report["validation"]["mse"] < 0.75 * float(y_val.var())
     figures = {p.name for p in PlotInference().output_dir().glob("*.png")}
     assert figures == {paths.PREDICTED_VS_TRUE_PNG, paths.CURVES_PNG}  # no curve along one input: ten inputs
+
+
+def test_a_table_edited_after_the_task_was_built_is_sharded_as_it_is_when_the_stage_runs(
+    workspace: Path, config: Config
+) -> None:
+    rows: list[list[object]] = [[i, i % 7, "even" if i % 2 == 0 else "odd"] for i in range(30)]
+    table = write_csv(workspace / "t.csv", ["a", "b", "kind"], rows)
+    config.set("CreateShards", "csv", table)
+    config.set("CreateShards", "label_column", "kind")
+    Register.clear_instance_cache()
+    task = CreateShards()  # scheduled: the table has 30 rows
+    write_csv(table, ["a", "b", "kind"], [*rows, *([i, 1, "odd"] for i in range(30, 45))])  # then 45
+    build(task)
+    Register.clear_instance_cache()
+    manifest = read_manifest(CreateShards().output_dir())
+    assert sum(split["num_examples"] for split in manifest["splits"].values()) == 45
