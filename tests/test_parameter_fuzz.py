@@ -29,6 +29,11 @@ TASKS: dict[str, type[luigi.Task]] = {**STAGES, "Repro": Repro}
 HUGE_INT = str(INT64_MAX + 1)
 
 
+def _is_flag(param: luigi.Parameter) -> bool:
+    """A BoolParameter given as a bare flag (`--CreateShards-force`), without a value."""
+    return isinstance(param, luigi.BoolParameter) and param.parsing != luigi.BoolParameter.EXPLICIT_PARSING
+
+
 def _garbage(param: luigi.Parameter) -> list[str]:
     """Values no parameter of this type accepts, whatever it means."""
     if isinstance(param, luigi.BoolParameter):
@@ -117,7 +122,7 @@ def cases(root: Path) -> Iterator[tuple[list[str], str]]:
     yield ["PlotInference", *both, "--CreateShards-label-column", "y"], "--CreateShards-csv"
     for family, cls in TASKS.items():
         for name, param in cls.get_params():
-            if name == "force":  # a flag without a value on the command line: fuzzed through luigi.cfg
+            if _is_flag(param):  # no value on the command line: fuzzed through luigi.cfg
                 continue
             option = flag(family, name)
             head = [family] if family == "Repro" else ["PlotInference", *(demo if family == "MakeShapes" else [])]
@@ -164,7 +169,7 @@ def test_every_parameter_fuzzed_in_luigi_cfg_is_refused_naming_it(empty_root: Pa
     tried = 0
     for family, cls in TASKS.items():
         for name, param in cls.get_params():
-            for value in ("五", "maybe") if name == "force" else _garbage(param)[1:3]:
+            for value in ("五", "maybe") if _is_flag(param) else _garbage(param)[1:3]:
                 config.set(family, name, value)
                 Register.clear_instance_cache()
                 with pytest.raises(ParameterError) as raised:
