@@ -145,7 +145,7 @@ def _luigi(name: str, root: Path, **env: str) -> int:
     """
     with open(root / "luigi.log", "ab") as log:
         return subprocess.run(
-            [str(BIN / "luigi"), "--module", "pipeline", name, "--local-scheduler"],
+            [str(BIN / "luigi"), "--module", "pipeline", name, "--local-scheduler", "--no-lock"],
             cwd=root, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env),
             stdout=log, stderr=subprocess.STDOUT, timeout=KILL_TIMEOUT,
         ).returncode  # fmt: skip

@@ -372,6 +372,11 @@ def _sealed(marker: dict[str, Any]) -> dict[str, Any]:
     return marker
 
 
+def seal(marker: dict[str, Any]) -> dict[str, Any]:
+    """Seal a marker that was changed on purpose (a tool, a test), so that it is trusted; returns it."""
+    return _sealed(marker)
+
+
 def marker_problem(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The parsed marker of `folder` and None, or None and why it cannot be trusted.
 

@@ -323,7 +323,7 @@ def test_four_runs_at_once_run_each_stage_once_and_take_turns_on_the_gpu(tmp_pat
     assert len(list((tmp_path / "models").iterdir())) == 3
     assert len(list((tmp_path / "reports").iterdir())) == 6
     leftovers = [p for kind in ("data", "models", "reports") for p in (tmp_path / kind).rglob("*.partial")]
-    assert leftovers == [] and list((tmp_path / ".locks").iterdir()) == []
+    assert leftovers == [] and list((tmp_path / ".locks").glob("*.lock")) == []
 
 
 def test_two_workers_run_independent_trainings_at_once(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def _edit_marker(folder: Path, change: dict, reseal: bool = False) -> None:
     marker = json.loads((folder / identity.MARKER).read_text())
     marker.update(change)
     if reseal:  # a careful forger who recomputed the seal
-        marker["marker_digest"] = identity._seal(marker)
+        identity.seal(marker)
     (folder / identity.MARKER).write_text(json.dumps(marker))
 
 
