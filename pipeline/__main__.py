@@ -11,7 +11,9 @@ worker [--Task-param value ...]
 gc [--yes] [TASK] [--Task-param value ...]
     Lists the artifact folders (shards, model dirs, reports) that TASK's DAG
     (default PlotInference) with the current configuration does not use, and
-    removes them only with --yes. Raw data under data/raw is never touched.
+    removes them only with --yes. Raw data under data/raw is never touched, nor
+    anything outside the artifact root: a folder that is a link is removed as a
+    link, its target never (pipeline/containment.py).
 runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
     One row per trained model under the artifact root: the parameters that
     differ between the rows (--all: every parameter), the headline
@@ -36,7 +38,6 @@ doctor
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ import luigi
 from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
-from pipeline import cluster, identity, image_folder, listing, paths
+from pipeline import cluster, containment, identity, image_folder, listing, locks, paths
 from pipeline.stage import Stage, dag
 
 USAGE = __doc__ or ""
@@ -115,10 +116,6 @@ def status(argv: list[str]) -> int:
     return 0
 
 
-def _size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
 def gc(argv: list[str]) -> int:
     """List (and with --yes remove) artifact folders the current configuration does not reach."""
     remove = "--yes" in argv
@@ -130,17 +127,21 @@ def gc(argv: list[str]) -> int:
         for stage in dag(parser.get_task_obj()):
             keep |= {stage.output_dir(), identity.staging_path(stage.output_dir())}
     garbage = [folder for folder in paths.stage_folders() if folder not in keep]
-    total = sum(_size(folder) for folder in garbage)
+    total = sum(containment.size(folder) for folder in garbage)
     if not garbage:
         print("Nothing to remove: every artifact folder is used by the current configuration.")
         return 0
     verb = "Removing" if remove else "Would remove"
     print(f"{verb} {len(garbage)} folder(s), {total / 1e6:.1f} MB, not used by {argv[0]}'s DAG:")
+    root = Path(paths.paths().root)
     for folder in garbage:
         print(f"  {folder}")
         if remove:
-            shutil.rmtree(folder)
-            paths.lock_path(folder).unlink(missing_ok=True)
+            try:
+                containment.remove(folder, root)
+            except ValueError as error:
+                print(f"    not removed: {error}")
+            locks.remove_if_unused(paths.lock_path(folder))
     if not remove:
         print("Run again with --yes to remove them.")
     return 0
