@@ -111,6 +111,26 @@ class PerNetworkParameter(luigi.Parameter[Any]):
         return json.dumps(dict(x) if isinstance(x, Mapping) else x)
 
 
+class BatchSizeParameter(luigi.Parameter[Any]):
+    """`auto` (settings.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
+
+    def parse(self, x: str) -> Any:
+        return "auto" if x.strip() == "auto" else self.normalize(x)
+
+    def normalize(self, x: Any) -> Any:
+        if x == "auto":
+            return "auto"
+        try:
+            if isinstance(x, bool) or float(x) != int(float(x)):
+                raise ValueError
+            return int(float(x)) if isinstance(x, str) else int(x)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"Expected auto or an integer. Received: {x!r}") from None
+
+    def serialize(self, x: Any) -> str:
+        return str(x)
+
+
 class AugmentParameter(luigi.Parameter[Any]):
     """`auto` (the problem's default), or a JSON list of augmentation names: `["flip_horizontal", "shift"]`, `[]`."""
 
@@ -372,7 +392,10 @@ class TrainEstimator(Stage):
     lr_decay = luigi.BoolParameter(
         parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Cosine-decay the rate to 0 over max_steps."
     )
-    batch_size = luigi.IntParameter(description="Examples per training step.")
+    batch_size = BatchSizeParameter(
+        description=f"Examples per training step; auto: {settings.AUTO_BATCH_SIZE}, or the whole training split when "
+        "it is smaller."
+    )
     max_steps = PerNetworkParameter(value_type=int, description="Train until the global step reaches this.")
     max_epochs = luigi.IntParameter(
         description="Train for this many passes over the training split instead of max_steps; 0: use max_steps."

@@ -122,9 +122,9 @@ def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, conf
     project.read(PROJECT_DIR / "luigi.cfg")
     for option in SMALL_TRAINING:  # the workspace's short settings: back to the project's luigi.cfg
         config.set("TrainEstimator", option, project["TrainEstimator"][option])
-    config.set("TrainEstimator", "batch_size", 64)  # 128 is refused: more than the 118 training rows
     Register.clear_instance_cache()
     assert build(PlotInference()) == {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
+    assert TrainEstimator().settings().batch_size == 118  # auto: the whole training split, smaller than 128
     report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
     shards_dir = CreateShards().output_dir()
     (x_train, y_train), (x_val, y_val) = _split(shards_dir, "train"), _split(shards_dir, "validation")
