@@ -1,21 +1,34 @@
-"""Crash anywhere: SIGKILL each stage at seeded random moments, then check and rerun.
+"""Crash in every phase: SIGKILL stages at moments drawn inside each phase of their work, then check and rerun.
 
-For each trial a stage is chosen in turn; the outputs above it are copied from
-an uninterrupted reference run, `luigi --module pipeline <Stage>` is started,
-and once it has begun writing (its `.partial` staging folder exists; for
-training, once its event files exist, i.e. TensorFlow is loaded and the loop
-runs) it is killed after a random fraction of the stage's reference build
-time. Then:
+The phases are the stages' own (`pipeline/phases.py`): the ETL writing shards,
+training between checkpoints, a checkpoint save, the export, between the
+marker and the publishing rename, evaluation and plotting. An uninterrupted
+reference run (each stage a `luigi` process of its own, as in the trials) logs
+when each occurrence of each phase began and ended. Trial `i` targets phase
+`i mod 7`: it draws a stage that has the phase, one of the phase's occurrences
+and a moment inside it (uniform over the first half of the reference's
+duration: the same phase may be twice as quick in a trial when the machine's
+load changes, and a timer that fires a little late then still lands inside it;
+windows under 5 ms are hit at their start), copies the outputs above the stage from the reference, and starts
+`luigi --module pipeline <Stage>` with `PIPELINE_CRASH_AT`, so that the stage
+SIGKILLs itself at that moment. The phase a trial counts for is the one its
+phase log shows open at the kill, not the one aimed at. Then:
 
 1. no published folder is incomplete: every folder outside `.partial` has a
    valid marker and all its files at their recorded sizes;
 2. the stage reruns to completion (in this process);
-3. its output equals the reference run's (content digests; for training,
-   the final checkpoint's bytes, i.e. the same weights and optimizer state);
-4. a killed training resumes from its last checkpoint (losing at most one
-   checkpoint interval).
+3. its output equals the reference run's: the same file names (TensorBoard's
+   event files aside, which carry the host and the time in their names) and
+   the same bytes (for training, of the final checkpoint and the history: the
+   same weights and optimizer state; the exports are zips with timestamps);
+4. training resumes from the last checkpoint on disk at the kill, losing at most
+   one checkpoint interval; a stage killed between its marker and the rename
+   publishes the staging folder as it is.
 
-    .venv/bin/python bench/crash_trials.py [--trials 20] [--seed 0]
+Its last line is `trials=T violations=V phases=etl:a,train:b,...`: the trials
+run, the broken invariants, and the trials whose kill landed in each phase.
+
+    .venv/bin/python -m bench.crash_trials [--trials 50] [--seed 0] [--keep]
 """
 
 from __future__ import annotations
@@ -23,12 +36,14 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,16 +52,31 @@ import luigi
 from luigi.task_register import Register
 
 import pipeline
-from pipeline import identity, paths
+from pipeline import identity, paths, phases
 from pipeline.stage import Stage, dag
 
 BIN = Path(sys.executable).parent
+CHECKPOINT_STEPS = 200
+MAX_STEPS = 1000
 SMALL_CFG = {
     "paths": {"root": "."},
-    "TrainEstimator": {"max_steps": "1000", "checkpoint_steps": "100", "batch_size": "64"},
+    "TrainEstimator": {"max_steps": str(MAX_STEPS), "checkpoint_steps": str(CHECKPOINT_STEPS), "batch_size": "64"},
 }
 STAGE_ORDER = ["CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"]
-
+# The stages in which each phase happens.
+PHASE_STAGES = {
+    "etl": ["CreateShards"],
+    "train": ["TrainEstimator"],
+    "checkpoint": ["TrainEstimator"],
+    "export": ["TrainEstimator"],
+    "publish": STAGE_ORDER,
+    "evaluate": ["EvaluateEstimator"],
+    "plot": ["PlotInference"],
+}
+# Below this delay the stage kills itself at once on entering the phase: a timer
+# thread cannot be trusted to wake up that precisely (the GIL switches every 5 ms).
+TIMER_RESOLUTION = 0.005
+KILL_TIMEOUT = 300.0
 
 SetOption = Callable[[str, str, str], None]
 
@@ -88,17 +118,16 @@ def incomplete_publications(root: Path) -> list[str]:
 
 
 def _fingerprint(stage: Stage) -> dict[str, str]:
-    """What must equal the reference: file digests (training: its final checkpoint, not the zip exports)."""
+    """What must equal the reference: file names and digests (training: its final checkpoint and history)."""
     marker = identity.read_marker(stage.output_dir())
     assert marker is not None
     files = marker["files"]
+    names = {f: "present" for f in files if not f.startswith(paths.EVENTS + "/")}
     if stage.task_family == "TrainEstimator":
-        last = max(
-            (f for f in files if f.startswith("checkpoints/ckpt-")), key=lambda f: int(f.split("-")[1].split(".")[0])
-        )
-        step = last.split(".")[0]
-        return {f: r["sha256"] for f, r in files.items() if f.startswith(step) or f == paths.HISTORY}
-    return {f: r["sha256"] for f, r in files.items()}
+        steps = [int(m[1]) for f in files if (m := re.fullmatch(r"checkpoints/ckpt-(\d+)\.index", f))]
+        step = f"checkpoints/ckpt-{max(steps)}."
+        return {**names, **{f: r["sha256"] for f, r in files.items() if f.startswith(step) or f == paths.HISTORY}}
+    return {**names, **{f: r["sha256"] for f, r in files.items()}}
 
 
 def _last_checkpoint_step(staging: Path) -> int:
@@ -110,91 +139,139 @@ def _last_checkpoint_step(staging: Path) -> int:
     return int(text.split("ckpt-")[1].split('"')[0]) if "ckpt-" in text else 0
 
 
-def run_trials(workdir: Path, trials: int, seed: int, set_option: SetOption | None = None) -> list[dict[str, Any]]:
-    """Run the trials below `workdir`; return one record per trial (raises on the first broken invariant).
+def _luigi(name: str, root: Path, **env: str) -> int:
+    """`luigi --module pipeline <name> --local-scheduler` in `root`, with `env` added; its exit code.
+
+    Its output goes to `root/luigi.log`, a file rather than a pipe: processes a killed
+    stage leaves behind (its shard writers' forkserver) would hold a pipe open.
+    """
+    with open(root / "luigi.log", "ab") as log:
+        return subprocess.run(
+            [str(BIN / "luigi"), "--module", "pipeline", name, "--local-scheduler", "--no-lock"],
+            cwd=root, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **env),
+            stdout=log, stderr=subprocess.STDOUT, timeout=KILL_TIMEOUT,
+        ).returncode  # fmt: skip
+
+
+def _reference(root: Path, set_option: SetOption) -> dict[str, dict[tuple[str, int], float]]:
+    """Run the DAG uninterrupted, stage by stage, each in a `luigi` process of its own as the
+    trials do (so the phases take as long as they will there); return each stage's phase durations."""
+    _write_cfg(root)
+    _configure(root, set_option)
+    timings = {}
+    for name in STAGE_ORDER:
+        log = root / f"phases-{name}.log"
+        code = _luigi(name, root, **{phases.LOG_ENV: str(log)})
+        assert code == 0, (root / "luigi.log").read_text()[-3000:]
+        timings[name] = phases.durations(phases.read_log(str(log)))
+    return timings
+
+
+def _draw(
+    rng: random.Random, target: str, timings: dict[str, dict[tuple[str, int], float]], within: float
+) -> tuple[str, int, float]:
+    """A stage that has phase `target`, one occurrence of it and a moment inside it (in its first `within`)."""
+    name = rng.choice(PHASE_STAGES[target])
+    occurrences = sorted(occ for phase, occ in timings[name] if phase == target)
+    occurrence = rng.choice(occurrences)
+    delay = rng.uniform(0.0, within * timings[name][target, occurrence])
+    return name, occurrence, 0.0 if delay < TIMER_RESOLUTION else delay
+
+
+def _trial(
+    trial: int, root: Path, reference: Path, target: str, name: str, occurrence: int, delay: float,
+    ref: dict[str, dict[str, str]], ref_folders: dict[str, Path], set_option: SetOption,
+) -> dict[str, Any]:  # fmt: skip
+    """One kill and its checks; the record lists the broken invariants (empty if none)."""
+    root.mkdir()
+    _write_cfg(root)
+    for upstream in STAGE_ORDER[: STAGE_ORDER.index(name)]:
+        shutil.copytree(reference / ref_folders[upstream], root / ref_folders[upstream])
+    _configure(root, set_option)
+    staging = identity.staging_path(_stages()[name].output_dir())
+    log = root / "phases.log"
+    code = _luigi(name, root, **{phases.LOG_ENV: str(log), phases.CRASH_ENV: f"{target}:{occurrence}:{delay:.6f}"})
+    killed = code == -signal.SIGKILL
+    landed = phases.open_phase(phases.read_log(str(log))) if killed else None
+    step_at_kill = _last_checkpoint_step(staging)
+    final = _stages()[name].output_dir()
+    # Killed while publishing: the marker written last, in staging or (renamed already) in place.
+    staged = identity.read_marker(staging) or identity.read_marker(final)
+    record: dict[str, Any] = {
+        "trial": trial, "stage": name, "target": f"{target}:{occurrence}", "delay_s": round(delay, 4),
+        "landed": f"{landed[0]}:{landed[1]}" if landed else "(between phases)" if killed else "(finished first)",
+        "phase": landed[0] if landed else None,
+        "checkpoint_at_kill": step_at_kill if name == "TrainEstimator" else None, "resumed_from_step": None,
+        "violations": [],
+    }  # fmt: skip
+    violations = record["violations"]
+    violations += incomplete_publications(root)
+    stage = _stages()[name]
+    result = luigi.build([stage], local_scheduler=True, detailed_summary=True, log_level="WARNING")
+    if result.status != luigi.LuigiStatusCode.SUCCESS:
+        violations.append(f"the rerun failed: {result.summary_text}")
+        return record
+    got = _fingerprint(stage)
+    if got != ref[name]:
+        differ = sorted(f for f in set(got) | set(ref[name]) if got.get(f) != ref[name].get(f))
+        violations.append(f"{differ} differ from the uninterrupted run")
+    marker = identity.read_marker(stage.output_dir())
+    assert marker is not None
+    if landed and landed[0] == "publish":
+        if staged is None or marker["run_id"] != staged["run_id"]:
+            violations.append("killed while publishing, but what its marker described was not published as it was")
+    elif name == "TrainEstimator" and killed:
+        resumed = record["resumed_from_step"] = marker["info"].get("resumed_from_step")
+        if resumed != step_at_kill:
+            violations.append(f"resumed from step {resumed}, but the last checkpoint on disk was {step_at_kill}")
+        if landed:  # how far training had got: inside epoch k (or its checkpoint), k intervals at most
+            reached = MAX_STEPS if landed[0] == "export" else landed[1] * CHECKPOINT_STEPS
+            if reached - resumed > CHECKPOINT_STEPS:
+                violations.append(
+                    f"killed at up to step {reached}, resumed from {resumed}: more than one interval lost"
+                )
+    return record
+
+
+def run_trials(
+    workdir: Path, trials: int, seed: int, set_option: SetOption | None = None, within: float = 0.5
+) -> list[dict[str, Any]]:
+    """Run the trials below `workdir`; return one record per trial, with the invariants each broke.
 
     `set_option(section, option, value)` changes this process's Luigi config
-    (default: set it directly; tests pass one that is undone after).
+    (default: set it directly; tests pass one that is undone after). Kill
+    moments are drawn in the first `within` (a fraction) of each phase's
+    duration in the reference run: a phase may take less time in a trial,
+    and a late timer lands in the next phase.
     """
     set_option = set_option or luigi.configuration.get_config().set
     rng = random.Random(seed)
     reference = workdir / "reference"
     reference.mkdir(parents=True)
-    _write_cfg(reference)
-    _configure(reference, set_option)
-    result = luigi.build([pipeline.PlotInference()], local_scheduler=True, detailed_summary=True)
-    assert result.status == luigi.LuigiStatusCode.SUCCESS, result.summary_text
+    timings = _reference(reference, set_option)
     ref_stages = _stages()
     ref = {name: _fingerprint(stage) for name, stage in ref_stages.items()}
     ref_folders = {name: stage.output_dir().relative_to(reference) for name, stage in ref_stages.items()}
-    build_seconds = {
-        name: identity.read_marker(stage.output_dir())["info"]["elapsed_seconds"]  # type: ignore[index]
-        for name, stage in ref_stages.items()
-    }
     records = []
     for trial in range(trials):
-        name = STAGE_ORDER[trial % len(STAGE_ORDER)]
-        root = workdir / f"trial-{trial:02d}-{name}"
-        root.mkdir()
-        _write_cfg(root)
-        for upstream in STAGE_ORDER[: STAGE_ORDER.index(name)]:
-            shutil.copytree(reference / ref_folders[upstream], root / ref_folders[upstream])
-        _configure(root, set_option)
-        staging = identity.staging_path(_stages()[name].output_dir())
-        delay = rng.uniform(0.0, 1.1 * build_seconds[name])
-
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        proc = subprocess.Popen(
-            [str(BIN / "luigi"), "--module", "pipeline", name, "--local-scheduler"],
-            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        started = staging / paths.EVENTS if name == "TrainEstimator" else staging
-        deadline = time.monotonic() + 120
-        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(delay)
-        finished_first = proc.poll() is not None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        step_at_kill = _last_checkpoint_step(staging)
-
-        problems = incomplete_publications(root)
-        if problems:
-            raise AssertionError(f"trial {trial} ({name}): {problems}")
-        stage = _stages()[name]
-        complete_after_kill = stage.complete()
-        result = luigi.build([stage], local_scheduler=True, detailed_summary=True)
-        if result.status != luigi.LuigiStatusCode.SUCCESS:
-            raise AssertionError(f"trial {trial} ({name}): rerun failed\n{result.summary_text}")
-        got = _fingerprint(stage)
-        if got != ref[name]:
-            differ = sorted(f for f in set(got) | set(ref[name]) if got.get(f) != ref[name].get(f))
-            raise AssertionError(
-                f"trial {trial} ({name}, killed after {delay:.2f} s, checkpoint {step_at_kill}): "
-                f"{differ} differ from the uninterrupted run ({root})"
-            )
-        marker = identity.read_marker(stage.output_dir())
-        assert marker is not None
-        resumed = marker["info"].get("resumed_from_step")
-        if name == "TrainEstimator" and not complete_after_kill and resumed != step_at_kill:
-            raise AssertionError(f"trial {trial}: resumed from {resumed}, last checkpoint was {step_at_kill}")
-        records.append(
-            {
-                "trial": trial,
-                "stage": name,
-                "kill_after_s": round(delay, 3),
-                "finished_before_kill": finished_first,
-                "complete_after_kill": complete_after_kill,
-                "checkpoint_at_kill": step_at_kill if name == "TrainEstimator" else None,
-                "resumed_from_step": resumed,
-            }
-        )
+        target = phases.PHASES[trial % len(phases.PHASES)]
+        name, occurrence, delay = _draw(rng, target, timings, within)
+        root = workdir / f"trial-{trial:02d}-{target}"
+        records.append(_trial(trial, root, reference, target, name, occurrence, delay, ref, ref_folders, set_option))
     return records
 
 
+def summary_line(records: list[dict[str, Any]]) -> str:
+    """`trials=T violations=V phases=etl:a,...`: the trials, the broken invariants, the kills per phase."""
+    hits = Counter(r["phase"] for r in records)
+    violations = sum(len(r["violations"]) for r in records)
+    counts = ",".join(f"{phase}:{hits[phase]}" for phase in phases.PHASES)
+    return f"trials={len(records)} violations={violations} phases={counts}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the work folder (printed) for inspection")
     args = parser.parse_args()
@@ -204,17 +281,22 @@ def main() -> None:
         records = run_trials(tmp, args.trials, args.seed)
         elapsed = time.monotonic() - started
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"work folder kept: {tmp}")
+        else:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(f"{len(records)} SIGKILL trials, seed {args.seed}, {elapsed:.0f} s: all invariants held")
-    print(f"{'trial':>5} {'stage':<18} {'kill after':>10} {'done first':>10} {'ckpt@kill':>9} {'resumed':>7}")
+    print(f"{len(records)} SIGKILL trials, seed {args.seed}, {elapsed:.0f} s, load average {os.getloadavg()[0]:.2f}")
+    print(f"{'trial':>5} {'stage':<18} {'aimed at':<14} {'delay':>8} {'landed in':<17} {'ckpt@kill':>9} {'resumed':>7}")
     for r in records:
         ckpt = "" if r["checkpoint_at_kill"] is None else r["checkpoint_at_kill"]
         resumed = "" if r["resumed_from_step"] is None else r["resumed_from_step"]
         print(
-            f"{r['trial']:>5} {r['stage']:<18} {r['kill_after_s']:>9.3f}s {r['finished_before_kill']!s:>10}"
+            f"{r['trial']:>5} {r['stage']:<18} {r['target']:<14} {r['delay_s']:>7.4f}s {r['landed']:<17}"
             f" {ckpt!s:>9} {resumed!s:>7}"
         )
+        for violation in r["violations"]:
+            print(f"      VIOLATION: {violation}")
+    print(summary_line(records))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def _fake_identity(*parts: Any) -> str:
 
 def _write(folder: Path, marker: dict[str, Any]) -> None:
     folder.mkdir(parents=True)
-    (folder / identity.MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True))
+    (folder / identity.MARKER).write_text(json.dumps(identity.seal(marker), indent=1, sort_keys=True))
 
 
 def make_runs(source: Path, target: Path, count: int) -> None:

@@ -29,10 +29,11 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 if not logging.root.handlers:
     logging.root.addHandler(logging.NullHandler())
 
-from pipeline import scheduler  # noqa: E402
+from pipeline import parameter_checks, scheduler  # noqa: E402
 from pipeline.errors import install_filter  # noqa: E402
 
 install_filter()  # a user's mistake prints as one message, not a traceback
+parameter_checks.install()  # ... also a bad value for the flags of the task named on the command line
 
 from pipeline.tasks import (  # noqa: E402
     CreateShards,

@@ -17,7 +17,9 @@ gc [--yes] [--unused (--older-than DAYS | --keep-last N)] [TASK] [--Task-param v
     the leftovers (staging folders of crashed or failed stages, copies moved
     aside, orphaned locks); with --unused also complete results of other
     configurations, those older than DAYS days and/or all but the newest N
-    of each stage. Raw data under data/raw is never touched.
+    of each stage. Raw data under data/raw is never touched, nor anything
+    outside the artifact root: a folder that is a link is removed as a link,
+    its target never (pipeline/containment.py).
 
 runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
     One row per trained model under the artifact root: the parameters that
@@ -163,7 +165,14 @@ def gc(argv: list[str]) -> int:
     with CmdlineParser.global_instance(argv) as parser:
         stages = dag(parser.get_task_obj())
         current = {s.task_family: {"folder": s.output_dir(), "identity": s.identity().as_dict()} for s in stages}
-        resumable = {identity.staging_path(s.output_dir()) for s in stages if s.resumable}
+        # Staging folders the next run of this configuration takes up: training's checkpoints, or a
+        # complete one that a stopped run did not get to publish.
+        resumable = {
+            staging
+            for s in stages
+            if (staging := identity.staging_path(s.output_dir())).is_dir()
+            and (s.resumable or identity.read_marker(staging) is not None)
+        }
     root = paths.root()
     entries = cleanup.scan(current, resumable)
     chosen = cleanup.select(entries, unused, older_than, None if keep_last is None else int(keep_last))
@@ -173,7 +182,7 @@ def gc(argv: list[str]) -> int:
         print(f"Kept ({len(kept)}):")
         for entry in kept:
             print(entry.describe(root))
-        if not unused and any(entry.kind == "result" for entry in kept):
+        if not unused and any(entry.kind in cleanup.RESULT_KINDS for entry in kept):
             print("  (results of other configurations go only with --unused and --older-than DAYS or --keep-last N)")
     if not chosen:
         print(f"Nothing to remove: no leftovers{' and no result chosen' if unused else ''}.")
@@ -182,8 +191,12 @@ def gc(argv: list[str]) -> int:
     print(f"{'Removing' if remove else 'Would remove'} {len(chosen)} ({total}), not used by {argv[0]}'s DAG:")
     for entry in chosen:
         print(entry.describe(root))
-        if remove and not cleanup.remove(entry):
-            print("      (left: a run took it meanwhile)")
+        if remove:
+            try:
+                if not cleanup.remove(entry, root):
+                    print("      (left: a run took it meanwhile)")
+            except ValueError as error:  # outside the artifact root, whatever a marker or link says
+                print(f"      not removed: {error}")
     if not remove:
         print("Run again with --yes to remove them.")
     return 0

@@ -5,15 +5,21 @@ configuration's outputs:
 
 - leftovers: staging folders (`<name>.partial`) of stages that crashed or
   failed, older copies moved aside at publishing (`<name>.old-<pid>-<ns>`),
-  and lock files in `<root>/.locks` whose folder no longer exists. gc removes
-  these by default. It keeps a staging folder a run holds the lock of (it is
-  being written), and the current configuration's resumable ones (training
-  resumes from their checkpoints);
+  lock files in `<root>/.locks` that no process holds (a stage removes its
+  own when it ends: locks.py), and symbolic links in place of an output (the
+  pipeline never publishes one). gc removes these by default. It keeps a
+  staging folder a run holds the lock of (it is being written), and the
+  current configuration's staging folders that its next run takes up
+  (training's checkpoints, or a complete one a stopped run did not publish);
 - results of other configurations: complete, published outputs that the
-  current configuration does not use: earlier experiments. gc lists them with
-  the parameters that differ from the current configuration, and removes them
+  current configuration does not use: earlier experiments (and folders in
+  their place whose marker cannot be read). gc lists them with the
+  parameters that differ from the current configuration, and removes them
   only when asked to (`--unused`), choosing by age (`--older-than DAYS`) or by
   keeping the newest of each stage (`--keep-last N`).
+
+Nothing outside the artifact root is ever removed, and a link is removed as a
+link, its target never (containment.py).
 """
 
 from __future__ import annotations
@@ -23,13 +29,12 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import identity, paths
+from pipeline import containment, identity, locks, paths
 from pipeline.stage import STAGING_INFO
 
 _ASIDE = re.compile(r"\.old-\d+-\d+$")
@@ -41,7 +46,7 @@ class Entry:
     """One folder (or lock file) gc lists: what it is, how it differs from now, its date and size."""
 
     path: Path
-    kind: str  # "staging", "set aside", "orphaned lock", "result", "in use", "resumable", "unknown"
+    kind: str  # "staging", "set aside", "orphaned lock", "link", "result", "unreadable", "in use", "resumable"
     stage: str = ""
     differences: tuple[str, ...] = ()
     created: float = 0.0
@@ -73,15 +78,11 @@ def _date(timestamp: float) -> str:
 
 
 def folder_size(folder: Path) -> int:
-    """Total bytes of the files below `folder` (links are not followed)."""
-    total = 0
-    for dirpath, _dirnames, filenames in os.walk(folder):
-        for name in filenames:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                continue
-    return total
+    """Total bytes of the files below `folder` (links are not followed: containment.size)."""
+    try:
+        return containment.size(folder)
+    except OSError:  # removed meanwhile
+        return 0
 
 
 def final_folder(folder: Path) -> Path:
@@ -106,29 +107,23 @@ def is_locked(lock: Path) -> bool:
     return False
 
 
-def remove(entry: Entry) -> bool:
+def remove(entry: Entry, root: Path) -> bool:
     """Remove a listed folder or lock file; False when a run took its lock since it was listed.
 
-    Staging folders and lock files are removed while holding their lock, so a
-    run that starts meanwhile waits for the removal instead of writing into a
-    folder that is being deleted.
+    A staging or set-aside folder is removed while holding its output's lock, so
+    a run that starts meanwhile waits for the removal instead of writing into a
+    folder being deleted. Nothing outside the artifact `root` is removed, and a
+    link is removed as a link (containment.remove raises ValueError otherwise).
     """
-    lock = _lock_of(final_folder(entry.path)) if entry.kind != "orphaned lock" else entry.path
-    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return False
-        if entry.path.is_dir():
-            shutil.rmtree(entry.path)
-        else:
-            entry.path.unlink(missing_ok=True)
-        if entry.kind == "orphaned lock" or not final_folder(entry.path).exists():
-            lock.unlink(missing_ok=True)  # its folder is gone: so is the reason for its lock
+    if entry.kind == "orphaned lock":
+        return locks.remove_if_unused(entry.path)
+    if entry.kind in RESULT_KINDS or entry.kind == "link":
+        containment.remove(entry.path, root)
         return True
-    finally:
-        os.close(descriptor)
+    with locks.try_exclusive(_lock_of(final_folder(entry.path))) as held:
+        if held:
+            containment.remove(entry.path, root)
+        return held
 
 
 def _lock_of(final: Path) -> Path:
@@ -169,11 +164,12 @@ def scan(current: dict[str, Any], resumable: set[Path]) -> list[Entry]:
     used = {stage["folder"] for stage in current.values()}
     by_family = {family: stage["identity"] for family, stage in current.items()}
     entries: list[Entry] = []
-    existing_locks = set()
     for folder in paths.stage_folders():
         final = final_folder(folder)
-        existing_locks.add(_lock_of(final))
         if folder in used:
+            continue
+        if folder.is_symlink():  # the pipeline never publishes one (it is not trusted): removed as a link
+            entries.append(Entry(folder, "link", created=folder.lstat().st_mtime))
             continue
         mtime = folder.stat().st_mtime
         if folder != final:  # staging, or set aside
@@ -186,8 +182,8 @@ def scan(current: dict[str, Any], resumable: set[Path]) -> list[Entry]:
             entries.append(Entry(folder, kind, stage, created=mtime, size=folder_size(folder)))
             continue
         marker = identity.read_marker(folder)
-        if marker is None:
-            entries.append(Entry(folder, "unknown", created=mtime, size=folder_size(folder)))
+        if marker is None:  # damaged, edited by hand, or not the pipeline's: chosen like results
+            entries.append(Entry(folder, "unreadable", created=mtime, size=folder_size(folder)))
             continue
         stage = str(marker.get("stage", ""))
         entries.append(
@@ -200,11 +196,11 @@ def scan(current: dict[str, Any], resumable: set[Path]) -> list[Entry]:
                 size=folder_size(folder),
             )
         )
-    for raw in paths.raw_dir("-").parent.glob("*"):
-        existing_locks.add(_lock_of(raw))
-    locks = paths.root() / ".locks"
-    for lock in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
-        if lock not in existing_locks and not is_locked(lock):
+    # A stage removes its lock file when it releases it (locks.py): one that nobody holds was
+    # left by a process that was killed.
+    lock_folder = paths.root() / ".locks"
+    for lock in sorted(lock_folder.glob("*.lock")) if lock_folder.is_dir() else []:
+        if not is_locked(lock):
             entries.append(Entry(lock, "orphaned lock", created=lock.stat().st_mtime, size=lock.stat().st_size))
     return entries
 
@@ -220,7 +216,8 @@ def _staging_stage(folder: Path) -> str:
         return ""
 
 
-LEFTOVER_KINDS = ("staging", "set aside", "orphaned lock")
+LEFTOVER_KINDS = ("staging", "set aside", "orphaned lock", "link")
+RESULT_KINDS = ("result", "unreadable")  # complete outputs, or folders in their place: only with --unused
 
 
 def select(entries: list[Entry], unused: bool, older_than_days: float | None, keep_last: int | None) -> list[Entry]:
@@ -233,7 +230,7 @@ def select(entries: list[Entry], unused: bool, older_than_days: float | None, ke
     chosen = [entry for entry in entries if entry.kind in LEFTOVER_KINDS]
     if not unused:
         return chosen
-    results = [entry for entry in entries if entry.kind == "result"]
+    results = [entry for entry in entries if entry.kind in RESULT_KINDS]
     now = time.time()
     newest: dict[str, list[Entry]] = {}
     for entry in sorted(results, key=lambda e: e.created, reverse=True):

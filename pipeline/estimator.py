@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, hparams, inputs, multiworker, networks, paths, problems, shards
+from pipeline import cluster, hparams, inputs, multiworker, networks, paths, phases, problems, shards
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -87,6 +88,9 @@ class _ModelDirCallback(keras.callbacks.Callback):
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        phases.begin("train")
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = float((logs or {}).get("loss", 0.0))
         step = self._step()
@@ -99,6 +103,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        phases.end("train")
         logs = logs or {}
         step = self._step()
         train = {k: float(v) for k, v in logs.items() if not k.startswith("val_")}
@@ -109,10 +114,11 @@ class _ModelDirCallback(keras.callbacks.Callback):
                     tf.summary.scalar(name, value)
             self.writers[split].flush()
         self.history.append({"step": step, "train": train, "eval": evaluation})
-        _write_json(self.model_dir / paths.HISTORY, self.history)
-        self.manager.save(checkpoint_number=step)
-        if self.best is not None and best_step(self.history) == step:
-            self.best.save(checkpoint_number=step)
+        with phases.phase("checkpoint"):
+            _write_json(self.model_dir / paths.HISTORY, self.history)
+            self.manager.save(checkpoint_number=step)
+            if self.best is not None and best_step(self.history) == step:
+                self.best.save(checkpoint_number=step)
         if self.patience and stops_early(self.history, self.patience):
             self.model.stop_training = True  # the Estimator's stop_if_no_decrease_hook
         if self.progress:
@@ -244,6 +250,14 @@ def _train(
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     # Every worker restores the chief's latest checkpoint and saves (a collective
     # operation) into its own folder; only the chief's is kept.
+    # A save cut short (a crash, a full disk) leaves TensorFlow's temporary folder, or the
+    # temporary file of its state file's atomic write, beside the checkpoints; the state
+    # file still names the last complete one.
+    for folder in (paths.CHECKPOINTS, paths.BEST_CHECKPOINT):
+        for leftover in (write_dir / folder).glob("*_temp"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in (write_dir / folder).glob("checkpoint.tmp*"):
+            leftover.unlink(missing_ok=True)
     latest = tf.train.latest_checkpoint(str(model_dir / paths.CHECKPOINTS))
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
@@ -299,7 +313,8 @@ def _train(
             best_eval=next(h["eval"] for h in history if h["step"] == step),
             stopped_early_at=history[-1]["step"] if history[-1]["step"] < config.max_steps else None,
         )
-    export(model, write_dir)
+    with phases.phase("export"):
+        export(model, write_dir)
     return result
 
 
@@ -333,12 +348,21 @@ def load_model(model_dir: Path) -> keras.Model:
 
     A network of the user's is imported first, so that layers of theirs that
     it registers with Keras (`keras.saving.register_keras_serializable`) load.
+    A file that is not a whole Keras archive (truncated, overwritten) is a
+    DataError naming it and the fix, not Keras' or zipfile's own error.
     """
     network = _read_json(model_dir / TRAIN_CONFIG, {}).get("config", {}).get("network", "")
     if ":" in network:
         with contextlib.suppress(ImportError, AttributeError):
             networks.builder(network)
-    return keras.saving.load_model(model_dir / paths.KERAS_MODEL, safe_mode=True)
+    path = model_dir / paths.KERAS_MODEL
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise DataError(
+            f"{paths.KERAS_MODEL} in {model_dir} cannot be loaded ({type(error).__name__}: {error}). "
+            "Rebuild it with: luigi --module pipeline Repro --local-scheduler"
+        ) from None
 
 
 def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 MARKER = "_SUCCESS.json"
-MARKER_VERSION = 1
+MARKER_VERSION = 2  # 2: sealed with `marker_digest`; older markers are not trusted
 _CHUNK = 1 << 20
 
 
@@ -425,20 +426,67 @@ def write_marker(
         "run_id": os.urandom(8).hex(),
         "info": info or {},
     }
-    _write_json_atomic(folder / MARKER, marker)
+    _write_json_atomic(folder / MARKER, _sealed(marker))
     return marker
 
 
-def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The parsed marker of `folder`, or None when it is missing or unreadable."""
+def _seal(marker: dict[str, Any]) -> str:
+    """Digest of a marker's content but its seal: an edit by hand no longer matches it.
+
+    The marker is JSON data already, and reads back as the same data, so it is
+    serialised as it is (no `normalise`): this runs on every up-to-date check.
+    """
+    content = {key: value for key, value in marker.items() if key != "marker_digest"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _sealed(marker: dict[str, Any]) -> dict[str, Any]:
+    marker["marker_digest"] = _seal(marker)
+    return marker
+
+
+def seal(marker: dict[str, Any]) -> dict[str, Any]:
+    """Seal a marker that was changed on purpose (a tool, a test), so that it is trusted; returns it."""
+    return _sealed(marker)
+
+
+def marker_problem(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The parsed marker of `folder` and None, or None and why it cannot be trusted.
+
+    Not trusted: missing, not JSON, of another marker version, edited since
+    it was written (its seal no longer matches), or listing a file that is not
+    a plain relative path inside the folder (`../../etc/passwd`, `/etc/passwd`).
+    """
     try:
         with open(folder / MARKER) as f:
             data = json.load(f)
+    except FileNotFoundError:
+        return None, "no output yet"
     except (OSError, ValueError):
-        return None
+        return None, "marker unreadable"
     if not isinstance(data, dict) or data.get("marker_version") != MARKER_VERSION:
-        return None
-    return data
+        return None, "marker unreadable (another marker version)"
+    try:
+        if data.get("marker_digest") != _seal(data):
+            return None, f"marker {MARKER} was edited after it was written: not trusted"
+        files = data["files"]
+        outside = [rel for rel in files if not _plain_relative(rel)] if isinstance(files, dict) else ["(no list)"]
+    except (KeyError, TypeError, ValueError):
+        return None, "marker unreadable"
+    if outside:
+        return None, f"marker lists files outside its folder: {', '.join(sorted(outside)[:3])}: not trusted"
+    return data, None
+
+
+def _plain_relative(rel: str) -> bool:
+    """A relative POSIX path that stays below its folder: no '..', no absolute path, no empty part."""
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and all(part not in ("", ".", "..") for part in parts)
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The parsed marker of `folder`, or None when it is missing, unreadable or not trusted."""
+    return marker_problem(folder)[0]
 
 
 def check_output(folder: Path, identity: Identity, upstream_content: dict[str, str | None] | None) -> list[str]:
@@ -450,22 +498,27 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
     `upstream_content`, the upstream content digests recorded at run time must
     equal these current ones.
     """
-    marker = read_marker(folder)
+    if os.path.islink(folder):
+        return [f"output folder {folder} is a symbolic link (to {os.readlink(folder)}): not trusted"]
+    marker, problem = marker_problem(folder)
     if marker is None:
-        exists = (folder / MARKER).exists()
-        return ["marker unreadable" if exists else "no output yet"]
+        return [problem or "marker unreadable"]
     if marker.get("identity") != identity.digest:
         return ["output belongs to another identity: " + "; ".join(explain_change(marker, identity.as_dict()))]
     reasons: list[str] = []
     touched = False
+    inside = os.path.realpath(folder) + os.sep  # a listed file reached through a linked folder is not
+    parents: dict[Path, str] = {}
     for rel, rec in marker["files"].items():
         path = folder / rel
         try:
-            st = path.stat()
+            st = path.lstat()
         except OSError:
             reasons.append(f"output file {rel} is missing")
             continue
-        if st.st_size != rec["size"]:
+        if not stat.S_ISREG(st.st_mode) or not _real_parent(path.parent, parents).startswith(inside):
+            reasons.append(f"output file {rel} is not a plain file inside its folder (a link?): not trusted")
+        elif st.st_size != rec["size"]:
             reasons.append(f"output file {rel} was altered (size {st.st_size}, recorded {rec['size']})")
         elif st.st_mtime_ns != rec["mtime_ns"]:
             if file_sha256(path) != rec["sha256"]:
@@ -475,7 +528,7 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
                 touched = True
     if touched and not reasons:
         with contextlib.suppress(OSError):  # a read-only artifact root stays valid
-            _write_json_atomic(folder / MARKER, marker)
+            _write_json_atomic(folder / MARKER, _sealed(marker))
     if upstream_content is not None:
         # An upstream output that is gone (None) is no change of input: it can
         # be rebuilt; only other published bytes make this output stale.
@@ -484,6 +537,13 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
             if current is not None and recorded.get(name) != current:
                 reasons.append(f"upstream {name} output changed since this ran")
     return reasons
+
+
+def _real_parent(parent: Path, known: dict[Path, str]) -> str:
+    """`os.path.realpath(parent) + os.sep`, computed once per folder of a check."""
+    if parent not in known:
+        known[parent] = os.path.realpath(parent) + os.sep
+    return known[parent]
 
 
 def published_content(folder: Path) -> str | None:
@@ -509,13 +569,16 @@ def publish(staging: Path, final: Path) -> None:
     if read_marker(staging) is None:
         raise RuntimeError(f"Refusing to publish {staging}: it has no valid {MARKER}.")
     aside = None
-    if final.exists():
+    if os.path.lexists(final):  # also a link, even a broken one: the link is moved, never its target
         aside = final.with_name(f"{final.name}.old-{os.getpid()}-{time.time_ns()}")
         os.rename(final, aside)
     os.rename(staging, final)
     _fsync_dir(final.parent)
     if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+        if os.path.islink(aside):
+            os.unlink(aside)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

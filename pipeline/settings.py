@@ -31,6 +31,8 @@ from typing import Any
 from pipeline import plugins, problems
 from pipeline.sources import Schema
 
+AUTO_BATCH_SIZE = 128  # `--TrainEstimator-batch-size auto`: this many, or the whole training split if smaller
+
 # Parameters that do not become fields: the force flag, and what resolves into network_args.
 NOT_SETTINGS = frozenset({"force", "network_params", "variant"})
 DERIVED = ("problem", "network_args")  # fields that are not parameters
@@ -87,6 +89,8 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
             values[field.name] = per_network(parameters[field.name], network, default_network, flag)
     values["network"] = network
     values["problem"] = problem.name
+    if values["batch_size"] == "auto":
+        values["batch_size"] = min(AUTO_BATCH_SIZE, schema.num_examples.get("train") or AUTO_BATCH_SIZE)
     if values["max_epochs"] > 0 and values["batch_size"] > 0 and schema.num_examples.get("train"):
         values["max_steps"] = math.ceil(values["max_epochs"] * schema.num_examples["train"] / values["batch_size"])
     values["augment"] = _augmentations(parameters["augment"], problem, schema)

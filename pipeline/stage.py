@@ -10,15 +10,12 @@ that writes the stage's files into `staging`.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import inspect
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -26,9 +23,10 @@ import luigi
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from pipeline import console, identity, invocation, listing, paths, teardown
+from pipeline import console, diskfull, identity, invocation, listing, locks, paths, phases, teardown
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity, framework_versions
+from pipeline.parameter_checks import CheckedParameters
 
 logger = logging.getLogger("luigi-interface")
 StageT = TypeVar("StageT", bound="Stage")
@@ -37,13 +35,14 @@ NO_VARIANT: dict[str, Any] = {}  # a stage built bare: every stage above reads l
 STAGING_INFO = "_STAGING.json"
 
 
-class Stage(luigi.Task):
+class Stage(CheckedParameters, luigi.Task):
     """A pipeline stage whose output folder is addressed by its identity."""
 
     artifact_kind: ClassVar[str]  # "data", "models" or "reports"
     code_entry: ClassVar[tuple[str, ...]] = ()  # modules whose code (and what they import) decides the output
     uses_tensorflow: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
+    build_phase: ClassVar[str | None] = None  # the phases.PHASES entry its whole build is, if one
     upstream_families: ClassVar[tuple[str, ...]] = ()  # the stages `requires` builds, by task family
     # Output files the stages below do not read and whose bytes vary from run to run (event files
     # carry timestamps): left out of the content digest they compare (fnmatch patterns).
@@ -136,30 +135,6 @@ class Stage(luigi.Task):
             value = identity.normalise(resolved[name])
             shown[name] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         return shown
-
-    @classmethod
-    def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:
-        """Luigi's parameter resolution, with errors that name the parameter and what it accepts."""
-        try:
-            return super().get_param_values(params, args, kwargs)
-        except luigi.parameter.MissingParameterException as error:
-            raise ParameterError(
-                f"{error}. Set it in luigi.cfg under [{cls.get_task_family()}] or on the command line."
-            ) from None
-        except (ValueError, TypeError) as error:
-            family = cls.get_task_family()
-            for name, param in params:
-                if name in kwargs:
-                    continue
-                try:
-                    param.task_value(family, name)
-                except (ValueError, TypeError) as bad:
-                    flag = f"--{family}-{name.replace('_', '-')}"
-                    detail = str(bad) if "Expected" in str(bad) else f"{bad}. Expected {_accepted(param)}."
-                    raise ParameterError(
-                        f"{flag} (or [{family}] {name} in luigi.cfg) is not accepted: {detail}"
-                    ) from None
-            raise ParameterError(f"Bad parameter for {family}: {error}") from None
 
     # --- what subclasses provide ---
 
@@ -331,13 +306,13 @@ class Stage(luigi.Task):
             self._check_inputs()
             try:
                 self._build_and_publish(final)
-            except OSError as error:
-                if error.errno == errno.ENOSPC:
+            except Exception as error:
+                if diskfull.caused_by_full_disk(error):  # OSError(ENOSPC), or TensorFlow's own errors
+                    kept = " (training resumes from its last checkpoint)" if self.resumable else ""
                     raise PipelineError(
                         f"No space left on the device of {final.parent} while {self.task_family} was writing. "
                         "Free some space (python -m pipeline gc lists leftovers and, with --unused, older results) "
-                        "and run again; "
-                        "nothing was published."
+                        f"and run again{kept}; nothing was published."
                     ) from None
                 raise
 
@@ -354,10 +329,18 @@ class Stage(luigi.Task):
     def _build_and_publish(self, final: Path) -> None:
         staging = identity.staging_path(final)
         upstream_content = self.upstream_content()
+        if not self.force and not identity.check_output(staging, self.identity(), upstream_content):
+            # Complete and current: the last run was stopped between its marker and the rename.
+            logger.info("%s publishes %s, complete before the last run stopped", self, staging)
+            with phases.phase("publish"):
+                identity.publish(staging, final)
+            invocation.published(keep={self._memo_key(): (self, self.identity())})
+            return
         self._prepare_staging(staging, upstream_content)
         started, started_at = time.monotonic(), time.time()
         try:
-            info = self.build(staging)
+            with phases.phase(self.build_phase) if self.build_phase else contextlib.nullcontext():
+                info = self.build(staging)
             if self.uses_tensorflow:  # its models, functions and datasets: freed now, off this thread (teardown.py)
                 teardown.collect_in_background(f"{self.task_family} teardown")
             info = {
@@ -368,12 +351,13 @@ class Stage(luigi.Task):
             }
             (staging / STAGING_INFO).unlink(missing_ok=True)
             identity.write_marker(staging, self.identity(), upstream_content, info, volatile=self.volatile_files)
-            identity.publish(staging, final)
         except BaseException:
             # A failed stage that cannot resume leaves nothing behind for gc: its next run starts afresh.
             if not self.resumable:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+        with phases.phase("publish"):  # a crash here: a complete staging folder, nothing published
+            identity.publish(staging, final)
         # Its own output is none of its inputs: its identity stays (log lines show it).
         invocation.published(keep={self._memo_key(): (self, self.identity())})
 
@@ -405,20 +389,9 @@ def _check_writable(folder: Path) -> None:
         ) from None
 
 
-@contextlib.contextmanager
-def _exclusive(final: Path) -> Iterator[None]:
-    """An exclusive lock on a hidden file beside an output folder.
-
-    A POSIX record lock (lockf), not flock: it belongs to this process alone,
-    so writer processes forked while it is held do not keep it alive if this
-    process is killed.
-    """
-    with open(paths.lock_path(final), "a") as lock:
-        fcntl.lockf(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(lock, fcntl.LOCK_UN)
+def _exclusive(final: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock on a file in `<root>/.locks` named after an output folder, removed after."""
+    return locks.exclusive(paths.lock_path(final))
 
 
 def _brief(value: Any, width: int = 30) -> str:
@@ -426,21 +399,6 @@ def _brief(value: Any, width: int = 30) -> str:
     plain = identity.normalise(value)
     text = plain if isinstance(plain, str) else json.dumps(plain)
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _accepted(param: luigi.Parameter) -> str:
-    """What a Luigi parameter accepts, in words."""
-    if isinstance(param, luigi.ChoiceParameter):
-        return "one of " + ", ".join(map(str, param._choices))
-    if isinstance(param, luigi.BoolParameter):
-        return "true or false"
-    if isinstance(param, luigi.IntParameter):
-        return "an integer"
-    if isinstance(param, luigi.FloatParameter):
-        return "a number"
-    if isinstance(param, luigi.ListParameter):
-        return "a JSON list, e.g. [100, 100]"
-    return "a string"
 
 
 def dag(root: Stage) -> list[Stage]:

@@ -21,9 +21,11 @@ folder, `data/raw/shapes`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +36,7 @@ from luigi.freezing import FrozenOrderedDict
 
 from pipeline import cluster, gpu_slots, identity, paths, plugins, problems, settings, sources
 from pipeline.errors import ParameterError
+from pipeline.parameter_checks import CheckedParameters
 from pipeline.stage import Stage, dag
 
 logger = logging.getLogger("luigi-interface")
@@ -44,6 +47,29 @@ SHAPE_NAMES = ("circle", "square", "triangle", "star", "cross", "hexagon")  # sh
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ParameterError(message)
+
+
+def _check_memory(hidden_units: Any, conv_filters: Any, dense_units: int) -> None:
+    """Refuse layer sizes whose weights, with Adam's state, would not fit in this machine's memory.
+
+    A lower bound (4 float32 copies of each weight: the weight, its gradient, Adam's two
+    moments; inputs and activations not counted): what it refuses can never train here.
+    """
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    mlp, cnn = [1, *hidden_units, 1], [3, *conv_filters]
+    for flag, units, weights in (
+        ("hidden-units", hidden_units, sum(a * b + b for a, b in itertools.pairwise(mlp))),
+        (
+            "conv-filters (with --TrainEstimator-dense-units)",
+            conv_filters,
+            sum(9 * a * b for a, b in itertools.pairwise(cnn)) + cnn[-1] * dense_units,
+        ),
+    ):
+        _require(
+            16 * weights <= memory,
+            f"--TrainEstimator-{flag} makes a network of {weights:.3g} weights ({16 * weights / 1e9:.3g} GB with "
+            f"Adam's state), more than this machine's {memory / 1e9:.3g} GB of memory. Received: {list(units)}",
+        )
 
 
 class PerNetworkParameter(luigi.Parameter[Any]):
@@ -71,7 +97,8 @@ class PerNetworkParameter(luigi.Parameter[Any]):
         return self._number(value)
 
     def _number(self, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.value_type is int and v != int(v)):
+        integral = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v == int(v))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.value_type is int and not integral):
             raise ValueError(self._expected(v))
         return self.value_type(v)
 
@@ -82,6 +109,26 @@ class PerNetworkParameter(luigi.Parameter[Any]):
 
     def serialize(self, x: Any) -> str:
         return json.dumps(dict(x) if isinstance(x, Mapping) else x)
+
+
+class BatchSizeParameter(luigi.Parameter[Any]):
+    """`auto` (settings.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
+
+    def parse(self, x: str) -> Any:
+        return "auto" if x.strip() == "auto" else self.normalize(x)
+
+    def normalize(self, x: Any) -> Any:
+        if x == "auto":
+            return "auto"
+        try:
+            if isinstance(x, bool) or float(x) != int(float(x)):
+                raise ValueError
+            return int(float(x)) if isinstance(x, str) else int(x)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"Expected auto or an integer. Received: {x!r}") from None
+
+    def serialize(self, x: Any) -> str:
+        return str(x)
 
 
 class AugmentParameter(luigi.Parameter[Any]):
@@ -99,7 +146,7 @@ class AugmentParameter(luigi.Parameter[Any]):
     def normalize(self, x: Any) -> Any:
         if x == "auto":
             return "auto"
-        if isinstance(x, str) or not all(isinstance(name, str) for name in x):
+        if not isinstance(x, (list, tuple)) or not all(isinstance(name, str) for name in x):
             example = '["flip_horizontal", "shift", "brightness"]'
             raise ValueError(f"Expected auto or a JSON list of augmentation names like {example}. Received: {x!r}")
         return tuple(x)
@@ -179,6 +226,7 @@ class CreateShards(Stage):
     code_entry = ("pipeline.sources", "pipeline.shards")
     upstream_families = ("MakeShapes",)
     headline_params = ("source",)
+    build_phase = "etl"
 
     image_dir = luigi.Parameter(
         description="A folder of images, one subfolder per class (classification); empty: not images."
@@ -220,18 +268,39 @@ class CreateShards(Stage):
         return kind(**{field: getattr(self, field) for field in kind.__dataclass_fields__})
 
     def validate(self) -> None:
-        _require(self.writer_processes >= 1, "--CreateShards-writer-processes must be at least 1.")
+        most = max(8, 4 * (os.cpu_count() or 1))  # more only adds processes that wait for a core
+        _require(
+            1 <= self.writer_processes <= most,
+            f"--CreateShards-writer-processes must be between 1 and {most}. Received: {self.writer_processes}",
+        )
         _require(
             0 < self.validation_fraction < 1,
             "--CreateShards-validation-fraction must be strictly between 0 and 1. "
             f"Received: {self.validation_fraction}",
         )
-        if not self.is_demo() or Path(self.image_dir).exists():  # MakeShapes writes the demo first
-            try:
-                self.source.validate()
-            except ValueError as error:
-                raise ParameterError(_flagged(str(error), "CreateShards")) from None
-        num_examples = self.schema().num_examples
+        # Whatever the source: a value that can never work is refused, used now or not.
+        _require(
+            self.image_size >= 8, f"--CreateShards-image-size must be at least 8 pixels. Received: {self.image_size}"
+        )
+        try:
+            if not self.is_demo() or Path(self.image_dir).exists():  # MakeShapes writes the demo first
+                try:
+                    self.source.validate()
+                except ValueError as error:
+                    message = _flagged(str(error), "CreateShards")
+                    if "--CreateShards-" not in message:  # a message about the file or folder the user named
+                        message = f"{'--CreateShards-image-dir' if self.image_dir else '--CreateShards-csv'}: {message}"
+                    raise ParameterError(message) from None
+            num_examples = self.schema().num_examples
+        except OSError as error:  # a name too long for the file system, a folder that cannot be read
+            flag = "--CreateShards-image-dir" if self.image_dir else "--CreateShards-csv"
+            raise ParameterError(f"{flag} cannot be read: {error.strerror}. Received: {error.filename}") from None
+        for split in paths.SPLITS:
+            _require(
+                num_examples[split] >= 1,
+                f"--CreateShards-validation-fraction {self.validation_fraction} leaves the {split} split empty "
+                f"({sum(num_examples.values())} examples in all).",
+            )
         for split in paths.SPLITS:
             shards = getattr(self, f"num_{split}_shards")
             _require(
@@ -326,7 +395,10 @@ class TrainEstimator(Stage):
     lr_decay = luigi.BoolParameter(
         parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Cosine-decay the rate to 0 over max_steps."
     )
-    batch_size = luigi.IntParameter(description="Examples per training step.")
+    batch_size = BatchSizeParameter(
+        description=f"Examples per training step; auto: {settings.AUTO_BATCH_SIZE}, or the whole training split when "
+        "it is smaller."
+    )
     max_steps = PerNetworkParameter(value_type=int, description="Train until the global step reaches this.")
     max_epochs = luigi.IntParameter(
         description="Train for this many passes over the training split instead of max_steps; 0: use max_steps."
@@ -359,8 +431,23 @@ class TrainEstimator(Stage):
             cluster.role()
         except ValueError as error:  # a malformed TF_CONFIG
             raise ParameterError(str(error)) from None
+        # Both built-in networks' sizes are checked, whichever runs: a value that can never work is refused.
+        for name in ("hidden_units", "conv_filters"):
+            units = getattr(self, name)
+            _require(
+                isinstance(units, (list, tuple))
+                and len(units) > 0
+                and all(isinstance(u, int) and not isinstance(u, bool) and u > 0 for u in units),
+                f"--TrainEstimator-{name.replace('_', '-')} must be a list of positive integers. Received: {units}",
+            )
+        _require(
+            self.dense_units >= 1, f"--TrainEstimator-dense-units must be at least 1. Received: {self.dense_units}"
+        )
+        _check_memory(self.hidden_units, self.conv_filters, self.dense_units)
         config = self.settings()
-        for name in ("batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints"):
+        for name in (
+            "batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints", "steps_per_execution"
+        ):  # fmt: skip
             value = getattr(config, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 1, f"{flag} must be a positive integer. Received: {value}")
@@ -391,6 +478,11 @@ class TrainEstimator(Stage):
                 f"--TrainEstimator-dense-units must be at least 1. Received: {args['dense_units']}",
             )
         schema = self.requires().schema()
+        _require(
+            config.batch_size <= schema.num_examples["train"],
+            f"--TrainEstimator-batch-size {config.batch_size} is larger than the {schema.num_examples['train']} "
+            "training examples: each batch would repeat examples. Use at most that many.",
+        )
         if "conv_filters" in args:
             size = min(schema.input_shape[:2])
             _require(
@@ -478,6 +570,7 @@ class EvaluateEstimator(Stage):
     code_entry = ("pipeline.estimator", "pipeline.problems")
     upstream_families = ("TrainEstimator", "CreateShards")
     uses_tensorflow = True
+    build_phase = "evaluate"
 
     def requires(self) -> dict[str, Stage]:
         return {"model": self.stage_above(TrainEstimator), "shards": self.stage_above(CreateShards)}
@@ -504,6 +597,7 @@ class PlotInference(Stage):
     code_entry = ("pipeline.estimator", "pipeline.problems", "pipeline.plots")
     upstream_families = ("EvaluateEstimator", "TrainEstimator", "CreateShards")
     uses_tensorflow = True
+    build_phase = "plot"
 
     def requires(self) -> dict[str, Stage]:
         return {
@@ -536,7 +630,7 @@ STAGES: dict[str, type[Stage]] = {
 }
 
 
-class Repro(luigi.Task):
+class Repro(CheckedParameters, luigi.Task):
     """Bring every stage of a DAG up to date, upstream first (as `dvc repro`).
 
     `luigi --module pipeline PlotInference` follows Luigi: a complete

@@ -23,7 +23,7 @@ BAD_PARAMETERS = [
     (["--CreateShards-validation-fraction", "1.5"], "strictly between 0 and 1"),
     (["--CreateShards-num-train-shards", "5000"], "--CreateShards-num-train-shards must be between 1 and the 683"),
     (["--TrainEstimator-network", "resnet"], "--TrainEstimator-network must be auto, one of mlp, cnn"),
-    (["--TrainEstimator-learning-rate", "nan"], "--TrainEstimator-learning-rate must be a positive number"),
+    (["--TrainEstimator-learning-rate", "nan"], "--TrainEstimator-learning-rate must be a finite number"),
     (["--TrainEstimator-learning-rate", "-0.1"], "--TrainEstimator-learning-rate must be a positive number"),
     (["--TrainEstimator-max-steps", "many"], "Expected an integer"),
 ]

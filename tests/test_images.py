@@ -486,6 +486,7 @@ def test_training_settings_follow_the_source_and_parameters_stay_as_parsed(works
     make_folder(workspace / "pics", {"circle": 3, "star": 3})
     config.set("CreateShards", "image_dir", workspace / "pics")
     config.set("TrainEstimator", "max_steps", '{"mlp": 100, "cnn": 30}')
+    config.set("TrainEstimator", "batch_size", 4)  # the 4 training images (a larger batch is refused)
     Register.clear_instance_cache()
     cnn = TrainEstimator()
     resolved = cnn.settings()
@@ -620,6 +621,7 @@ def test_default_image_configuration_on_the_demo_data(tmp_path: Path) -> None:
 def test_augmentation_is_a_parameter_of_the_identity(workspace: Path, config: Config) -> None:
     make_folder(workspace / "pics", {"circle": 3, "star": 3})
     config.set("CreateShards", "image_dir", workspace / "pics")
+    config.set("TrainEstimator", "batch_size", 4)  # the 4 training images (a larger batch is refused)
     Register.clear_instance_cache()
     default = TrainEstimator()
     assert default.settings().augment == ("flip_horizontal", "shift", "brightness")  # auto, for classification

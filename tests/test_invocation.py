@@ -69,6 +69,7 @@ def test_a_command_lists_the_folder_once_and_computes_each_identity_once(
     (folder / "c0" / "notes.txt").write_text("not an image")
     config.set("CreateShards", "image_dir", folder)
     config.set("CreateShards", "image_size", 16)
+    config.set("TrainEstimator", "batch_size", 32)  # the 40 training images (a larger batch is refused)
     build(CreateShards())
 
     counts.clear()

@@ -152,7 +152,7 @@ def test_parameters_are_read_generically_and_flattened(sine_runs: SineRuns, tmp_
         path = tmp_path / "models" / sine_runs.models[name].name / identity.MARKER
         marker = json.loads(path.read_text())
         marker["params"] = {"network": "mlp", "optimizer": {"name": "adam", "learning_rate": {"initial": rate}}}
-        path.write_text(json.dumps(marker))
+        path.write_text(json.dumps(identity.seal(marker)))  # changed on purpose: sealed again to be trusted
     # One model whose evaluation and plots were removed: its metrics are blank.
     for folder in (tmp_path / "reports").iterdir():
         if _marker(folder)["upstream"]["TrainEstimator"] == _marker(sine_runs.models["reseeded"])["identity"]:

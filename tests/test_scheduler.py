@@ -4,8 +4,10 @@ and concurrency."""
 
 from __future__ import annotations
 
+import collections
 import configparser
 import http.server
+import itertools
 import json
 import re
 import shutil
@@ -276,36 +278,59 @@ def test_train_estimator_takes_one_gpu_from_the_pool_in_luigi_cfg() -> None:
     assert project.getint("resources", "gpu") == 1
 
 
-def test_two_pipelines_at_once_share_the_shards_and_take_turns_on_the_gpu(tmp_path: Path) -> None:
-    """Two `luigi ... PlotInference` that differ in the learning rate, started together against one luigid."""
+def test_four_runs_at_once_run_each_stage_once_and_take_turns_on_the_gpu(tmp_path: Path) -> None:
+    """Four `luigi ... PlotInference` started together against one luigid: the same shards,
+    three learning rates, one run repeated. The scheduler's own records say what ran when."""
     write_run_config(tmp_path)
+    rates = ("0.01", "0.003", "0.03", "0.01")
+    logs = [tmp_path / f"luigi-{i}.log" for i in range(len(rates))]
     with running_luigid(tmp_path / "luigid") as scheduler:
         (gpu,) = [r for r in scheduler.api("resource_list") if r["name"] == "gpu"]
         assert gpu["num_total"] == 1  # luigid read the pool from the project's luigi.cfg
-        logs = {rate: tmp_path / f"luigi-{rate}.log" for rate in ("0.01", "0.003")}
         procs = [
             start_luigi(["PlotInference", *scheduler.cli(), "--TrainEstimator-learning-rate", rate], tmp_path, log)
-            for rate, log in logs.items()
+            for rate, log in zip(rates, logs, strict=True)
         ]
-        codes = [proc.wait(timeout=600) for proc in procs]
-        texts = [log.read_text() for log in logs.values()]
-        done = scheduler.by_family("DONE")
+        in_use = []  # the gpu units the scheduler counts as taken, polled while the runs go on
+        while any(proc.poll() is None for proc in procs):
+            (gpu,) = [r for r in scheduler.api("resource_list") if r["name"] == "gpu"]
+            in_use.append(gpu["num_used"])
+            time.sleep(0.05)
+        codes = [proc.wait() for proc in procs]
+        tasks = scheduler.tasks()
+    texts = [log.read_text() for log in logs]
 
-    assert codes == [0, 0], "\n\n".join(text[-3000:] for text in texts)
-    assert {family: len(tasks) for family, tasks in done.items()} == {
+    assert codes == [0, 0, 0, 0], "\n\n".join(text[-3000:] for text in texts)
+    assert {task["status"] for task in tasks.values()} == {"DONE"}
+    families = [task["name"] for task in tasks.values()]
+    assert {family: families.count(family) for family in ALL} == {
         "CreateShards": 1,
-        "TrainEstimator": 2,
-        "EvaluateEstimator": 2,
-        "PlotInference": 2,
+        "TrainEstimator": 3,
+        "EvaluateEstimator": 3,
+        "PlotInference": 3,
     }
-    # The shared stage ran once, in one of the two runs; both trained on its shards.
-    assert [text.count(") running   CreateShards(") for text in texts] in ([1, 0], [0, 1])
+    # Each of those ten tasks ran once, in one of the four runs (a worker logs "running" as it starts one;
+    # none was complete before, so each had to run at least once).
+    started = [line.split(" running   ", 1)[1] for text in texts for line in text.splitlines() if " running   " in line]
+    assert collections.Counter(task.split("(")[0] for task in started) == {
+        "CreateShards": 1,
+        "TrainEstimator": 3,
+        "EvaluateEstimator": 3,
+        "PlotInference": 3,
+    }
+    # The pool was never exceeded: by the scheduler's records, each training held the gpu from the
+    # moment it was handed out (time_running) until it was reported done (last_updated), one after another.
+    windows = sorted(
+        (task["time_running"], task["last_updated"]) for task in tasks.values() if task["name"] == "TrainEstimator"
+    )
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(windows)), windows
+    assert max(in_use) == 1  # and, polled, it was taken while they trained
+    # Nothing left behind: one folder per output, no staging folder, no lock file.
     assert len(list((tmp_path / "data" / "shards").iterdir())) == 1
-    for pattern in ("sine-mlp-eval-*", "sine-mlp-plots-*"):
-        assert len(list((tmp_path / "reports").glob(pattern))) == 2
-    # One gpu in the pool: the second training started after the first one ended.
-    first, second = _training_windows(tmp_path)
-    assert first[1] <= second[0]
+    assert len(list((tmp_path / "models").iterdir())) == 3
+    assert len(list((tmp_path / "reports").iterdir())) == 6
+    leftovers = [p for kind in ("data", "models", "reports") for p in (tmp_path / kind).rglob("*.partial")]
+    assert leftovers == [] and list((tmp_path / ".locks").glob("*.lock")) == []
 
 
 def test_two_workers_run_independent_trainings_at_once(tmp_path: Path) -> None:

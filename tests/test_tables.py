@@ -125,6 +125,7 @@ def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, conf
         config.set("TrainEstimator", option, project["TrainEstimator"][option])
     Register.clear_instance_cache()
     assert build(PlotInference()) == {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
+    assert TrainEstimator().settings().batch_size == 118  # auto: the whole training split, smaller than 128
     report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
     shards_dir = CreateShards().output_dir()
     (x_train, y_train), (x_val, y_val) = _split(shards_dir, "train"), _split(shards_dir, "validation")

@@ -1,0 +1,173 @@
+"""Parameter values as Luigi parses them, with errors that name the flag, and the limits of every type.
+
+A task class that mixes in `CheckedParameters` (every stage and `Repro`) gets,
+for each of its parameters, whether set on the command line or in luigi.cfg:
+
+- a value that does not parse is a `ParameterError` naming the flag and what it
+  accepts, also for the task named on the command line (`luigi ... TrainEstimator
+  --batch-size x`, which Luigi parses outside the task: `install()`);
+- an empty value on the command line (`--TrainEstimator-batch-size ""`, an unset
+  shell variable) counts: Luigi would take it for no value and use the default
+  without a word. It is refused unless the parameter accepts an empty string,
+  which then overrides the default;
+- limits that hold for every parameter of a type, whatever it means: integers fit
+  in 64 bits (TensorFlow and NumPy count in int64), numbers are finite in float32
+  (the precision the model computes in), a seed is in [0, 2**32) (NumPy's legacy
+  seeding, which `keras.utils.set_random_seed` uses, takes no more), no string
+  holds a NUL character (no path or name can), a JSON list is a list and a JSON
+  object an object.
+
+What a value means for its stage (a positive batch, a split it fits in) is
+checked by the stage's `validate()`. Standard library and Luigi only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import luigi
+from luigi.cmdline_parser import CmdlineParser
+
+from pipeline.errors import ParameterError
+
+INT64_MAX = 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+SEED_LIMIT = 2**32
+
+
+def flag(family: str, name: str) -> str:
+    """The command-line flag of a task's parameter, e.g. `--TrainEstimator-batch-size`."""
+    return f"--{family}-{name.replace('_', '-')}"
+
+
+def accepted(param: luigi.Parameter) -> str:
+    """What a Luigi parameter accepts, in words."""
+    if isinstance(param, luigi.ChoiceParameter):
+        return "one of " + ", ".join(map(str, param._choices))
+    if isinstance(param, luigi.BoolParameter):
+        return "true or false"
+    if isinstance(param, luigi.IntParameter):
+        return "an integer"
+    if isinstance(param, luigi.FloatParameter):
+        return "a number"
+    if isinstance(param, luigi.ListParameter):
+        return "a JSON list, e.g. [100, 100]"
+    return "a string"
+
+
+def _limit_problem(name: str, value: Any) -> str | None:
+    """Why `value` (a parsed parameter value, or a part of one) breaks a limit of its type, if it does."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        if name == "seed" or name.endswith("_seed"):
+            return None if 0 <= value < SEED_LIMIT else f"must be a seed in [0, {SEED_LIMIT - 1}]"
+        return None if abs(value) <= INT64_MAX else f"must fit in a 64-bit integer (at most {INT64_MAX} in size)"
+    if isinstance(value, float):
+        finite = math.isfinite(value) and abs(value) <= FLOAT32_MAX
+        return None if finite else f"must be a finite number (at most {FLOAT32_MAX:.4g} in size)"
+    if isinstance(value, str):
+        return "must not contain a NUL character" if "\0" in value else None
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return next((problem for item in value if (problem := _limit_problem(name, item))), None)
+    return None
+
+
+def check_limits(family: str, values: list[tuple[str, Any]], params: dict[str, luigi.Parameter]) -> None:
+    """Raise ParameterError for the first parameter value that breaks a limit of its type."""
+    for name, value in values:
+        param = params.get(name)
+        if isinstance(param, luigi.DictParameter) and not isinstance(value, Mapping):
+            problem: str | None = 'must be a JSON object, e.g. {"width": 64}'
+        elif isinstance(param, luigi.ListParameter) and not isinstance(value, (list, tuple)):
+            problem = "must be a JSON list, e.g. [100, 100]"
+        else:
+            problem = _limit_problem(name, value)
+        if problem:
+            shown = value if not isinstance(value, str) else repr(value)[:80]
+            raise ParameterError(f"{flag(family, name)} {problem}. Received: {shown}")
+
+
+def _explicit_empty(cls: type[luigi.Task], params: list[tuple[str, luigi.Parameter]]) -> dict[str, Any]:
+    """The parameters given an empty value on the command line, parsed (raises if one refuses it)."""
+    parser = CmdlineParser.get_instance()
+    if parser is None:
+        return {}
+    family = cls.get_task_family()
+    is_root = getattr(parser.known_args, "root_task", None) == family
+    empty = {}
+    for name, param in params:
+        given = [getattr(parser.known_args, param._parser_global_dest(name, family), None)]
+        if is_root:
+            given.append(getattr(parser.known_args, name, None))
+        if "" not in given:
+            continue
+        try:
+            empty[name] = param.normalize(param.parse(""))
+        except (ValueError, TypeError, KeyError):
+            raise ParameterError(f"{flag(family, name)} is empty. Expected {accepted(param)}.") from None
+    return empty
+
+
+class CheckedParameters:
+    """Mixin for a `luigi.Task`: parameter errors that name the flag, and the limits above."""
+
+    @classmethod
+    def get_param_values(cls, params: Any, args: Any, kwargs: Any) -> Any:
+        """Luigi's parameter resolution, with errors that name the parameter and what it accepts."""
+        family = cls.get_task_family()  # type: ignore[attr-defined]
+        kwargs = {**_explicit_empty(cls, params), **kwargs}  # type: ignore[arg-type]
+        try:
+            values = super().get_param_values(params, args, kwargs)  # type: ignore[misc]
+        except luigi.parameter.MissingParameterException as error:
+            raise ParameterError(f"{error}. Set it in luigi.cfg under [{family}] or on the command line.") from None
+        except (ValueError, TypeError, OverflowError) as error:
+            for name, param in params:
+                if name in kwargs:
+                    continue
+                try:
+                    param.task_value(family, name)
+                except (ValueError, TypeError, OverflowError) as bad:
+                    detail = str(bad) if "Expected" in str(bad) else f"{bad}. Expected {accepted(param)}."
+                    raise ParameterError(
+                        f"{flag(family, name)} (or [{family}] {name} in luigi.cfg) is not accepted: {detail}"
+                    ) from None
+            raise ParameterError(f"Bad parameter for {family}: {error}") from None
+        check_limits(family, values, dict(params))
+        return values
+
+
+def install() -> None:
+    """Make a value Luigi cannot parse for the task named on the command line a ParameterError.
+
+    Luigi parses that task's own flags (`TrainEstimator --batch-size x`) in
+    `CmdlineParser._get_task_kwargs`, outside the task, where an error escapes
+    as a traceback. Idempotent.
+    """
+    original = CmdlineParser._get_task_kwargs
+    if getattr(original, "names_flags", False):
+        return
+
+    def _get_task_kwargs(self: CmdlineParser) -> dict[str, Any]:
+        try:
+            return original(self)
+        except (ValueError, TypeError, OverflowError):
+            cls = self._get_task_cls()
+            for name, param in cls.get_params():
+                value = getattr(self.known_args, name, None)
+                if value:
+                    try:
+                        param.normalize(param.parse(value))
+                    except (ValueError, TypeError, OverflowError) as bad:
+                        detail = str(bad) if "Expected" in str(bad) else f"{bad}. Expected {accepted(param)}."
+                        raise ParameterError(
+                            f"--{name.replace('_', '-')} of {cls.get_task_family()} is not accepted: {detail}"
+                        ) from None
+            raise
+
+    _get_task_kwargs.names_flags = True  # type: ignore[attr-defined]
+    CmdlineParser._get_task_kwargs = _get_task_kwargs  # type: ignore[method-assign]
