@@ -59,7 +59,8 @@ BIN = Path(sys.executable).parent
 CHECKPOINT_STEPS = 200
 MAX_STEPS = 1000
 SMALL_CFG = {
-    "TrainEstimator": {"max_steps": str(MAX_STEPS), "checkpoint_steps": str(CHECKPOINT_STEPS), "batch_size": "64"}
+    "paths": {"root": "."},
+    "TrainEstimator": {"max_steps": str(MAX_STEPS), "checkpoint_steps": str(CHECKPOINT_STEPS), "batch_size": "64"},
 }
 STAGE_ORDER = ["CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"]
 # The stages in which each phase happens.
@@ -85,7 +86,8 @@ def _configure(root: Path, set_option: SetOption) -> None:
     set_option("paths", "root", str(root))
     for section, options in SMALL_CFG.items():
         for option, value in options.items():
-            set_option(section, option, value)
+            if section != "paths":  # "." in the luigi.cfg written into `root` (for the `luigi` commands)
+                set_option(section, option, value)
     Register.clear_instance_cache()
 
 

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-SMALL = "[TrainEstimator]\nmax_steps = 200\ncheckpoint_steps = 100\n"
+# "." is the folder of this luigi.cfg (the temporary folder): the artifact root of the runs.
+SMALL = "[paths]\nroot = .\n[TrainEstimator]\nmax_steps = 200\ncheckpoint_steps = 100\n"
 
 
 def wall(args: list[str], cwd: Path) -> float:

@@ -47,4 +47,9 @@ from pipeline.tasks import (  # noqa: E402
 # Without a central scheduler, fail at once with a hint (not after Luigi's 90 s of retries).
 scheduler.install_check()
 
+from pipeline import cli, summary  # noqa: E402
+
+cli.install()  # a mistyped task or flag: one line with the one meant; --help lists the DAG's parameters
+summary.install()  # a command-line run ends with where its results are, its metrics, what ran
+
 __all__ = ["CreateShards", "EvaluateEstimator", "MakeShapes", "PlotInference", "Repro", "TrainEstimator"]

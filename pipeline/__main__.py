@@ -1,19 +1,26 @@
-"""Helper commands: `python -m pipeline status|gc|runs|diff|report|doctor ...` (no TensorFlow import but doctor's).
+"""Helper commands: `python -m pipeline status|gc|worker|runs|diff|report|sweep|doctor ...`.
+
+None imports TensorFlow but doctor (and the trainings a sweep runs).
 
 status TASK [--Task-param value ...]
     Every stage of TASK's DAG as up to date or stale, with the reason, and
     where its output is. Takes the same parameters as `luigi --module pipeline`.
+    Exits with 0 when every stage is up to date, 1 when one is stale.
 worker [--Task-param value ...]
     Join a multi-host training as a worker other than the chief: with
     TF_CONFIG naming this process, on a host that sees the artifact root.
     The chief runs `luigi --module pipeline TrainEstimator` (or any stage
     below it) with the same parameters and its own TF_CONFIG.
-gc [--yes] [TASK] [--Task-param value ...]
-    Lists the artifact folders (shards, model dirs, reports) that TASK's DAG
-    (default PlotInference) with the current configuration does not use, and
-    removes them only with --yes. Raw data under data/raw is never touched, nor
-    anything outside the artifact root: a folder that is a link is removed as a
-    link, its target never (pipeline/containment.py).
+gc [--yes] [--unused (--older-than DAYS | --keep-last N)] [TASK] [--Task-param value ...]
+    Lists what the artifact root holds besides the outputs of TASK's DAG
+    (default PlotInference) in the current configuration. Removes, with --yes:
+    the leftovers (staging folders of crashed or failed stages, copies moved
+    aside, orphaned locks); with --unused also complete results of other
+    configurations, those older than DAYS days and/or all but the newest N
+    of each stage. Raw data under data/raw is never touched, nor anything
+    outside the artifact root: a folder that is a link is removed as a link,
+    its target never (pipeline/containment.py).
+
 runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
     One row per trained model under the artifact root: the parameters that
     differ between the rows (--all: every parameter), the headline
@@ -33,6 +40,9 @@ sweep TASK --Task-param A,B [--Task-param C,D ...] [--workers N] [luigi flags]
 doctor
     What TensorFlow sees (devices, CUDA/cuDNN build, mixed precision), the
     GPU slots of this host, the resource pools and the scheduler.
+
+A mistake (an unknown task, command or parameter, a value not accepted) is one
+line naming it and what is meant, exit code 40.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -47,7 +58,8 @@ import luigi
 from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
-from pipeline import cluster, containment, identity, image_folder, listing, locks, paths
+from pipeline import cleanup, cli, cluster, identity, image_folder, listing, paths
+from pipeline.errors import ParameterError, PipelineError
 from pipeline.stage import Stage, dag
 
 USAGE = __doc__ or ""
@@ -96,14 +108,17 @@ def source_notes(stage: Stage) -> list[str]:
 
 
 def status(argv: list[str]) -> int:
-    """Print every stage of a DAG as up to date or stale, with reasons."""
+    """Print every stage of a DAG as up to date or stale, with reasons; 0 if all are up to date, else 1."""
     # Upstream tasks read the command line's --Task-param values while the
     # parser is the global instance: the whole walk happens inside it.
+    stale = False
     with CmdlineParser.global_instance(argv) as parser:
         stages = dag(parser.get_task_obj())
+        print(f"Artifact root: {paths.root()}")
         width = max(len(s.task_family) for s in stages)
         for stage in stages:
             reasons = explain(stage)
+            stale = stale or bool(reasons)
             state = "stale" if reasons else "up to date"
             print(f"{stage.task_family:<{width}}  {state:<10}  {stage.output_dir()}")
             for reason in reasons:
@@ -113,35 +128,75 @@ def status(argv: list[str]) -> int:
             if not reasons and stage.artifact_kind == "reports":  # where the results are
                 for rel in identity.list_files(stage.output_dir()):
                     print(f"{'':<{width}}    {stage.output_dir() / rel}")
-    return 0
+    return 1 if stale else 0
+
+
+def _option(argv: list[str], name: str, convert: Callable[[str], float]) -> tuple[float | None, list[str]]:
+    """Take `name VALUE` (or `name=VALUE`) out of argv; the value converted, or None when absent."""
+    for i, word in enumerate(argv):
+        if word == name or word.startswith(name + "="):
+            value = word.split("=", 1)[1] if "=" in word else (argv[i + 1] if i + 1 < len(argv) else "")
+            rest = argv[:i] + argv[i + (1 if "=" in word else 2) :]
+            try:
+                number = convert(value)
+            except ValueError:
+                raise ParameterError(f"gc {name} takes a number. Received: {value!r}") from None
+            if number < 0:
+                raise ParameterError(f"gc {name} must not be negative. Received: {value}")
+            return number, rest
+    return None, argv
 
 
 def gc(argv: list[str]) -> int:
-    """List (and with --yes remove) artifact folders the current configuration does not reach."""
-    remove = "--yes" in argv
-    argv = [a for a in argv if a != "--yes"]
+    """List (and with --yes remove) leftovers, and with --unused results of other configurations."""
+    remove, unused = "--yes" in argv, "--unused" in argv
+    argv = [a for a in argv if a not in ("--yes", "--unused")]
+    older_than, argv = _option(argv, "--older-than", float)
+    keep_last, argv = _option(argv, "--keep-last", int)
+    if unused and older_than is None and keep_last is None:
+        raise ParameterError(
+            "gc --unused removes complete results of other configurations: say which, with --older-than DAYS "
+            "(made more than DAYS days ago) or --keep-last N (all but the newest N of each stage), or both."
+        )
+    if not unused and (older_than is not None or keep_last is not None):
+        raise ParameterError("gc --older-than and --keep-last choose among results: add --unused.")
     if not argv or argv[0].startswith("-"):
         argv = ["PlotInference", *argv]
     with CmdlineParser.global_instance(argv) as parser:
-        keep = set()
-        for stage in dag(parser.get_task_obj()):
-            keep |= {stage.output_dir(), identity.staging_path(stage.output_dir())}
-    garbage = [folder for folder in paths.stage_folders() if folder not in keep]
-    total = sum(containment.size(folder) for folder in garbage)
-    if not garbage:
-        print("Nothing to remove: every artifact folder is used by the current configuration.")
+        stages = dag(parser.get_task_obj())
+        current = {s.task_family: {"folder": s.output_dir(), "identity": s.identity().as_dict()} for s in stages}
+        # Staging folders the next run of this configuration takes up: training's checkpoints, or a
+        # complete one that a stopped run did not get to publish.
+        resumable = {
+            staging
+            for s in stages
+            if (staging := identity.staging_path(s.output_dir())).is_dir()
+            and (s.resumable or identity.read_marker(staging) is not None)
+        }
+    root = paths.root()
+    entries = cleanup.scan(current, resumable)
+    chosen = cleanup.select(entries, unused, older_than, None if keep_last is None else int(keep_last))
+    print(f"Artifact root: {root}")
+    kept = [entry for entry in entries if entry not in chosen]
+    if kept:
+        print(f"Kept ({len(kept)}):")
+        for entry in kept:
+            print(entry.describe(root))
+        if not unused and any(entry.kind in cleanup.RESULT_KINDS for entry in kept):
+            print("  (results of other configurations go only with --unused and --older-than DAYS or --keep-last N)")
+    if not chosen:
+        print(f"Nothing to remove: no leftovers{' and no result chosen' if unused else ''}.")
         return 0
-    verb = "Removing" if remove else "Would remove"
-    print(f"{verb} {len(garbage)} folder(s), {total / 1e6:.1f} MB, not used by {argv[0]}'s DAG:")
-    root = Path(paths.paths().root)
-    for folder in garbage:
-        print(f"  {folder}")
+    total = cleanup.human_size(sum(entry.size for entry in chosen))
+    print(f"{'Removing' if remove else 'Would remove'} {len(chosen)} ({total}), not used by {argv[0]}'s DAG:")
+    for entry in chosen:
+        print(entry.describe(root))
         if remove:
             try:
-                containment.remove(folder, root)
-            except ValueError as error:
-                print(f"    not removed: {error}")
-            locks.remove_if_unused(paths.lock_path(folder))
+                if not cleanup.remove(entry, root):
+                    print("      (left: a run took it meanwhile)")
+            except ValueError as error:  # outside the artifact root, whatever a marker or link says
+                print(f"      not removed: {error}")
     if not remove:
         print("Run again with --yes to remove them.")
     return 0
@@ -151,14 +206,12 @@ def worker(argv: list[str], wait_seconds: float = 600) -> int:
     """Train as a non-chief worker of TrainEstimator's multi-worker run."""
     role = cluster.role()
     if role.chief or role.num_workers < 2:
-        print(
+        raise ParameterError(
             "python -m pipeline worker is for the workers other than the chief of a multi-host training: "
             'set TF_CONFIG, e.g. {"cluster": {"worker": ["host0:2222", "host1:2222"]}, '
             '"task": {"type": "worker", "index": 1}}. The chief (index 0) runs '
-            "luigi --module pipeline TrainEstimator with its own TF_CONFIG.",
-            file=sys.stderr,
+            "luigi --module pipeline TrainEstimator with its own TF_CONFIG."
         )
-        return 2
     with CmdlineParser.global_instance(["TrainEstimator", *argv]) as parser:
         task = parser.get_task_obj()
         shards = task.requires()
@@ -294,27 +347,34 @@ EXPERIMENT_COMMANDS = {
     "sweep": sweep_command,
     "doctor": doctor_command,
 }
+COMMANDS: dict[str, Callable[[list[str]], int]] = {"status": status, "gc": gc, "worker": worker, **EXPERIMENT_COMMANDS}
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
+    """Run one helper command; a user's mistake prints one line and exits with 40 (cli.run_command)."""
+    if argv and argv[0] in ("-h", "--help"):
+        return cli.run_command(lambda: print(USAGE, flush=True) or 0)
+    if not argv:
+        return cli.usage_error("No command given.", None, list(COMMANDS))
     command, rest = argv[0], argv[1:]
-    if command == "status" and rest:
-        return status(rest)
-    if command == "gc":
-        return gc(rest)
-    if command == "worker":
-        return worker(rest)
+    if command not in COMMANDS:
+        return cli.usage_error(f"Unknown command {command}.", command, list(COMMANDS))
+    if command == "status" and not rest:
+        return cli.usage_error("status needs a task, e.g. python -m pipeline status PlotInference.", None, [])
     if command in EXPERIMENT_COMMANDS:
-        try:
-            return EXPERIMENT_COMMANDS[command](rest)
-        except ValueError as error:  # a user's mistake: one line, exit code 40 as for a bad parameter
-            print(error, file=sys.stderr)
-            return 40
-    print(f"Unknown command or missing task: {' '.join(argv)}\n{USAGE}", file=sys.stderr)
-    return 2
+        return cli.run_command(lambda: _one_line_value_errors(EXPERIMENT_COMMANDS[command], rest))
+    return cli.run_command(lambda: COMMANDS[command](rest))
+
+
+def _one_line_value_errors(command: Callable[[list[str]], int], argv: list[str]) -> int:
+    """The experiment commands' own mistakes (ValueError from their arguments): one line, exit code 40."""
+    try:
+        return command(argv)
+    except PipelineError:
+        raise
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return cli.BAD_PARAMETER_EXIT
 
 
 if __name__ == "__main__":

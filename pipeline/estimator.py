@@ -64,6 +64,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
         progress: Progress | None,
         best: tf.train.CheckpointManager | None = None,
         patience: int = 0,
+        start_step: int = 0,
     ) -> None:
         super().__init__()
         self.model_dir = model_dir
@@ -78,6 +79,11 @@ class _ModelDirCallback(keras.callbacks.Callback):
             "eval": tf.summary.create_file_writer(str(events / "eval")),
         }
         self.started = time.monotonic()
+        # Speed over the last interval (its evaluation included): what the rest will take per step.
+        self.last_step, self.last_time = start_step, self.started
+        if progress:
+            resumed = ", resumed from its checkpoint" if start_step else ""
+            progress(min(start_step / max_steps, 1.0), f"step {start_step}/{max_steps}: training{resumed}")
 
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
@@ -116,11 +122,22 @@ class _ModelDirCallback(keras.callbacks.Callback):
         if self.patience and stops_early(self.history, self.patience):
             self.model.stop_training = True  # the Estimator's stop_if_no_decrease_hook
         if self.progress:
+            now = time.monotonic()
+            rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+            self.last_step, self.last_time = step, now
+            eta = _clock(round((self.max_steps - step) / rate)) if rate > 0 else "?"
             self.progress(
                 min(step / self.max_steps, 1.0),
                 f"step {step}/{self.max_steps}: loss {train.get('loss', float('nan')):.4g}, "
-                f"eval loss {evaluation.get('loss', float('nan')):.4g}",
+                f"eval loss {evaluation.get('loss', float('nan')):.4g}, {rate:.1f} steps/s, ETA {eta}",
             )
+
+
+def _clock(seconds: int) -> str:
+    """`m:ss`, or `h:mm:ss` (as console.duration; not imported: console.py would join training's code identity)."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def best_step(history: list[dict[str, Any]]) -> int | None:
@@ -268,8 +285,9 @@ def _train(
         )
         val_ds = inputs.eval_dataset(shards_dir, manifest, "validation", config.batch_size)
         callback = _ModelDirCallback(
-            write_dir, manager, history, config.max_steps, progress, best if config.patience else None, config.patience
-        )
+            write_dir, manager, history, config.max_steps, progress, best if config.patience else None,
+            config.patience, start_step,
+        )  # fmt: skip
         if multi_worker:  # Keras 3's fit does not run under MultiWorkerMirroredStrategy
             multiworker.fit(
                 model, strategy, problems.get(manifest["problem"]), train_ds, val_ds, config.batch_size, start_step,

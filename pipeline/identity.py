@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import fnmatch
 import hashlib
 import importlib.metadata
 import json
@@ -21,6 +22,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -321,9 +323,72 @@ def list_files(folder: Path) -> list[str]:
     return sorted(out)
 
 
-def content_digest(files: dict[str, dict[str, Any]]) -> str:
-    """Digest of a folder's contents: each file's relative path and sha256."""
-    return digest({rel: rec["sha256"] for rel, rec in sorted(files.items())})
+def content_digest(files: dict[str, dict[str, Any]], volatile: Sequence[str] = ()) -> str:
+    """Digest of what a folder holds for its readers: each file's relative path and content.
+
+    A file's content is its sha256, or what `file_content` recorded for it.
+    Files matching a `volatile` pattern (fnmatch, on the relative path) are
+    left out: files no reader reads whose bytes differ from run to run.
+    """
+    return digest(
+        {
+            rel: rec.get("content", rec["sha256"])
+            for rel, rec in sorted(files.items())
+            if not any(fnmatch.fnmatchcase(rel, pattern) for pattern in volatile)
+        }
+    )
+
+
+# Inside a Keras archive (`model.keras`, a zip): the save date, and ids that are
+# memory addresses of the saving process. Neither changes what a reader loads.
+_KERAS_VOLATILE_KEYS = {"metadata.json": "date_saved", "config.json": "shared_object_id"}
+
+
+def keras_archive_content(path: Path) -> str:
+    """Digest of a Keras 3 `.keras` archive as a loader sees it: its members' bytes, but for the
+    save date in `metadata.json` and the `shared_object_id`s in `config.json` (ids of the saving
+    process's objects, renumbered in order of appearance). Two saves of the same model, weights
+    and configuration get the same digest; the archive's own bytes differ."""
+    import zipfile  # here: the scheduling path that imports this module never reads an archive
+
+    members = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in sorted(archive.namelist()):
+            data = archive.read(name)
+            key = _KERAS_VOLATILE_KEYS.get(name)
+            if key is not None:
+                ids: dict[Any, int] = {}
+                data = json.dumps(_without_volatile(json.loads(data), key, ids), sort_keys=True).encode()
+            members[name] = hashlib.sha256(data).hexdigest()
+    return digest(members)
+
+
+def _without_volatile(value: Any, key: str, ids: dict[Any, int]) -> Any:
+    """A JSON value with `key` dropped ("date_saved") or, for object ids, renumbered 0, 1, ..."""
+    if isinstance(value, list):
+        return [_without_volatile(v, key, ids) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for k, v in value.items():
+        if k != key:
+            out[k] = _without_volatile(v, key, ids)
+        elif key == "shared_object_id":  # which objects are shared still counts, not their addresses
+            out[k] = ids.setdefault(v, len(ids))
+    return out
+
+
+def file_content(path: Path, sha256: str) -> str:
+    """What a file holds for the stages that read it: its sha256, or for a Keras archive
+    `keras_archive_content` (its bytes carry the save date)."""
+    if path.suffix != ".keras":
+        return sha256
+    import zipfile
+
+    try:
+        return keras_archive_content(path)
+    except (OSError, ValueError, zipfile.BadZipFile):  # not an archive Keras wrote: its bytes are its content
+        return sha256
 
 
 def write_marker(
@@ -331,24 +396,32 @@ def write_marker(
     identity: Identity,
     upstream_content: dict[str, str | None],
     info: dict[str, Any] | None = None,
+    volatile: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Hash every file in `folder` and write `_SUCCESS.json` there, last.
 
     The marker records the identity, the content digests of the upstream
-    outputs consumed, and every output file's size, mtime and sha256.
+    outputs consumed, every output file's size, mtime and sha256, and the
+    folder's content digest, which the stages below compare: it leaves out
+    the `volatile` files (fnmatch patterns) and a Keras archive's save date.
     """
-    files = {}
+    files: dict[str, dict[str, Any]] = {}
     for rel in list_files(folder):
         path = folder / rel
         st = path.stat()
-        files[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_sha256(path)}
+        sha256 = file_sha256(path)
+        files[rel] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256}
+        content = file_content(path, sha256)
+        if content != sha256:
+            files[rel]["content"] = content
     marker = {
         "marker_version": MARKER_VERSION,
         "identity": identity.digest,
         **identity.as_dict(),
         "upstream_content": dict(sorted(upstream_content.items())),
         "files": files,
-        "content_digest": content_digest(files),
+        "content_digest": content_digest(files, volatile),
+        "content_excludes": list(volatile),
         "created": time.time(),
         "run_id": os.urandom(8).hex(),
         "info": info or {},

@@ -62,6 +62,32 @@ def exclusive(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def try_exclusive(path: Path) -> Iterator[bool]:
+    """`exclusive` without waiting: yields True holding the lock (the file is removed after, as there),
+    or False at once when another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            yield False  # held: a stage is writing that output now
+            return
+        if not _names(fd, path):  # its holder removed it as it released it: taken up again meanwhile
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # while still holding it: see the module's docstring
+    finally:
+        os.close(fd)
+
+
 def remove_if_unused(path: Path) -> bool:
     """Remove the lock file `path` unless a process holds its lock; True if it was removed (or absent).
 

@@ -2,16 +2,21 @@
 
 Three roots, as in cookiecutter-data-science: `data/` (shards), `models/`
 (model dirs) and `reports/` (metrics and figures), below `[paths] root` in
-luigi.cfg (default: the working directory). Inside a stage's folder, the file
-names below are the layout every module agrees on.
+luigi.cfg. A relative root is relative to the folder of the luigi.cfg that set
+it (the project's sets `.`: the project folder), so a run started from another
+folder finds the same results. Inside a stage's folder, the file names below
+are the layout every module agrees on.
 """
 
 from __future__ import annotations
 
+import configparser
+import functools
 import os
 from pathlib import Path
 
 import luigi
+from luigi.configuration import LuigiConfigParser
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -44,14 +49,60 @@ RUNS_REPORT = "runs.html"
 class paths(luigi.Config):  # noqa: N801 (Luigi names config sections after the class)
     """`[paths]` in luigi.cfg: where the artifact roots are."""
 
-    root = luigi.Parameter(default=".", description="Folder holding data/, models/ and reports/.")
+    root = luigi.Parameter(
+        default=".",
+        description="Folder holding data/, models/ and reports/; relative to the folder of the luigi.cfg that sets it.",
+    )
+
+
+def root() -> Path:
+    """The artifact root as an absolute path.
+
+    `[paths] root` as Luigi reads it (luigi.cfg files, the command line's
+    `--paths-root`). A relative value is taken relative to the folder of the
+    luigi.cfg that set it, so `root = .` in the project's luigi.cfg means the
+    project folder wherever `luigi` is started; a value that no file set (the
+    command line, a program) is relative to the working directory.
+    """
+    return _resolved_root(paths().root, tuple(LuigiConfigParser._config_paths), os.getcwd())
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved_root(value: str, config_files: tuple[str, ...], cwd: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    if path.is_absolute():
+        return Path(os.path.normpath(path))
+    base = Path(cwd)
+    setter = _file_that_sets("paths", "root", config_files, cwd)
+    if setter is not None and setter[1] == value:
+        base = setter[0].parent
+    # normpath, not resolve(): a root reached through a symbolic link keeps the name the user gave it.
+    return Path(os.path.normpath(base / path))
+
+
+def _file_that_sets(section: str, option: str, config_files: tuple[str, ...], cwd: str) -> tuple[Path, str] | None:
+    """The last of Luigi's config files that sets `[section] option`, and the value it sets (the one Luigi uses)."""
+    found = None
+    for name in config_files:
+        file = Path(cwd, os.path.expanduser(name))
+        if not file.is_file():
+            continue
+        parser = LuigiConfigParser()  # one file alone, with Luigi's own interpolation
+        try:
+            parser.read(file)
+            value = parser.get(section, option, None)
+        except (configparser.Error, OSError, ValueError):  # a file Luigi itself rejects: Luigi says so, not this
+            continue
+        if value is not None:
+            found = (file, str(value))
+    return found
 
 
 def artifact_root(kind: str) -> Path:
     """The root folder for `kind` ("data", "models" or "reports")."""
     if kind not in ("data", "models", "reports"):
         raise ValueError(f"Unknown artifact kind. Expected data, models or reports. Received: kind={kind!r}")
-    return Path(paths().root) / kind
+    return root() / kind
 
 
 def stage_dir(kind: str, name: str) -> Path:
@@ -78,14 +129,14 @@ def stage_parents(root: Path) -> dict[str, Path]:
 
 def lock_path(folder: Path) -> Path:
     """The lock file that serialises runs writing one output folder (kept out of the artifact roots)."""
-    locks = Path(paths().root) / ".locks"
+    locks = root() / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
     return locks / f"{folder.parent.name}-{folder.name}.lock"
 
 
 def publish_log() -> Path:
     """A file every publish appends a byte to: its size tells a running invocation that an output appeared."""
-    return Path(paths().root) / ".locks" / "published"
+    return root() / ".locks" / "published"
 
 
 def raw_dir(name: str) -> Path:
@@ -116,4 +167,4 @@ def user_roots() -> list[str]:
 
 def cache_dir() -> Path:
     """Small remembered verdicts (a user's network checked once per version), under the artifact root."""
-    return Path(paths().root) / ".cache"
+    return root() / ".cache"

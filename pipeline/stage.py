@@ -23,7 +23,7 @@ import luigi
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from pipeline import diskfull, identity, invocation, listing, locks, paths, phases
+from pipeline import console, diskfull, identity, invocation, listing, locks, paths, phases, teardown
 from pipeline.errors import DataError, ParameterError, PipelineError
 from pipeline.identity import Identity, framework_versions
 from pipeline.parameter_checks import CheckedParameters
@@ -44,6 +44,9 @@ class Stage(CheckedParameters, luigi.Task):
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
     build_phase: ClassVar[str | None] = None  # the phases.PHASES entry its whole build is, if one
     upstream_families: ClassVar[tuple[str, ...]] = ()  # the stages `requires` builds, by task family
+    # Output files the stages below do not read and whose bytes vary from run to run (event files
+    # carry timestamps): left out of the content digest they compare (fnmatch patterns).
+    volatile_files: ClassVar[tuple[str, ...]] = ()
 
     force = luigi.BoolParameter(
         default=False,
@@ -273,19 +276,21 @@ class Stage(CheckedParameters, luigi.Task):
     # --- running ---
 
     def progress(self, fraction: float, message: str) -> None:
-        """Report progress to the scheduler (shown in Luigi's UI); a no-op outside a worker."""
+        """Report progress to the scheduler (shown in Luigi's UI) and at the console (pipeline/console.py)."""
         set_percentage = getattr(self, "set_progress_percentage", None)
         set_message = getattr(self, "set_status_message", None)
         if set_percentage is not None and set_message is not None:
             set_percentage(round(100 * fraction, 1))
             set_message(message)
+        console.progress(fraction, message)
 
     @invocation.scoped  # once for the whole run: a source folder is listed once, for identity and ETL
     def run(self) -> None:
         # What this invocation computed before may be out of date now (the demo images
         # MakeShapes just wrote are a source folder of CreateShards): computed afresh.
         invocation.forget()
-        self._run()
+        with console.running(self.task_family):
+            self._run()
 
     def _run(self) -> None:
         final = self.output_dir()
@@ -306,8 +311,8 @@ class Stage(CheckedParameters, luigi.Task):
                     kept = " (training resumes from its last checkpoint)" if self.resumable else ""
                     raise PipelineError(
                         f"No space left on the device of {final.parent} while {self.task_family} was writing. "
-                        "Free some space (python -m pipeline gc lists unused artifacts) and run again"
-                        f"{kept}; nothing was published."
+                        "Free some space (python -m pipeline gc lists leftovers and, with --unused, older results) "
+                        f"and run again{kept}; nothing was published."
                     ) from None
                 raise
 
@@ -333,16 +338,24 @@ class Stage(CheckedParameters, luigi.Task):
             return
         self._prepare_staging(staging, upstream_content)
         started, started_at = time.monotonic(), time.time()
-        with phases.phase(self.build_phase) if self.build_phase else contextlib.nullcontext():
-            info = self.build(staging)
-        info = {
-            **info,
-            "started_at": started_at,
-            "finished_at": time.time(),
-            "elapsed_seconds": round(time.monotonic() - started, 3),
-        }
-        (staging / STAGING_INFO).unlink(missing_ok=True)
-        identity.write_marker(staging, self.identity(), upstream_content, info)
+        try:
+            with phases.phase(self.build_phase) if self.build_phase else contextlib.nullcontext():
+                info = self.build(staging)
+            if self.uses_tensorflow:  # its models, functions and datasets: freed now, off this thread (teardown.py)
+                teardown.collect_in_background(f"{self.task_family} teardown")
+            info = {
+                **info,
+                "started_at": started_at,
+                "finished_at": time.time(),
+                "elapsed_seconds": round(time.monotonic() - started, 3),
+            }
+            (staging / STAGING_INFO).unlink(missing_ok=True)
+            identity.write_marker(staging, self.identity(), upstream_content, info, volatile=self.volatile_files)
+        except BaseException:
+            # A failed stage that cannot resume leaves nothing behind for gc: its next run starts afresh.
+            if not self.resumable:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
         with phases.phase("publish"):  # a crash here: a complete staging folder, nothing published
             identity.publish(staging, final)
         # Its own output is none of its inputs: its identity stays (log lines show it).
@@ -350,7 +363,7 @@ class Stage(CheckedParameters, luigi.Task):
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""
-        expected = {"identity": self.identity().digest, "upstream_content": upstream_content}
+        expected = {"stage": self.task_family, "identity": self.identity().digest, "upstream_content": upstream_content}
         if self.resumable and not self.force:
             try:
                 if json.loads((staging / STAGING_INFO).read_text()) == expected:

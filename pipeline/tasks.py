@@ -376,6 +376,9 @@ class TrainEstimator(Stage):
     headline_params = ("network",)
     uses_tensorflow = True
     resumable = True
+    # Read by no stage below, and not byte-stable across identical runs (timestamps, save order):
+    # a deterministic forced retrain then reruns nothing below (the model and history.json count).
+    volatile_files = ("checkpoints/*", "events/*", "saved_model/*")
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
 
     network = luigi.Parameter(

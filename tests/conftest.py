@@ -22,6 +22,16 @@ VENV_BIN = Path(sys.executable).parent
 
 # Small but real: a few hundred steps train the sine MLP in a second or two.
 SMALL_TRAINING = {"batch_size": "64", "max_steps": "200", "checkpoint_steps": "100", "steps_per_execution": "50"}
+# A relative [paths] root is relative to the luigi.cfg that sets it: this makes the folder
+# holding the file the artifact root of the commands run there (else it is the project's).
+ROOT_HERE = "[paths]\nroot = .\n"
+
+
+def make_root(folder: Path, config: str = "") -> Path:
+    """Write `folder`/luigi.cfg making `folder` the artifact root of commands run there, plus `config`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "luigi.cfg").write_text(ROOT_HERE + config)
+    return folder
 
 
 class Config:
@@ -97,7 +107,7 @@ class SineRuns:
 @pytest.fixture(scope="session")
 def sine_runs(tmp_path_factory: pytest.TempPathFactory) -> SineRuns:
     """The whole DAG (short training) for each of SINE_VARIANTS, built once for the session."""
-    root = tmp_path_factory.mktemp("sine_runs")
+    root = make_root(tmp_path_factory.mktemp("sine_runs"))  # the root of commands run there too
     base = Config()
     base.set("paths", "root", root)
     for option, value in SMALL_TRAINING.items():

@@ -81,6 +81,7 @@ def write_run_config(folder: Path, train: dict[str, str] | None = None) -> None:
     `luigi` commands run there read it after the project's, so its values win.
     """
     parser = configparser.ConfigParser()
+    parser["paths"] = {"root": "."}  # relative to this file: `folder` is the artifact root
     parser["TrainEstimator"] = {**SMALL_TRAINING, **(train or {})}
     with open(folder / "luigi.cfg", "w") as f:
         parser.write(f)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline import cluster, estimator, identity, paths, shards, sources
-from tests.conftest import PROJECT_DIR, VENV_BIN, run_cli
+from tests.conftest import PROJECT_DIR, VENV_BIN, make_root, run_cli
 from tests.test_estimator import small_config
 
 
@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 def test_two_workers_train_one_model_together(tmp_path: Path) -> None:
     """MultiWorkerMirroredStrategy over two processes on loopback ports (as two hosts would)."""
-    (tmp_path / "luigi.cfg").write_text("[TrainEstimator]\nmax_steps = 100\ncheckpoint_steps = 50\nbatch_size = 64\n")
+    make_root(tmp_path, "[TrainEstimator]\nmax_steps = 100\ncheckpoint_steps = 50\nbatch_size = 64\n")
     workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 

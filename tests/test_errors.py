@@ -13,7 +13,7 @@ import pytest
 from pipeline import paths
 from pipeline.errors import DataError, ParameterError, TrainingDivergedError
 from pipeline.tasks import CreateShards, TrainEstimator
-from tests.conftest import SMALL_TRAINING, VENV_BIN, build, run_cli
+from tests.conftest import ROOT_HERE, SMALL_TRAINING, VENV_BIN, build, make_root, run_cli
 
 BAD_PARAMETERS = [
     (["--TrainEstimator-max-steps", "0"], "--TrainEstimator-max-steps must be a positive integer"),
@@ -35,6 +35,7 @@ def _artifacts(root: Path) -> list[Path]:
 
 @pytest.mark.parametrize(("args", "message"), BAD_PARAMETERS, ids=[" ".join(a) for a, _ in BAD_PARAMETERS])
 def test_bad_parameter_one_message_nonzero_exit_nothing_written(tmp_path: Path, args: list[str], message: str) -> None:
+    make_root(tmp_path)
     out = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler", *args], cwd=tmp_path)
     assert out.returncode != 0
     assert message in out.stderr
@@ -43,7 +44,7 @@ def test_bad_parameter_one_message_nonzero_exit_nothing_written(tmp_path: Path, 
 
 
 def test_malformed_value_in_luigi_cfg(tmp_path: Path) -> None:
-    (tmp_path / "luigi.cfg").write_text("[TrainEstimator]\nlearning_rate = fast\n")
+    make_root(tmp_path, "[TrainEstimator]\nlearning_rate = fast\n")
     out = run_cli(["luigi", "--module", "pipeline", "TrainEstimator", "--local-scheduler"], cwd=tmp_path)
     assert out.returncode != 0
     assert "[TrainEstimator] learning_rate in luigi.cfg) is not accepted" in out.stderr
@@ -69,7 +70,7 @@ def test_validation_happens_when_the_task_is_built(workspace: Path) -> None:
 def test_divergence_fails_training_and_publishes_nothing(workspace: Path) -> None:
     args = ["--TrainEstimator-learning-rate", "1e12", "--TrainEstimator-lr-decay", "false"]
     cfg = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items())
-    (workspace / "luigi.cfg").write_text(f"[TrainEstimator]\n{cfg}\n")
+    (workspace / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{cfg}\n")
     out = run_cli(["luigi", "--module", "pipeline", "TrainEstimator", "--local-scheduler", *args], cwd=workspace)
     assert out.returncode == 30  # [retcode] task_failed
     assert "TrainingDivergedError: Training diverged: the loss is nan" in out.stderr
@@ -112,7 +113,7 @@ def test_damaged_input_is_refused_with_the_fix(workspace: Path) -> None:
 
 def test_two_local_scheduler_runs_at_once_publish_once(workspace: Path) -> None:
     cfg = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items())
-    (workspace / "luigi.cfg").write_text(f"[TrainEstimator]\n{cfg}\n")
+    (workspace / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{cfg}\n")
     code = (
         "import luigi, pipeline\n"
         "raise SystemExit(0 if luigi.build([pipeline.TrainEstimator()], local_scheduler=True) else 1)"

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import estimator, identity, paths, shards, sources
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, make_root
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +106,8 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> 
         "--TrainEstimator-lr-decay", "false",
     ]  # fmt: skip
     killed, unbroken = tmp_path / "killed", tmp_path / "unbroken"
-    killed.mkdir()
-    unbroken.mkdir()
+    make_root(killed)
+    make_root(unbroken)
     proc = subprocess.Popen(args, cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while _staging_step(killed) < 500 and proc.poll() is None and time.monotonic() < deadline:

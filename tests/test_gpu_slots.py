@@ -23,7 +23,7 @@ import pytest
 
 from pipeline import doctor, gpu_slots, identity
 from pipeline.errors import ParameterError
-from tests.conftest import PROJECT_DIR, SMALL_TRAINING, SineRuns, run_cli
+from tests.conftest import PROJECT_DIR, SMALL_TRAINING, SineRuns, make_root, run_cli
 from tests.scheduler import running_luigid, start_luigi
 
 # A process that holds one slot of `gpus` until it is killed, and says so.
@@ -126,7 +126,7 @@ def test_on_a_host_without_gpus_nothing_changes(sine_runs: SineRuns) -> None:
     ],
 )
 def test_more_gpus_than_the_host_has_is_a_bad_parameter(tmp_path: Path, gpus: str, flag: str, message: str) -> None:
-    (tmp_path / "luigi.cfg").write_text(f"[gpu_slots]\ngpus = {gpus}\nlock_dir = {tmp_path / 'slots'}\n")
+    make_root(tmp_path, f"[gpu_slots]\ngpus = {gpus}\nlock_dir = {tmp_path / 'slots'}\n")
     command = ["luigi", "--module", "pipeline", "TrainEstimator", "--local-scheduler"]
     out = run_cli([*command, "--TrainEstimator-gpus-per-training", flag], cwd=tmp_path)
     assert out.returncode == 40  # before anything runs
@@ -162,6 +162,7 @@ def test_slots_are_exclusive_waited_for_and_freed_by_sigkill(tmp_path: Path, hol
 def _write_config(folder: Path, gpus: int, pool: int, train: dict[str, str] | None = None) -> Path:
     """A luigi.cfg in the runs' working directory: small training, `gpus` GPU slots, a pool of `pool`."""
     parser = configparser.ConfigParser()
+    parser["paths"] = {"root": "."}  # relative to this file: `folder` is the artifact root
     parser["TrainEstimator"] = {**SMALL_TRAINING, **(train or {})}
     parser["resources"] = {"gpu": str(pool)}
     parser["gpu_slots"] = {"gpus": str(gpus), "lock_dir": str(folder / "slots")}
@@ -218,12 +219,13 @@ def test_a_killed_stage_leaves_no_training_and_no_slot_behind(tmp_path: Path) ->
             trainer = _wait_for_training(slots, checkpoint, tmp_path)
             assert psutil.Process(trainer).ppid() == run.pid  # a child of the stage's process
             deadline, message = time.monotonic() + 60, None
-            while message is None or not message.startswith("step "):
+            while message is None or not message.startswith("step ") or message.endswith(": training"):
                 assert time.monotonic() < deadline, f"no training progress in the scheduler: {message!r}"
                 (task,) = scheduler.by_family("RUNNING")["TrainEstimator"]
                 message = task["status_message"]
                 time.sleep(0.1)
-            assert re.fullmatch(r"step \d+00/1000000: loss \S+, eval loss \S+", message), message
+            evaluation = r"step \d+00/1000000: loss \S+, eval loss \S+, [\d.]+ steps/s, ETA \d+(:\d\d)+"
+            assert re.fullmatch(evaluation, message), message
             # The Luigi process is killed: its training process follows it, and the slot is free.
             run.send_signal(signal.SIGKILL)
             run.wait()

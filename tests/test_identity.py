@@ -135,3 +135,45 @@ def test_file_code_digest_follows_the_bytes_through_its_cache(tmp_path: Path, mo
     monkeypatch.setattr(identity, "_code_cache", None)  # a new process reads the cache file
     assert identity.file_code_digest(module) == second
     assert len(json.loads((tmp_path / "cache" / "code_digests.json").read_text())) == 2
+
+
+def _keras_archive(path: Path, date: str, ids: list[int], weights: bytes) -> Path:
+    """A `.keras` zip as Keras 3 writes one: metadata (save date), config (object ids), weights."""
+    import zipfile
+
+    config = {"layers": [{"dtype": {"name": "float32", "shared_object_id": i}} for i in ids]}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.15.1", "date_saved": date}))
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("model.weights.h5", weights)
+    return path
+
+
+def test_a_keras_archive_content_leaves_out_save_date_and_object_addresses(tmp_path: Path) -> None:
+    first = _keras_archive(tmp_path / "a.keras", "2026-11-28@13:36:10", [140358117095952] * 2, b"w" * 64)
+    again = _keras_archive(tmp_path / "b.keras", "2026-11-28@13:36:26", [140306752461456] * 2, b"w" * 64)
+    assert identity.file_sha256(first) != identity.file_sha256(again)
+    assert identity.keras_archive_content(first) == identity.keras_archive_content(again)
+    # Other weights, or other sharing between objects (one object twice vs two objects), are other content.
+    other_weights = _keras_archive(tmp_path / "c.keras", "2026-11-28@13:36:10", [7, 7], b"v" * 64)
+    unshared = _keras_archive(tmp_path / "d.keras", "2026-11-28@13:36:10", [7, 8], b"w" * 64)
+    contents = {identity.keras_archive_content(p) for p in (first, other_weights, unshared)}
+    assert len(contents) == 3
+
+
+def test_content_digest_leaves_out_volatile_files(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    (folder / "events").mkdir(parents=True)
+    (folder / "history.json").write_text("[1, 2]")
+    (folder / "events" / "events.out.1").write_bytes(b"time 1")
+    marker = identity.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))
+    (folder / "events" / "events.out.1").unlink()
+    (folder / "events" / "events.out.2").write_bytes(b"time 2")
+    again = identity.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))
+    assert again["content_digest"] == marker["content_digest"]
+    assert identity.write_marker(folder, _ident(n=1), {})["content_digest"] != marker["content_digest"]
+    (folder / "history.json").write_text("[1, 3]")
+    assert (
+        identity.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))["content_digest"]
+        != marker["content_digest"]
+    )

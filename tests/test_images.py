@@ -36,7 +36,7 @@ from pipeline import (
 )  # fmt: skip
 from pipeline.__main__ import explain
 from pipeline.tasks import SHAPE_NAMES, CreateShards, MakeShapes, PerNetworkParameter, PlotInference, TrainEstimator
-from tests.conftest import Config, build, run_cli
+from tests.conftest import Config, build, make_root, run_cli
 from tests.test_estimator import small_config
 
 DAG = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
@@ -595,6 +595,7 @@ def test_demo_folder_is_made_first_and_never_overwritten(workspace: Path, config
 @pytest.mark.slow
 def test_default_image_configuration_on_the_demo_data(tmp_path: Path) -> None:
     """The README's demo command on a fresh folder: ≥ 95 % validation accuracy in a few minutes."""
+    make_root(tmp_path)
     started = time.monotonic()
     run = run_cli(
         ["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler", "--CreateShards-image-dir",

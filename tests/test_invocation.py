@@ -18,7 +18,7 @@ from luigi.task_register import Register
 from pipeline import __main__ as cli
 from pipeline import listing, paths, shards, stage
 from pipeline.tasks import CreateShards
-from tests.conftest import Config, build, run_cli
+from tests.conftest import Config, build, make_root, run_cli
 from tests.test_listing import _image_folder
 
 DEMO = ["--MakeShapes-images-per-class", "4", "--MakeShapes-image-size", "16", "--CreateShards-image-size", "16"]
@@ -73,7 +73,7 @@ def test_a_command_lists_the_folder_once_and_computes_each_identity_once(
     build(CreateShards())
 
     counts.clear()
-    assert cli.main(["status", "PlotInference"]) == 0
+    assert cli.main(["status", "PlotInference"]) == 1  # stale: three stages have no output yet
     out = capsys.readouterr().out
     assert out.count("no output yet") == 3 and re.search(r"^CreateShards\s+up to date", out, re.M)
     assert "note: 1 file(s) in " in out and "are ignored, being no .bmp, .gif, .jpeg, .jpg, .png file" in out
@@ -125,6 +125,7 @@ def test_the_demo_made_and_sharded_in_one_command(workspace: Path, counts: Count
 def test_workers_in_other_processes_see_what_each_other_published(tmp_path: Path) -> None:
     """Repro with 2 workers from an empty root: each stage runs in a process forked from the scheduling one,
     whose memo was made before MakeShapes wrote the images; the publish log tells it (no endless rerun)."""
+    make_root(tmp_path)
     command = ["Repro", "--target", "CreateShards", "--CreateShards-image-dir", "data/raw/shapes", *DEMO]
     run = run_cli(["luigi", "--module", "pipeline", *command, "--workers", "2", "--local-scheduler"], tmp_path, 120)
     assert run.returncode == 0, run.stderr[-3000:]

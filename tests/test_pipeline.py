@@ -11,7 +11,7 @@ import pytest
 
 from pipeline import estimator, paths
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
-from tests.conftest import Config, build, run_cli
+from tests.conftest import Config, build, make_root, run_cli
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
@@ -26,6 +26,7 @@ def test_import_pipeline_imports_no_tensorflow() -> None:
 
 def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     """`luigi --module pipeline PlotInference` with luigi.cfg's defaults: the seed experiment, done well."""
+    make_root(tmp_path)
     first = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "4 ran successfully" in first.stderr
@@ -47,6 +48,8 @@ def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     second = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler"], cwd=tmp_path)
     assert second.returncode == 0
     assert "Did not run any tasks" in second.stderr
+    assert f"mse {metrics['validation']['mse']:.4g}" in second.stdout  # the results, reused
+    assert "Ran: nothing. Reused: CreateShards, TrainEstimator, EvaluateEstimator, PlotInference." in second.stdout
 
     status = run_cli(["python", "-m", "pipeline", "status", "PlotInference"], cwd=tmp_path)
     assert status.returncode == 0, status.stderr
@@ -55,9 +58,11 @@ def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     # A command-line override reaches the upstream stage, and status says what changed.
     override = ["--TrainEstimator-learning-rate", "0.003"]
     status = run_cli(["python", "-m", "pipeline", "status", "PlotInference", *override], cwd=tmp_path)
+    assert status.returncode == 1  # something is stale
     lines = status.stdout.splitlines()
-    assert lines[0].split()[:4] == ["CreateShards", "up", "to", "date"]
-    assert lines[1].split()[:2] == ["TrainEstimator", "stale"]
+    assert lines[0] == f"Artifact root: {tmp_path}"
+    assert lines[1].split()[:4] == ["CreateShards", "up", "to", "date"]
+    assert lines[2].split()[:2] == ["TrainEstimator", "stale"]
     assert "parameter learning_rate changed from 0.01 to 0.003" in status.stdout
 
 

@@ -1,4 +1,4 @@
-"""What reruns when: code, content, source folders, run cache, force, status, gc.
+"""What reruns when: code, content, source folders, run cache, force, status.
 
 Each scenario asserts exactly which tasks ran, from Luigi's detailed summary.
 """
@@ -18,7 +18,7 @@ from pipeline import __main__ as cli
 from pipeline import identity, paths, shards, sources
 from pipeline.stage import Stage
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, Repro, TrainEstimator
-from tests.conftest import PROJECT_DIR, SMALL_TRAINING, Config, build, run_cli
+from tests.conftest import PROJECT_DIR, ROOT_HERE, SMALL_TRAINING, Config, build, run_cli
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
@@ -44,7 +44,7 @@ def project_copy(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copy(PROJECT_DIR / "luigi.cfg", proj / "luigi.cfg")
     work.mkdir()
     small = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items())
-    (work / "luigi.cfg").write_text(f"[TrainEstimator]\n{small}\n")
+    (work / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{small}\n")
     return proj, work
 
 
@@ -175,6 +175,28 @@ def test_forced_stage_reruns_and_identical_bytes_stop_there(workspace: Path, con
     assert after["content_digest"] == before["content_digest"]  # deterministic: same bytes
 
 
+def test_deterministic_forced_retrain_reruns_nothing_below(workspace: Path, config: Config) -> None:
+    """The model folder's content digest covers what the stages below read, not event files or save dates."""
+    assert build(PlotInference()) == ALL
+    before = identity.read_marker(TrainEstimator().output_dir())
+    config.set("TrainEstimator", "force", "true")
+    luigi.task_register.Register.clear_instance_cache()
+    assert build(Repro()) == {"TrainEstimator", "Repro"}
+    after = identity.read_marker(TrainEstimator().output_dir())
+    assert before is not None and after is not None
+    assert after["run_id"] != before["run_id"]  # it did train again
+    # Same weights and history, so the same content; yet the archive's and the event files' bytes differ.
+    assert after["content_digest"] == before["content_digest"]
+    for name in (paths.HISTORY, "train_config.json"):
+        assert after["files"][name]["sha256"] == before["files"][name]["sha256"]
+    archive = paths.KERAS_MODEL
+    assert after["files"][archive]["sha256"] != before["files"][archive]["sha256"]
+    assert after["files"][archive]["content"] == before["files"][archive]["content"]
+    events = {rel for rel in after["files"] if rel.startswith(paths.EVENTS + "/")}
+    assert events and events.isdisjoint(before["files"])  # named after their time and process
+    assert all(stage.complete() for stage in (EvaluateEstimator(), PlotInference()))
+
+
 # --- source folders ------------------------------------------------------------------------
 
 
@@ -230,15 +252,15 @@ def test_changing_a_parameter_back_reuses_the_earlier_result(workspace: Path, co
 
 
 def test_status_names_each_reason(workspace: Path, config: Config, capsys: pytest.CaptureFixture[str]) -> None:
-    def status(*args: str) -> str:
+    def status(*args: str, stale: bool = True) -> str:
         capsys.readouterr()
-        assert cli.main(["status", "PlotInference", *args]) == 0
+        assert cli.main(["status", "PlotInference", *args]) == (1 if stale else 0)  # 1: something is stale
         return capsys.readouterr().out
 
     out = status()
     assert out.count("no output yet") == 4
     build(PlotInference())
-    assert status().count("up to date") == 4
+    assert status(stale=False).count("up to date") == 4
     out = status("--TrainEstimator-batch-size", "32")
     assert "parameter batch_size changed from 64 to 32" in out
     assert "upstream stage TrainEstimator changed" in out
@@ -248,29 +270,6 @@ def test_status_names_each_reason(workspace: Path, config: Config, capsys: pytes
     assert re.search(r"^CreateShards\s+stale", out, re.M)
     assert "is missing" in out
     assert re.search(r"^TrainEstimator\s+up to date", out, re.M)
-
-
-def test_gc_lists_then_removes_what_the_configuration_does_not_reach(
-    workspace: Path, config: Config, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config.set("TrainEstimator", "batch_size", "32")
-    build(PlotInference())
-    old = [TrainEstimator().output_dir(), EvaluateEstimator().output_dir(), PlotInference().output_dir()]
-    config.set("TrainEstimator", "batch_size", "64")
-    build(PlotInference())
-    capsys.readouterr()
-
-    assert cli.main(["gc"]) == 0
-    out = capsys.readouterr().out
-    assert "Would remove 3 folder(s)" in out
-    assert sorted(line.strip() for line in out.splitlines() if line.startswith("  ")) == sorted(map(str, old))
-    assert all(folder.exists() for folder in old)
-
-    assert cli.main(["gc", "--yes"]) == 0
-    assert not any(folder.exists() for folder in old)
-    assert build(PlotInference()) == set()
-    assert cli.main(["gc"]) == 0
-    assert "Nothing to remove" in capsys.readouterr().out
 
 
 def test_up_to_date_run_imports_no_tensorflow(workspace: Path) -> None:
@@ -284,7 +283,7 @@ def test_up_to_date_run_imports_no_tensorflow(workspace: Path) -> None:
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
     cfg = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items())
-    (workspace / "luigi.cfg").write_text(f"[TrainEstimator]\n{cfg}\n")
+    (workspace / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{cfg}\n")
     out = run_cli(["python", "-c", code], cwd=workspace)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False False"

@@ -98,7 +98,7 @@ def test_sort_every_parameter_and_swept_columns(sine_runs: SineRuns) -> None:
 
 
 def test_runs_command_json_csv_and_mistakes(sine_runs: SineRuns) -> None:
-    out = run_cli(["python", "-m", "pipeline", "runs", "--json"], cwd=sine_runs.root)  # [paths] root = . (cwd)
+    out = run_cli(["python", "-m", "pipeline", "runs", "--json"], cwd=sine_runs.root)  # its luigi.cfg: [paths] root = .
     assert out.returncode == 0, out.stderr
     records = {record["run"]: record for record in json.loads(out.stdout)}
     assert list(records) == [sine_runs.models[name].name for name in ORDER]

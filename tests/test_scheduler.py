@@ -27,7 +27,7 @@ import pytest
 from pipeline import identity, paths
 from pipeline.scheduler import SchedulerUnavailableError, probe
 from pipeline.tasks import TrainEstimator
-from tests.conftest import PROJECT_DIR, run_cli
+from tests.conftest import PROJECT_DIR, make_root, run_cli
 from tests.scheduler import Luigid, free_port, running_luigid, start_luigi, write_run_config
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
@@ -40,6 +40,7 @@ MAX_STEPS = 200
 
 def test_without_a_scheduler_luigi_fails_at_once_naming_both_ways_out(tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
+    make_root(tmp_path)
     started = time.monotonic()
     out = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--scheduler-port", str(port)], cwd=tmp_path)
     elapsed = time.monotonic() - started
@@ -50,7 +51,7 @@ def test_without_a_scheduler_luigi_fails_at_once_naming_both_ways_out(tmp_path: 
     assert f"`make scheduler SCHEDULER_PORT={port}`" in out.stderr
     assert "--local-scheduler" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 2
-    assert list(tmp_path.iterdir()) == []  # nothing was run
+    assert [p.name for p in tmp_path.iterdir()] == ["luigi.cfg"]  # nothing was run
 
 
 def test_luigi_build_without_a_scheduler_raises_the_same_exit(workspace: Path) -> None:
@@ -118,17 +119,23 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
     history = json.loads((model_dir / paths.HISTORY).read_text())
     last = history[-1]
     assert last["step"] == MAX_STEPS
-    assert final["TrainEstimator"] == (
-        100,
-        f"step {MAX_STEPS}/{MAX_STEPS}: loss {last['train']['loss']:.4g}, eval loss {last['eval']['loss']:.4g}",
+    # (then the speed over the last interval and the time left: none at the end)
+    pattern = re.compile(rf"step (\d+)/{MAX_STEPS}: loss (\S+), eval loss (\S+), [\d.]+ steps/s, ETA (\d+:\d\d)")
+    assert final["TrainEstimator"][0] == 100
+    match = pattern.fullmatch(final["TrainEstimator"][1])
+    assert match, final["TrainEstimator"]
+    assert match.group(1, 2, 3, 4) == (
+        str(MAX_STEPS),
+        f"{last['train']['loss']:.4g}",
+        f"{last['eval']['loss']:.4g}",
+        "0:00",
     )
     # ... and as it trained: every message the scheduler showed matches an evaluation of the run.
     by_step = {h["step"]: h for h in history}
     assert sorted(by_step) == list(range(20, MAX_STEPS + 1, 20))
-    pattern = re.compile(rf"step (\d+)/{MAX_STEPS}: loss (\S+), eval loss (\S+)")
     shown_steps = []
     for family, percentage, message in watched_run.seen_running:
-        if family != "TrainEstimator" or message is None:
+        if family != "TrainEstimator" or message is None or message == f"step 0/{MAX_STEPS}: training":
             continue
         match = pattern.fullmatch(message)
         assert match, message

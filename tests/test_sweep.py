@@ -10,7 +10,7 @@ import pytest
 from pipeline import sweep
 from pipeline.errors import ParameterError
 from pipeline.tasks import CreateShards, PlotInference, TrainEstimator
-from tests.conftest import run_cli
+from tests.conftest import make_root, run_cli
 from tests.scheduler import running_luigid, write_run_config
 
 
@@ -128,6 +128,7 @@ def test_a_sweep_against_luigid_runs_the_grid_once_shows_it_and_the_same_sweep_a
 
 
 def test_a_bad_sweep_value_is_one_line_with_exit_code_40(tmp_path: Path) -> None:
+    make_root(tmp_path)
     out = run_cli(["python", "-m", "pipeline", "sweep", "PlotInference", "--TrainEstimator-seed", "1,x"], cwd=tmp_path)
     assert out.returncode == 40 and "Traceback" not in out.stderr
     assert "--TrainEstimator-seed value 'x' is not accepted" in out.stderr

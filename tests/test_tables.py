@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from pipeline import inputs, paths, tables
 from pipeline.shards import read_manifest
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
-from tests.conftest import PROJECT_DIR, SMALL_TRAINING, Config, build, run_cli
+from tests.conftest import PROJECT_DIR, SMALL_TRAINING, Config, build, make_root, run_cli
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
@@ -81,6 +81,7 @@ def test_bad_tables_are_named_with_file_line_and_column(
 
 
 def test_a_bad_table_stops_the_luigi_command_with_exit_40_before_any_work(tmp_path: Path) -> None:
+    make_root(tmp_path)
     write_csv(tmp_path / "t.csv", ["a", "y"], [[1, "x"]] * 5 + [[2, "rare"]])
     args = ["--CreateShards-csv", "t.csv", "--CreateShards-label-column", "y"]
     out = run_cli(["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler", *args], cwd=tmp_path)

@@ -67,7 +67,19 @@ def test_a_marker_listing_a_file_outside_its_folder_is_not_trusted(
     assert build(CreateShards()) == {"CreateShards"}
     _edit_marker(folder, {"files": files}, reseal=True)
     _cli_config(workspace)
-    out = run_cli(["python", "-m", "pipeline", "gc", "--yes", "--CreateShards-num-examples", "500"], cwd=workspace)
+    gc = [
+        "python",
+        "-m",
+        "pipeline",
+        "gc",
+        "--unused",
+        "--older-than",
+        "0",
+        "--yes",
+        "--CreateShards-num-examples",
+        "500",
+    ]
+    out = run_cli(gc, cwd=workspace)
     assert out.returncode == 0, out.stderr
     assert not folder.exists()  # removed as unused by the other configuration...
     assert victim.read_text() == "not the pipeline's"  # ...but not what its marker listed
@@ -115,10 +127,12 @@ def test_gc_removes_links_not_their_targets(workspace: Path, tmp_path_factory: p
     (real / "file").write_bytes(b"x" * 10)
     _cli_config(workspace)
 
-    listed = run_cli(["python", "-m", "pipeline", "gc"], cwd=workspace)
+    # The links are leftovers; a folder without a marker goes as results do, with --unused.
+    gc = ["python", "-m", "pipeline", "gc", "--unused", "--older-than", "0"]
+    listed = run_cli(gc, cwd=workspace)
     assert listed.returncode == 0, listed.stderr
-    assert "Would remove 3 folder(s), 0.0 MB" in listed.stdout
-    removed = run_cli(["python", "-m", "pipeline", "gc", "--yes"], cwd=workspace)
+    assert "Would remove 3 (10 B)" in listed.stdout, listed.stdout
+    removed = run_cli([*gc, "--yes"], cwd=workspace)
     assert removed.returncode == 0, removed.stderr
     assert list(models.iterdir()) == []
     assert (outside / "model.keras").read_bytes() == b"precious bytes"
@@ -130,7 +144,7 @@ def test_gc_removes_links_not_their_targets(workspace: Path, tmp_path_factory: p
     (linked_root / "sine-mlp-0123456789ab").mkdir()
     (linked_root / "sine-mlp-0123456789ab" / "x").write_bytes(b"kept")
     models.symlink_to(linked_root, target_is_directory=True)
-    refused = run_cli(["python", "-m", "pipeline", "gc", "--yes"], cwd=workspace)
+    refused = run_cli([*gc, "--yes"], cwd=workspace)
     assert refused.returncode == 0, refused.stderr
     assert "not removed: Refusing to remove a folder outside the artifact root" in refused.stdout
     assert (linked_root / "sine-mlp-0123456789ab" / "x").read_bytes() == b"kept"

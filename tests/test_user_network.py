@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_TRAINING, run_cli
+from tests.conftest import ROOT_HERE, SMALL_TRAINING, run_cli
 from tests.test_rerun import ran_in_summary
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
@@ -46,7 +46,7 @@ def work(tmp_path: Path) -> Path:
     """A user's folder: their module, and a luigi.cfg with a short training."""
     (tmp_path / "my_models.py").write_text(MY_MODELS)
     small = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items() if k != "max_steps")
-    (tmp_path / "luigi.cfg").write_text(f"[TrainEstimator]\n{small}\nmax_steps = 600\n")
+    (tmp_path / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{small}\nmax_steps = 600\n")
     return tmp_path
 
 
