@@ -5,9 +5,11 @@ network saw, evaluate JavaScript in it, take a screenshot."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 import tempfile
 import time
@@ -61,6 +63,7 @@ class Chromium:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes form one group: closed together
         )
         os.close(commands_read)
         os.close(replies_write)
@@ -75,11 +78,19 @@ class Chromium:
         self.close()
 
     def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(30)
+        # The whole group: a renderer or utility process outliving the browser would still
+        # write into the profile folder while it is removed.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait(30)
         os.close(self._commands)
         os.close(self._replies)
+        for _ in range(50):
+            try:
+                self._profile.cleanup()
+                return
+            except OSError:  # a helper process of the group not yet gone
+                time.sleep(0.1)
         self._profile.cleanup()
 
     def call(self, method: str, session: str | None = None, timeout: float = 60, **params: Any) -> dict[str, Any]:
