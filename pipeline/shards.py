@@ -268,7 +268,7 @@ def process_pool(max_workers: int) -> ProcessPoolExecutor:
     (no TensorFlow) and forks each worker from that single-threaded state.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pipeline.sources"])
+    context.set_forkserver_preload(["pipeline.forkserver_init", "pipeline.sources"])  # first: dies with this process
     return ProcessPoolExecutor(max_workers=max_workers, mp_context=context, initializer=_die_with_parent)
 
 

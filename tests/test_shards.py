@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 import tensorflow as tf
+from PIL import Image
 
-from pipeline import inputs, paths, shards, sources
+from pipeline import inputs, paths, shapes, shards, sources
+from tests.conftest import VENV_BIN, make_root
 
 
 def test_sine_source_is_the_seed_experiment() -> None:
@@ -111,3 +117,33 @@ def test_corrupt_record_is_detected(tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="Corrupt TFRecord"):
         shards.read_records(shard)
+
+
+def test_a_killed_etl_leaves_no_writer_process_behind(tmp_path: Path) -> None:
+    """SIGKILL on the stage: its forkserver, writers and resource tracker die with it (pipeline/forkserver_init.py)."""
+    folder = tmp_path / "pictures"
+    for name in ("circle", "square"):
+        (folder / name).mkdir(parents=True)
+        for i in range(400):
+            Image.fromarray(shapes.draw_shape(name, 48, seed=1, index=i)).save(folder / name / f"{i}.png")
+    make_root(tmp_path)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    command = [str(VENV_BIN / "luigi"), "--module", "pipeline", "CreateShards", "--local-scheduler"]
+    stage = subprocess.Popen(
+        [*command, "--CreateShards-image-dir", str(folder)], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    helpers: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while stage.poll() is None and time.monotonic() < deadline:
+        children = psutil.Process(stage.pid).children(recursive=True)
+        if any("forkserver" in " ".join(child.cmdline()) for child in children) and len(children) >= 3:
+            helpers = children
+            break
+        time.sleep(0.01)
+    assert helpers, "the ETL ended before its writer processes were seen"
+    stage.kill()
+    stage.wait()
+    gone, alive = psutil.wait_procs(helpers, timeout=10)
+    assert alive == [], [" ".join(p.cmdline())[:80] for p in alive]
+    assert len(gone) == len(helpers)
