@@ -22,7 +22,11 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q 
 
 .PHONY: setup run scheduler scheduler-stop browser test lint bench clean-venv
 
+# The package's bytecode, as pip writes it for installed packages: an editable install gets
+# none when PYTHONDONTWRITEBYTECODE is set, and every command would compile the package anew
+# (about 30 ms of each up-to-date check). Only changed files are compiled again.
 setup: $(STAMP)
+	@$(PY) -m compileall -q pipeline
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -184,19 +184,26 @@ def install() -> None:
         return
     exit_with_help: Callable[..., None] = CmdlineParser._possibly_exit_with_help
 
+    built: dict[tuple[str | None, bool, int], argparse.ArgumentParser] = {}
+
     def _build_parser(root_task: str | None = None, help_all: bool = False) -> argparse.ArgumentParser:
         if root_task is not None:
             try:
                 Register.get_task_cls(root_task)
             except TaskClassNotFoundException:
                 fail(unknown_task(root_task))
-        parser = build_parser(root_task=root_task, help_all=help_all)
+        # Luigi builds this parser, one argument per parameter of every task, nine times per
+        # command; it only changes when tasks are registered (--module loads them).
+        key = (root_task, help_all, len(Register._reg))
+        if key not in built:
+            parser = build_parser(root_task=root_task, help_all=help_all)
 
-        def error(message: str) -> NoReturn:
-            fail(argument_error(message))
+            def error(message: str) -> NoReturn:
+                fail(argument_error(message))
 
-        parser.error = error  # type: ignore[method-assign]
-        return parser
+            parser.error = error  # type: ignore[method-assign]
+            built[key] = parser
+        return built[key]
 
     def _possibly_exit_with_help(parser: argparse.ArgumentParser, known_args: argparse.Namespace) -> None:
         family = known_args.root_task

@@ -163,7 +163,21 @@ def _file_imports(path: Path) -> list[list[Any]]:
     return result
 
 
+_found_modules: dict[tuple[str, tuple[str, ...]], tuple[Path, bool]] = {}  # where modules were found, this process
+
+
 def find_module(name: str, roots: list[str]) -> tuple[Path, bool] | None:
+    """`_find_module`, remembering where each module was found (a module not found is looked for again)."""
+    key = (name, tuple(roots))
+    if key not in _found_modules:
+        found = _find_module(name, roots)
+        if found is None:
+            return None
+        _found_modules[key] = found
+    return _found_modules[key]
+
+
+def _find_module(name: str, roots: list[str]) -> tuple[Path, bool] | None:
     """The source file of module `name` below one of `roots`, and whether it is a package; None if not there.
 
     Nothing is imported or executed: packages are followed by their folders.

@@ -167,9 +167,14 @@ class Stage(CheckedParameters, luigi.Task):
         receives the sections of the stages above it. Variants that set the same
         values for a stage build the same task: a sweep runs shared stages once.
         """
-        own = dict(self.variant.get(cls.get_task_family(), {}))
-        above = {family: values for family, values in self.variant.items() if family in cls.families_above()}
-        return cls(**own, variant=above) if above else cls(**own)
+        # Kept on this task: Luigi reads every parameter from luigi.cfg and the command line
+        # again on each construction, and requires() is called often while scheduling.
+        built: dict[type[Stage], Stage] = self.__dict__.setdefault("_stages_above", {})
+        if cls not in built:
+            own = dict(self.variant.get(cls.get_task_family(), {}))
+            above = {family: values for family, values in self.variant.items() if family in cls.families_above()}
+            built[cls] = cls(**own, variant=above) if above else cls(**own)
+        return built[cls]  # type: ignore[return-value]
 
     def _check_variant(self) -> None:
         allowed = self.families_above()
