@@ -167,14 +167,15 @@ class Stage(CheckedParameters, luigi.Task):
         receives the sections of the stages above it. Variants that set the same
         values for a stage build the same task: a sweep runs shared stages once.
         """
-        # Kept on this task: Luigi reads every parameter from luigi.cfg and the command line
-        # again on each construction, and requires() is called often while scheduling.
-        built: dict[type[Stage], Stage] = self.__dict__.setdefault("_stages_above", {})
-        if cls not in built:
+        # Once per invocation (pipeline.invocation: one command, whose luigi.cfg and command
+        # line are fixed): Luigi reads every parameter anew on each construction, and
+        # requires() is called often while scheduling. The task is kept beside it in the memo.
+        def build() -> tuple[Stage, Stage]:
             own = dict(self.variant.get(cls.get_task_family(), {}))
             above = {family: values for family, values in self.variant.items() if family in cls.families_above()}
-            built[cls] = cls(**own, variant=above) if above else cls(**own)
-        return built[cls]  # type: ignore[return-value]
+            return self, cls(**own, variant=above) if above else cls(**own)
+
+        return invocation.cached(("stage_above", id(self), cls), build)[1]  # type: ignore[return-value]
 
     def _check_variant(self) -> None:
         allowed = self.families_above()
