@@ -167,6 +167,7 @@ class Stage(CheckedParameters, luigi.Task):
         receives the sections of the stages above it. Variants that set the same
         values for a stage build the same task: a sweep runs shared stages once.
         """
+
         # Once per invocation (pipeline.invocation: one command, whose luigi.cfg and command
         # line are fixed): Luigi reads every parameter anew on each construction, and
         # requires() is called often while scheduling. The task is kept beside it in the memo.
