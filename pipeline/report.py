@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,11 +38,13 @@ from pipeline.runs import Column, Run
 
 MAX_CURVE_PANELS = 4
 MAX_LEGEND_RUNS = 12
+TICK_WIDTH = 24  # characters per line of a categorical parameter's value under its axis
 MAX_LABEL_PARAMS = 3  # more make a legend wider than the figure: the table has them
 MAX_PARAMS_PER_METRIC = 8
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; font: 12px/1.3 ui-monospace, monospace; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; white-space: nowrap; }
 td.number { text-align: right; }
@@ -168,8 +171,13 @@ def metrics_figure(
     if not rows:
         return None
     width = max(len(row) - 1 for row in rows)
+    # At least wide enough for the title, whatever the number of panels.
     figure, axes = plt.subplots(
-        len(rows), width, figsize=(3.6 * width + 0.6, 2.9 * len(rows) + 0.6), layout="constrained", squeeze=False
+        len(rows),
+        width,
+        figsize=(max(3.6 * width + 0.6, 6.5), 2.9 * len(rows) + 0.8),
+        layout="constrained",
+        squeeze=False,
     )
     for row, (metric, *against) in enumerate(rows):
         having = [(run, colour) for run, colour in zip(runs, colours, strict=True) if metric.value(run) is not None]
@@ -189,14 +197,16 @@ def metrics_figure(
             if ticks is None and len(positive) == len(xs) and max(positive) / min(positive) >= 20:
                 ax.set_xscale("log")
             if ticks is not None:
-                ax.set_xticks(range(len(ticks)), labels=ticks, rotation=20, ha="right", fontsize="small")
+                # Long values (lists of augmentations, file names) wrapped under their position, not cut off.
+                labels = [textwrap.fill(tick, TICK_WIDTH) for tick in ticks]
+                ax.set_xticks(range(len(ticks)), labels=labels, fontsize="small")
                 ax.set_xlim(-0.5, len(ticks) - 0.5)
             ax.set_xlabel(param.header)
             ax.set_ylabel(metric.key)
             ax.grid(True, alpha=0.3)
         for column in range(len(against), width):
             axes[row][column].axis("off")
-    figure.suptitle("Metrics against the parameters that differ (one point per run, colours as in the table)")
+    figure.suptitle("Metrics against the parameters that differ\n(one point per run, colours as in the table)")
     return _png(figure)
 
 
@@ -224,12 +234,14 @@ def render(runs: Sequence[Run], swept: Sequence[str] | None = None) -> str:
         f"<h1>{len(ordered)} runs</h1>",
         f"<p>Written {html.escape(time.strftime('%Y-%m-%d %H:%M'))} by <code>python -m pipeline report</code>.</p>",
         "<h2>Runs</h2>",
-        '<table id="runs"><thead><tr>' + "".join(f"<th>{html.escape(c.header)}</th>" for c in columns) + "</tr>",
+        '<div class="scroll"><table id="runs"><thead><tr>'
+        + "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
+        + "</tr>",
         "</thead><tbody>",
     ]
     for run in ordered:
         parts.append("<tr>" + "".join(_cell(c, run, by_run[run.identity]) for c in columns) + "</tr>")
-    parts.append("</tbody></table>")
+    parts.append("</tbody></table></div>")
     parts.append("<h2>Training curves</h2>")
     curves = curves_figure(ordered, params, colours)
     parts.append(
