@@ -109,6 +109,9 @@ def main() -> None:
         with workspace(source, TrainEstimator=SMALL):
             build(pipeline.PlotInference())
             make_runs(source, target, args.runs)
+        # The commands run in `target`: its luigi.cfg makes it the artifact root ("." is the
+        # folder of the luigi.cfg that sets it; without one, the project's own root is used).
+        (target / "luigi.cfg").write_text("[paths]\nroot = .\n")
         marker_bytes = sum(p.stat().st_size for p in target.rglob(identity.MARKER))
         folders = sum(1 for _ in target.rglob(identity.MARKER))
         print(f"{args.runs} runs: {folders} stage folders, {marker_bytes / 1e6:.1f} MB of markers")
