@@ -14,6 +14,9 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import subprocess
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -114,3 +117,40 @@ def build_model(task: tasks.TrainEstimator, manifest: dict[str, Any]) -> Any:
 def folder_bytes(folder: Path, pattern: str = "**/*") -> int:
     """Total size of the files below `folder` matching `pattern`."""
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())
+
+
+def run_measured(
+    args: list[str], cwd: Path | None = None, interval: float = 0.05
+) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Run a command (TensorFlow's C++ log quiet); its wall seconds, the peak RSS of its process tree
+    in MB (sampled every `interval` seconds) and its result. A failure stops the benchmark with its stderr."""
+    import psutil
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        try:
+            top = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                total = 0
+                for p in [top, *top.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        continue
+                peak[0] = max(peak[0], total)
+                time.sleep(interval)
+        except psutil.Error:
+            return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - started
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
+    return elapsed, peak[0] / 1e6, subprocess.CompletedProcess(args, proc.returncode, out, err)

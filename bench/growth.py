@@ -29,17 +29,12 @@ import argparse
 import itertools
 import json
 import math
-import os
 import resource
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from bench import common
 
@@ -112,35 +107,9 @@ def train_one_pass(folder: Path, manifest: dict[str, Any], config: Any) -> dict[
 def run_child(phase: str, root: Path, source: str, scale: int) -> dict[str, Any]:
     """Run one phase in a fresh process, sampling its process tree's RSS; its figures and peak memory."""
     args = [sys.executable, "-m", "bench.growth", "--child", phase, "--root", str(root), "--sources", source]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        [*args, "--scales", str(scale)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    peak = [0]
-
-    def sample() -> None:
-        try:
-            top = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                total = 0
-                for p in [top, *top.children(recursive=True)]:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        continue
-                peak[0] = max(peak[0], total)
-                time.sleep(0.02)
-        except psutil.Error:
-            return
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    sampler.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{err[-3000:]}")
-    figures: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    figures["tree_peak_mb"] = peak[0] / 1e6
+    _, peak_mb, done = common.run_measured([*args, "--scales", str(scale)], interval=0.02)
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures["tree_peak_mb"] = peak_mb
     return figures
 
 

@@ -33,14 +33,11 @@ import json
 import os
 import stat
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 from PIL import Image
 
 from bench import common
@@ -96,39 +93,6 @@ def pass_seconds(folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def measured(args: list[str], cwd: Path) -> tuple[float, float, subprocess.CompletedProcess[str]]:
-    """Run a command; its wall seconds, the peak RSS of its process tree in MB, and its result."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    started = time.perf_counter()
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-
-    def sample() -> None:
-        try:
-            top = psutil.Process(proc.pid)
-            while proc.poll() is None:
-                total = 0
-                for p in [top, *top.children(recursive=True)]:
-                    try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        continue
-                peak[0] = max(peak[0], total)
-                time.sleep(0.05)
-        except psutil.Error:
-            return
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, err = proc.communicate()
-    elapsed = time.perf_counter() - started
-    sampler.join()
-    result = subprocess.CompletedProcess(args, proc.returncode, out, err)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return elapsed, peak[0] / 1e6, result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -156,7 +120,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(dir=work) as run_dir:
                 run = Path(run_dir)
                 (run / "luigi.cfg").write_text(f"[paths]\nroot = .\n\n[CreateShards]\nimage_dir = {folder}\n")
-                etl_wall, etl_peak, _ = measured(luigi_command, run)
+                etl_wall, etl_peak, _ = common.run_measured(luigi_command, run)
                 (shards_dir,) = (run / "data" / "shards").glob("images-*")
                 marker = identity.read_marker(shards_dir)
                 if marker is None:
@@ -164,16 +128,16 @@ def main() -> None:
                 build_seconds = marker["info"]["elapsed_seconds"]
                 checks, statuses, imports, check_peaks = [], [], [], []
                 for _ in range(args.repeat):  # interleaved: the machine's drift hits all three alike
-                    seconds, peak, done = measured(luigi_command, run)
+                    seconds, peak, done = common.run_measured(luigi_command, run)
                     if "ran successfully" in done.stderr or "complete ones were encountered" not in done.stderr:
                         raise SystemExit(f"The up-to-date check ran something:\n{done.stderr[-3000:]}")
                     checks.append(seconds)
                     check_peaks.append(peak)
-                    seconds, _, shown = measured(status_command, run)
+                    seconds, _, shown = common.run_measured(status_command, run)
                     if "up to date" not in shown.stdout:
                         raise SystemExit(f"status does not say up to date:\n{shown.stdout}")
                     statuses.append(seconds)
-                    imports.append(measured(import_luigi, run)[0])
+                    imports.append(common.run_measured(import_luigi, run)[0])
             rows.append(
                 {
                     "files": count,

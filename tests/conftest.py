@@ -25,6 +25,16 @@ SMALL_TRAINING = {"batch_size": "64", "max_steps": "200", "checkpoint_steps": "1
 # A relative [paths] root is relative to the luigi.cfg that sets it: this makes the folder
 # holding the file the artifact root of the commands run there (else it is the project's).
 ROOT_HERE = "[paths]\nroot = .\n"
+# `luigi --module pipeline PlotInference --local-scheduler` in-process, then whether it imported
+# TensorFlow or Keras: an up-to-date DAG is checked without them (run with `python -c`).
+UP_TO_DATE_RUN_IMPORTS = (
+    "import sys, luigi.cmdline\n"
+    "try:\n"
+    "    luigi.cmdline.luigi_run(['--module', 'pipeline', 'PlotInference', '--local-scheduler'])\n"
+    "except SystemExit as e:\n"
+    "    assert e.code == 0, e.code\n"
+    "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+)
 
 
 def make_root(folder: Path, config: str = "") -> Path:

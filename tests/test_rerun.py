@@ -18,7 +18,7 @@ from pipeline import __main__ as cli
 from pipeline import identity, paths, shards, sources
 from pipeline.stage import Stage
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, Repro, TrainEstimator
-from tests.conftest import PROJECT_DIR, ROOT_HERE, SMALL_TRAINING, Config, build, run_cli
+from tests.conftest import PROJECT_DIR, ROOT_HERE, SMALL_TRAINING, UP_TO_DATE_RUN_IMPORTS, Config, build, run_cli
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
@@ -274,17 +274,9 @@ def test_status_names_each_reason(workspace: Path, config: Config, capsys: pytes
 
 def test_up_to_date_run_imports_no_tensorflow(workspace: Path) -> None:
     build(PlotInference())
-    code = (
-        "import sys, luigi.cmdline\n"
-        "try:\n"
-        "    luigi.cmdline.luigi_run(['--module', 'pipeline', 'PlotInference', '--local-scheduler'])\n"
-        "except SystemExit as e:\n"
-        "    assert e.code == 0, e.code\n"
-        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
-    )
     cfg = "\n".join(f"{k} = {v}" for k, v in SMALL_TRAINING.items())
     (workspace / "luigi.cfg").write_text(f"{ROOT_HERE}[TrainEstimator]\n{cfg}\n")
-    out = run_cli(["python", "-c", code], cwd=workspace)
+    out = run_cli(["python", "-c", UP_TO_DATE_RUN_IMPORTS], cwd=workspace)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False False"
     assert "Did not run any tasks" in out.stderr

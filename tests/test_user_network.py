@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT_HERE, SMALL_TRAINING, run_cli
+from tests.conftest import ROOT_HERE, SMALL_TRAINING, UP_TO_DATE_RUN_IMPORTS, run_cli
 from tests.test_rerun import ran_in_summary
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
@@ -116,15 +116,7 @@ def test_an_up_to_date_run_with_a_users_network_imports_no_tensorflow(work: Path
     assert run_cli(["python", "-c", check], cwd=work).stdout.strip() == "[]"
     code, log = _luigi(work)
     assert code == 0, log[-3000:]
-    run = (
-        "import sys, luigi.cmdline\n"
-        "try:\n"
-        "    luigi.cmdline.luigi_run(['--module', 'pipeline', 'PlotInference', '--local-scheduler'])\n"
-        "except SystemExit as e:\n"
-        "    assert e.code == 0, e.code\n"
-        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
-    )
-    out = run_cli(["python", "-c", run], cwd=work)
+    out = run_cli(["python", "-c", UP_TO_DATE_RUN_IMPORTS], cwd=work)
     assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr[-2000:]
     assert "Did not run any tasks" in out.stderr
 
