@@ -29,7 +29,7 @@ from pipeline import inputs, paths
 from pipeline.shards import read_manifest
 
 
-def _write(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -42,7 +42,7 @@ def wine(folder: Path) -> tuple[Path, str]:
 
     data = load_wine()  # 178 rows, 13 columns from 0.13 to 1680, three cultivars
     rows = [[*x, data.target_names[y]] for x, y in zip(data.data, data.target, strict=True)]
-    return _write(folder / "wine.csv", [*data.feature_names, "cultivar"], rows), "cultivar"
+    return write_csv(folder / "wine.csv", [*data.feature_names, "cultivar"], rows), "cultivar"
 
 
 def breast_cancer(folder: Path) -> tuple[Path, str]:
@@ -50,7 +50,7 @@ def breast_cancer(folder: Path) -> tuple[Path, str]:
 
     data = load_breast_cancer()  # 569 rows, 30 columns from 0.0008 to 4254, two diagnoses
     rows = [[*x, data.target_names[y]] for x, y in zip(data.data, data.target, strict=True)]
-    return _write(folder / "breast_cancer.csv", [*data.feature_names, "diagnosis"], rows), "diagnosis"
+    return write_csv(folder / "breast_cancer.csv", [*data.feature_names, "diagnosis"], rows), "diagnosis"
 
 
 def diabetes(folder: Path) -> tuple[Path, str]:
@@ -58,7 +58,7 @@ def diabetes(folder: Path) -> tuple[Path, str]:
 
     data = load_diabetes(scaled=False)  # 442 rows, 10 raw columns (age in years, sex 1 or 2, serum in mg/dl)
     rows = [[*x, y] for x, y in zip(data.data, data.target, strict=True)]
-    return _write(folder / "diabetes.csv", [*data.feature_names, "progression"], rows), "progression"
+    return write_csv(folder / "diabetes.csv", [*data.feature_names, "progression"], rows), "progression"
 
 
 TABLES: dict[str, Callable[[Path], tuple[Path, str]]] = {
@@ -68,7 +68,8 @@ TABLES: dict[str, Callable[[Path], tuple[Path, str]]] = {
 }
 
 
-def _split(shards_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+def read_split(shards_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """A split of the shards as arrays: the features, and the labels flattened."""
     manifest = read_manifest(shards_dir)
     batches = list(inputs.eval_dataset(shards_dir, manifest, split, 512))
     return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches]).ravel()
@@ -80,7 +81,7 @@ def baseline(shards_dir: Path, problem: str) -> float:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    (x_train, y_train), (x_val, y_val) = _split(shards_dir, "train"), _split(shards_dir, "validation")
+    (x_train, y_train), (x_val, y_val) = read_split(shards_dir, "train"), read_split(shards_dir, "validation")
     if problem == "classification":
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_train, y_train)
         return float((model.predict(x_val) == y_val).mean())

@@ -8,44 +8,21 @@ compared with a scaled linear baseline fitted on the very same split.
 from __future__ import annotations
 
 import configparser
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from luigi.task_register import Register
-from sklearn.datasets import load_diabetes, load_wine
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline import inputs, paths, tables
+from bench.tables import diabetes, read_split, wine, write_csv
+from pipeline import paths, tables
 from pipeline.shards import read_manifest
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
 from tests.conftest import PROJECT_DIR, SMALL_TRAINING, Config, build, make_root, run_cli
-
-
-def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def wine_csv(folder: Path) -> Path:
-    """178 wines, 13 measurements from 0.13 (hue) to 1680 (proline), three cultivars by name."""
-    data = load_wine()
-    rows = [[*x, data.target_names[y]] for x, y in zip(data.data, data.target, strict=True)]
-    return write_csv(folder / "wine.csv", [*data.feature_names, "cultivar"], rows)
-
-
-def _split(shards_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    manifest = read_manifest(shards_dir)
-    batches = list(inputs.eval_dataset(shards_dir, manifest, split, 512))
-    return np.concatenate([x.numpy() for x, _ in batches]), np.concatenate([y.numpy() for _, y in batches])
-
 
 # --- reading and checking ------------------------------------------------------------------------
 
@@ -91,7 +68,7 @@ def test_a_bad_table_stops_the_luigi_command_with_exit_40_before_any_work(tmp_pa
 
 
 def test_shards_of_a_table_are_split_by_class_and_record_feature_statistics(workspace: Path, config: Config) -> None:
-    config.set("CreateShards", "csv", wine_csv(workspace))
+    config.set("CreateShards", "csv", wine(workspace)[0])
     config.set("CreateShards", "label_column", "cultivar")
     Register.clear_instance_cache()
     build(CreateShards())
@@ -106,7 +83,7 @@ def test_shards_of_a_table_are_split_by_class_and_record_feature_statistics(work
     }
     for name, total in (("class_0", 59), ("class_1", 71), ("class_2", 48)):
         assert counts["validation"][name] == int(total / 3 + 0.5)  # stratified: a third of each class
-    x_train, _ = _split(CreateShards().output_dir(), "train")
+    x_train, _ = read_split(CreateShards().output_dir(), "train")
     np.testing.assert_allclose(manifest["normalization"]["mean"], x_train.mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(manifest["normalization"]["variance"], x_train.var(axis=0), rtol=1e-4)
     assert TrainEstimator().settings().network == "mlp" and TrainEstimator().settings().augment == ()
@@ -117,7 +94,7 @@ def test_shards_of_a_table_are_split_by_class_and_record_feature_statistics(work
 
 def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, config: Config) -> None:
     """The wine table with luigi.cfg's defaults for the MLP: as good as a scaled logistic regression."""
-    config.set("CreateShards", "csv", wine_csv(workspace))
+    config.set("CreateShards", "csv", wine(workspace)[0])
     config.set("CreateShards", "label_column", "cultivar")
     project = configparser.ConfigParser()
     project.read(PROJECT_DIR / "luigi.cfg")
@@ -128,7 +105,7 @@ def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, conf
     assert TrainEstimator().settings().batch_size == 118  # auto: the whole training split, smaller than 128
     report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
     shards_dir = CreateShards().output_dir()
-    (x_train, y_train), (x_val, y_val) = _split(shards_dir, "train"), _split(shards_dir, "validation")
+    (x_train, y_train), (x_val, y_val) = read_split(shards_dir, "train"), read_split(shards_dir, "validation")
     baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_train, y_train)
     baseline_accuracy = float((baseline.predict(x_val) == y_val).mean())
     print(f"wine: MLP {report['validation']['accuracy']:.4f}, scaled logistic regression {baseline_accuracy:.4f}")
@@ -139,18 +116,16 @@ def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, conf
 
 
 def test_a_regression_table_gets_predicted_against_true_and_residuals(workspace: Path, config: Config) -> None:
-    data = load_diabetes(scaled=False)  # raw columns: age in years, sex as 1 or 2, blood serum in mg/dl ...
-    rows = [[*x, y] for x, y in zip(data.data, data.target, strict=True)]
-    config.set("CreateShards", "csv", write_csv(workspace / "diabetes.csv", [*data.feature_names, "progression"], rows))
+    config.set("CreateShards", "csv", diabetes(workspace)[0])  # raw columns: age in years, sex 1 or 2, serum in mg/dl
     config.set("CreateShards", "label_column", "progression")
     config.set("TrainEstimator", "max_steps", 200)  # before it overfits (see the README)
     Register.clear_instance_cache()
     build(PlotInference())
     report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
     shards_dir = CreateShards().output_dir()
-    (x_train, y_train), (x_val, y_val) = _split(shards_dir, "train"), _split(shards_dir, "validation")
-    ridge = make_pipeline(StandardScaler(), Ridge()).fit(x_train, y_train.ravel())
-    ridge_mse = float(np.mean((ridge.predict(x_val) - y_val.ravel()) ** 2))
+    (x_train, y_train), (x_val, y_val) = read_split(shards_dir, "train"), read_split(shards_dir, "validation")
+    ridge = make_pipeline(StandardScaler(), Ridge()).fit(x_train, y_train)
+    ridge_mse = float(np.mean((ridge.predict(x_val) - y_val) ** 2))
     print(f"diabetes: MLP MSE {report['validation']['mse']:.1f}, ridge {ridge_mse:.1f}, variance {y_val.var():.1f}")
     assert report["problem"] == "regression" and report["validation"]["mse"] < 0.75 * float(y_val.var())
     figures = {p.name for p in PlotInference().output_dir().glob("*.png")}
