@@ -140,7 +140,7 @@ def differences(marker: dict[str, Any], current: dict[str, Any] | None) -> tuple
         return ("no stage of this name in the current configuration's DAG",)
     before, now = marker.get("params", {}), current.get("params", {})
     changed = tuple(
-        f"{name} {_show(before.get(name))} (now: {_show(now.get(name))})"
+        f"{name} {identity.show(before.get(name))} (now: {identity.show(now.get(name))})"
         for name in sorted(set(before) | set(now))
         if before.get(name) != now.get(name)
     )
@@ -148,10 +148,6 @@ def differences(marker: dict[str, Any], current: dict[str, Any] | None) -> tuple
         return changed
     reasons = [r for r in identity.explain_change(marker, current) if not r.startswith("parameter ")]
     return tuple(reasons) or ("same identity as the current configuration's",)
-
-
-def _show(value: Any) -> str:
-    return "(unset)" if value is None else json.dumps(value)
 
 
 def scan(current: dict[str, Any], resumable: set[Path]) -> list[Entry]:

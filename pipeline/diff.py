@@ -11,15 +11,10 @@ metrics of their evaluations follow. Markers only: no TensorFlow.
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
+from pipeline.identity import show
 from pipeline.runs import Artifact, Index
-
-
-def _show(value: Any) -> str:
-    return "(unset)" if value is None else json.dumps(value)
 
 
 def _describe(artifact: Artifact) -> str:
@@ -36,14 +31,14 @@ def compare(a: Artifact, b: Artifact) -> list[str]:
     params_a, params_b = a.params, b.params
     for name in sorted(set(params_a) | set(params_b)):
         if params_a.get(name) != params_b.get(name):
-            lines.append(f"parameter {name}: {_show(params_a.get(name))} -> {_show(params_b.get(name))}")
+            lines.append(f"parameter {name}: {show(params_a.get(name))} -> {show(params_b.get(name))}")
     for part, say in (("code", "code {name}"), ("versions", "version {name}"), ("sources", "source folder {name}")):
         before, after = a.marker.get(part) or {}, b.marker.get(part) or {}
         for name in sorted(set(before) | set(after)):
             old, new = before.get(name), after.get(name)
             if old != new:
                 if part == "versions":
-                    change = f"{_show(old)} -> {_show(new)}"
+                    change = f"{show(old)} -> {show(new)}"
                 elif old is None or new is None:
                     change = "only in A" if new is None else "only in B"
                 else:

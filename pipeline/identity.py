@@ -315,11 +315,12 @@ def explain_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         before, after = old.get(part, {}), new.get(part, {})
         for name in sorted(set(before) | set(after)):
             if before.get(name) != after.get(name):
-                reasons.append(say.format(name=name, old=_show(before.get(name)), new=_show(after.get(name))))
+                reasons.append(say.format(name=name, old=show(before.get(name)), new=show(after.get(name))))
     return reasons
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A parameter's value as the explanations of a change write it (status, gc, diff)."""
     return "(unset)" if value is None else json.dumps(value)
 
 
