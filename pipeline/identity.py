@@ -441,7 +441,7 @@ def write_marker(
         "run_id": os.urandom(8).hex(),
         "info": info or {},
     }
-    _write_json_atomic(folder / MARKER, _sealed(marker))
+    _write_json_atomic(folder / MARKER, seal(marker))
     return marker
 
 
@@ -455,14 +455,11 @@ def _seal(marker: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _sealed(marker: dict[str, Any]) -> dict[str, Any]:
+def seal(marker: dict[str, Any]) -> dict[str, Any]:
+    """Add the marker's digest (written by the stages; by a tool or a test that changed a marker on
+    purpose, so that it is trusted); returns it."""
     marker["marker_digest"] = _seal(marker)
     return marker
-
-
-def seal(marker: dict[str, Any]) -> dict[str, Any]:
-    """Seal a marker that was changed on purpose (a tool, a test), so that it is trusted; returns it."""
-    return _sealed(marker)
 
 
 def marker_problem(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -543,7 +540,7 @@ def check_output(folder: Path, identity: Identity, upstream_content: dict[str, s
                 touched = True
     if touched and not reasons:
         with contextlib.suppress(OSError):  # a read-only artifact root stays valid
-            _write_json_atomic(folder / MARKER, _sealed(marker))
+            _write_json_atomic(folder / MARKER, seal(marker))
     if upstream_content is not None:
         # An upstream output that is gone (None) is no change of input: it can
         # be rebuilt; only other published bytes make this output stale.

@@ -28,7 +28,7 @@ SPLITS = ("train", "validation")
 
 # Inside a model_dir.
 CHECKPOINTS = "checkpoints"
-BEST_CHECKPOINT = "checkpoints/best"  # with early stopping: the weights of the best evaluation
+BEST_CHECKPOINT = f"{CHECKPOINTS}/best"  # with early stopping: the weights of the best evaluation
 EVENTS = "events"
 HISTORY = "history.json"
 KERAS_MODEL = "model.keras"
@@ -98,6 +98,9 @@ def _file_that_sets(section: str, option: str, config_files: tuple[str, ...], cw
     return found
 
 
+LOCKS = ".locks"  # below the root: output locks and the publish log, kept out of the artifact roots
+
+
 def artifact_root(kind: str) -> Path:
     """The root folder for `kind` ("data", "models" or "reports")."""
     if kind not in ("data", "models", "reports"):
@@ -107,13 +110,13 @@ def artifact_root(kind: str) -> Path:
 
 def stage_dir(kind: str, name: str) -> Path:
     """The published folder of one stage output, e.g. `data/shards/sine-<id>`."""
-    sub = {"data": "shards", "models": "", "reports": ""}[kind]
-    return artifact_root(kind) / sub / name if sub else artifact_root(kind) / name
+    artifact_root(kind)  # refuses an unknown kind
+    return stage_parents(root())[kind] / name
 
 
 def stage_folders() -> list[Path]:
     """Every folder stages wrote (published, staging or set aside), in all artifact roots."""
-    parents = [stage_dir(kind, "-").parent for kind in ("data", "models", "reports")]
+    parents = [parent for kind, parent in stage_parents(root()).items() if kind != "raw"]
     return sorted(p for parent in parents if parent.is_dir() for p in parent.iterdir() if p.is_dir())
 
 
@@ -129,19 +132,19 @@ def stage_parents(root: Path) -> dict[str, Path]:
 
 def lock_path(folder: Path) -> Path:
     """The lock file that serialises runs writing one output folder (kept out of the artifact roots)."""
-    locks = root() / ".locks"
+    locks = root() / LOCKS
     locks.mkdir(parents=True, exist_ok=True)
     return locks / f"{folder.parent.name}-{folder.name}.lock"
 
 
 def publish_log() -> Path:
     """A file every publish appends a byte to: its size tells a running invocation that an output appeared."""
-    return root() / ".locks" / "published"
+    return root() / LOCKS / "published"
 
 
 def raw_dir(name: str) -> Path:
     """A folder of raw data, e.g. `data/raw/shapes`: written once, never modified."""
-    return artifact_root("data") / "raw" / name
+    return stage_parents(root())["raw"] / name
 
 
 def shard_name(split: str, index: int, count: int) -> str:

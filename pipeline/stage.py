@@ -2,7 +2,7 @@
 
 A `Stage` names its output folder by its identity, is complete only when its
 marker still describes its files and the upstream bytes it consumed, and
-publishes atomically. Subclasses declare `artifact_kind`, `code_modules` and
+publishes atomically. Subclasses declare `artifact_kind`, `code_entry` and
 `folder_prefix()`, and implement `build(staging)`: one call into library code
 that writes the stage's files into `staging`.
 """
@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -159,22 +160,29 @@ class Stage(CheckedParameters, luigi.Task):
             found |= {family, *Register.get_task_cls(family).families_above()}
         return found
 
-    def stage_above(self, cls: type[StageT]) -> StageT:
-        """The stage `cls` above this one, with the parameters this one's variant sets for it.
+    @classmethod
+    def with_variant(cls: type[StageT], variant: Mapping[str, Mapping[str, Any]]) -> StageT:
+        """This stage with its own section of `variant` as parameters, handing the other sections
+        up as its `variant` (the rest of its parameters come from luigi.cfg and the command line,
+        as for a stage built bare). Variants that set the same values build the same task."""
+        family = cls.get_task_family()
+        own = dict(variant.get(family, {}))
+        above = {name: values for name, values in variant.items() if name != family}
+        return cls(**own, variant=above) if above else cls(**own)
 
-        Its own section of the variant become its parameters (the others come
-        from luigi.cfg and the command line, as for a stage built bare), and it
-        receives the sections of the stages above it. Variants that set the same
-        values for a stage build the same task: a sweep runs shared stages once.
-        """
+    def stage_above(self, cls: type[StageT]) -> StageT:
+        """The stage `cls` above this one, built with the sections of this one's variant that are
+        for it and for the stages above it: a sweep's variants share the stages they set alike."""
+        family = cls.get_task_family()
+        if family not in self.upstream_families:
+            raise TypeError(f"{self.task_family}.upstream_families does not list {family}, which it reads")
 
         # Once per invocation (pipeline.invocation: one command, whose luigi.cfg and command
         # line are fixed): Luigi reads every parameter anew on each construction, and
         # requires() is called often while scheduling. The task is kept beside it in the memo.
         def build() -> tuple[Stage, Stage]:
-            own = dict(self.variant.get(cls.get_task_family(), {}))
-            above = {family: values for family, values in self.variant.items() if family in cls.families_above()}
-            return self, cls(**own, variant=above) if above else cls(**own)
+            wanted = {family, *cls.families_above()}
+            return self, cls.with_variant({name: v for name, v in self.variant.items() if name in wanted})
 
         return invocation.cached(("stage_above", id(self), cls), build)[1]  # type: ignore[return-value]
 
@@ -305,8 +313,7 @@ class Stage(CheckedParameters, luigi.Task):
         # One run per output folder at a time, across processes (two
         # --local-scheduler runs of the same stage): the second one waits here.
         with _exclusive(final):
-            if not self.stale_reasons() and (not self.force or self._published_since_created()):
-                # Published by another run while this one waited: nothing to do.
+            if self.complete():  # published by another run while this one waited: nothing to do
                 self.progress(1.0, "up to date: published by another run meanwhile")
                 logger.info("%s was published meanwhile by another run; reusing %s", self, final)
                 return
@@ -339,9 +346,7 @@ class Stage(CheckedParameters, luigi.Task):
         if not self.force and not identity.check_output(staging, self.identity(), upstream_content):
             # Complete and current: the last run was stopped between its marker and the rename.
             logger.info("%s publishes %s, complete before the last run stopped", self, staging)
-            with phases.phase("publish"):
-                identity.publish(staging, final)
-            invocation.published(keep={self._memo_key(): (self, self.identity())})
+            self._publish(staging, final)
             return
         self._prepare_staging(staging, upstream_content)
         started, started_at = time.monotonic(), time.time()
@@ -363,6 +368,10 @@ class Stage(CheckedParameters, luigi.Task):
             if not self.resumable:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+        self._publish(staging, final)
+
+    def _publish(self, staging: Path, final: Path) -> None:
+        """Rename the complete staging folder into place, and tell every memo (invocation.published)."""
         with phases.phase("publish"):  # a crash here: a complete staging folder, nothing published
             identity.publish(staging, final)
         # Its own output is none of its inputs: its identity stays (log lines show it).

@@ -120,14 +120,8 @@ def variants(axes: Sequence[Axis]) -> list[dict[str, dict[str, Any]]]:
 
 
 def tasks(target: type[Stage], grid: Sequence[dict[str, dict[str, Any]]]) -> list[Stage]:
-    """The target stage of each variant: its own values as parameters, the rest as its variant."""
-    family = target.get_task_family()
-    built = []
-    for variant in grid:
-        own = variant.get(family, {})
-        above = {name: values for name, values in variant.items() if name != family}
-        built.append(target(**own, variant=above) if above else target(**own))
-    return built
+    """The target stage of each variant (`Stage.with_variant`)."""
+    return [target.with_variant(variant) for variant in grid]
 
 
 @dataclass(frozen=True)

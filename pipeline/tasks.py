@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import luigi
 from luigi.freezing import FrozenOrderedDict
 
-from pipeline import cluster, gpu_slots, identity, paths, plugins, problems, settings, sources
+from pipeline import cluster, gpu_slots, identity, invocation, paths, plugins, problems, settings, sources
 from pipeline.errors import ParameterError
 from pipeline.parameter_checks import CheckedParameters
 from pipeline.stage import Stage, dag
@@ -249,7 +249,7 @@ class CreateShards(Stage):
     skip_unreadable = luigi.BoolParameter(
         description="Images: leave out the files that cannot be read (the manifest lists them) instead of failing.",
     )
-    writer_processes = luigi.IntParameter(default=2, significant=False, description="Shard writer processes.")
+    writer_processes = luigi.IntParameter(significant=False, description="Shard writer processes.")
 
     @property
     def source(self) -> Any:
@@ -378,7 +378,7 @@ class TrainEstimator(Stage):
     resumable = True
     # Read by no stage below, and not byte-stable across identical runs (timestamps, save order):
     # a deterministic forced retrain then reruns nothing below (the model and history.json count).
-    volatile_files = ("checkpoints/*", "events/*", "saved_model/*")
+    volatile_files = tuple(f"{folder}/*" for folder in (paths.CHECKPOINTS, paths.EVENTS, paths.SAVED_MODEL))
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
 
     network = luigi.Parameter(
@@ -418,12 +418,10 @@ class TrainEstimator(Stage):
         description="Augmentations of training images: auto (by problem), or a JSON list such as "
         '["flip_horizontal", "shift"], [] for none.'
     )
-    keep_checkpoints = luigi.IntParameter(default=3, significant=False, description="Checkpoints kept.")
-    steps_per_execution = luigi.IntParameter(
-        default=50, significant=False, description="Steps per tf.function call (speed only)."
-    )
+    keep_checkpoints = luigi.IntParameter(significant=False, description="Checkpoints kept.")
+    steps_per_execution = luigi.IntParameter(significant=False, description="Steps per tf.function call (speed only).")
     gpus_per_training = luigi.IntParameter(
-        default=1, significant=False, description="GPUs of one training (MirroredStrategy); see [gpu_slots]."
+        significant=False, description="GPUs of one training (MirroredStrategy); see [gpu_slots]."
     )
 
     def validate(self) -> None:
@@ -464,19 +462,9 @@ class TrainEstimator(Stage):
             math.isfinite(config.learning_rate) and config.learning_rate > 0,
             f"--TrainEstimator-learning-rate must be a positive number. Received: {config.learning_rate}",
         )
+        # The built-in networks' sizes in network_args are the parameters checked above:
+        # network_params may not set them (plugins.arguments).
         args = config.network_args
-        for name in ("hidden_units", "conv_filters"):
-            if name in args:
-                _require(
-                    len(args[name]) > 0 and all(isinstance(u, int) and u > 0 for u in args[name]),
-                    f"--TrainEstimator-{name.replace('_', '-')} must be a list of positive integers. "
-                    f"Received: {list(args[name])}",
-                )
-        if "dense_units" in args:
-            _require(
-                args["dense_units"] >= 1,
-                f"--TrainEstimator-dense-units must be at least 1. Received: {args['dense_units']}",
-            )
         schema = self.requires().schema()
         _require(
             config.batch_size <= schema.num_examples["train"],
@@ -510,14 +498,17 @@ class TrainEstimator(Stage):
         }
 
     def settings(self) -> Any:
-        """The resolved training configuration (TrainSettings), computed once."""
-        if "_settings" not in self.__dict__:
+        """The resolved training configuration (TrainSettings), once per invocation: it depends on the
+        source's schema (`batch_size = auto`, `max_epochs`), which a run reads afresh (invocation.forget)."""
+
+        def resolve() -> tuple[TrainEstimator, Any]:
             parameters = {name: getattr(self, name) for name, _ in self.get_params()}
             try:
-                self.__dict__["_settings"] = settings.resolve(TrainSettings, parameters, self.requires().schema())
+                return self, settings.resolve(TrainSettings, parameters, self.requires().schema())
             except ValueError as error:
                 raise ParameterError(str(error)) from None
-        return self.__dict__["_settings"]
+
+        return invocation.cached(("settings", id(self)), resolve)[1]
 
     def resolved(self) -> dict[str, Any]:
         insignificant = {name for name, param in self.get_params() if not param.significant}
@@ -528,7 +519,7 @@ class TrainEstimator(Stage):
         builder = self.builder()
         if builder.built_in:
             return {}
-        closure = identity.code_closure([builder.module], plugins.user_roots())
+        closure = identity.code_closure([builder.module], paths.user_roots())
         return {label: identity.file_code_digest(path) for label, path in closure.items()}
 
     def code_digests(self) -> dict[str, str]:
@@ -539,8 +530,7 @@ class TrainEstimator(Stage):
 
     def folder_prefix(self) -> str:
         network = self.settings().network
-        name = network.rpartition(":")[2] if ":" in network else network
-        return f"{self.requires().folder_prefix()}-{_folder_prefix(name)}"
+        return f"{self.requires().folder_prefix()}-{_folder_prefix(network.rpartition(':')[2])}"
 
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline import train_process  # on a GPU slot of its own when the host has GPUs
@@ -613,7 +603,7 @@ class PlotInference(Stage):
         from pipeline import plots
 
         upstream = self.requires()
-        model = self.stage_above(TrainEstimator)
+        model = self.stage_above(TrainEstimator)  # upstream["model"], typed
         figures = plots.write_figures(
             staging,
             model_dir=model.output_dir(),

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import luigi
 import pytest
@@ -125,7 +125,6 @@ class Failing(Stage):
     """A test stage that writes part of its output, then fails."""
 
     artifact_kind = "reports"
-    code_modules: ClassVar[tuple[str, ...]] = ()
     resumable_here = luigi.BoolParameter(default=False)
 
     @property

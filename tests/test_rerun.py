@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import luigi
 import pytest
@@ -204,7 +204,6 @@ class ListFolder(Stage):
     """A test stage that reads a folder of user files (as the image source does)."""
 
     artifact_kind = "data"
-    code_modules: ClassVar[tuple[str, ...]] = ()
     folder = luigi.Parameter()
 
     def folder_prefix(self) -> str:
