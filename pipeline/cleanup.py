@@ -28,7 +28,7 @@ import datetime
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class Entry:
     differences: tuple[str, ...] = ()
     created: float = 0.0
     size: int = 0
-    details: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def describe(self, root: Path) -> str:
         """One line: path below the root, stage and kind, date, size, then how it differs."""
