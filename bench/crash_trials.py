@@ -136,9 +136,12 @@ def _stages() -> dict[str, Stage]:
 
 
 def incomplete_publications(root: Path) -> list[str]:
-    """Published folders (not staging) whose marker is missing or whose files are not all there."""
+    """Published folders (not staging) below the artifact root `root` whose marker is missing or whose
+    files are not all there."""
+    parents = [parent for kind, parent in paths.stage_parents(root).items() if kind != "raw"]  # as paths.stage_folders
+    folders = sorted(p for parent in parents if parent.is_dir() for p in parent.iterdir() if p.is_dir())
     problems = []
-    for folder in paths.stage_folders():
+    for folder in folders:
         if folder.name.endswith(".partial") or ".old-" in folder.name:
             continue
         marker = identity.read_marker(folder)
