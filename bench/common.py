@@ -107,13 +107,6 @@ def train_task() -> tasks.TrainEstimator:
     return pipeline.TrainEstimator()
 
 
-def build_model(task: tasks.TrainEstimator, manifest: dict[str, Any]) -> Any:
-    """The compiled model `estimator.train` builds for this task and these shards (same steps_per_execution)."""
-    from pipeline import estimator
-
-    return estimator.build_model(task.settings(), manifest)
-
-
 def folder_bytes(folder: Path, pattern: str = "**/*") -> int:
     """Total size of the files below `folder` matching `pattern`."""
     return sum(p.stat().st_size for p in folder.glob(pattern) if p.is_file())

@@ -34,6 +34,7 @@ run, the broken invariants, and the trials whose kill landed in each phase.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import re
@@ -96,14 +97,51 @@ def _write_cfg(root: Path) -> None:
     (root / "luigi.cfg").write_text("".join(lines))
 
 
+# One line of a phase log (pipeline/phases.py): (begin|end, phase, occurrence, seconds since the epoch).
+LogEntry = tuple[str, str, int, float]
+
+
+def read_log(path: str) -> list[LogEntry]:
+    """The lines of a phase log as (begin|end, phase, occurrence, time)."""
+    entries = []
+    with contextlib.suppress(FileNotFoundError), open(path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 4:  # a line cut by the kill is not one
+                entries.append((parts[0], parts[1], int(parts[2]), float(parts[3])))
+    return entries
+
+
+def open_phase(entries: list[LogEntry]) -> tuple[str, int] | None:
+    """The innermost phase (name, occurrence) begun and not ended in a log: where a kill landed."""
+    stack: list[tuple[str, int]] = []
+    for kind, name, occurrence, _ in entries:
+        if kind == "begin":
+            stack.append((name, occurrence))
+        elif (name, occurrence) in stack:
+            stack.remove((name, occurrence))
+    return stack[-1] if stack else None
+
+
+def durations(entries: list[LogEntry]) -> dict[tuple[str, int], float]:
+    """Seconds each (phase, occurrence) took, from a complete log."""
+    began = {(name, occ): t for kind, name, occ, t in entries if kind == "begin"}
+    return {
+        (name, occ): t - began[name, occ] for kind, name, occ, t in entries if kind == "end" and (name, occ) in began
+    }
+
+
 def _stages() -> dict[str, Stage]:
     return {stage.task_family: stage for stage in dag(pipeline.PlotInference())}
 
 
 def incomplete_publications(root: Path) -> list[str]:
-    """Published folders (not staging) whose marker is missing or whose files are not all there."""
+    """Published folders (not staging) below the artifact root `root` whose marker is missing or whose
+    files are not all there."""
+    parents = [parent for kind, parent in paths.stage_parents(root).items() if kind != "raw"]  # as paths.stage_folders
+    folders = sorted(p for parent in parents if parent.is_dir() for p in parent.iterdir() if p.is_dir())
     problems = []
-    for folder in paths.stage_folders():
+    for folder in folders:
         if folder.name.endswith(".partial") or ".old-" in folder.name:
             continue
         marker = identity.read_marker(folder)
@@ -163,7 +201,7 @@ def _reference(root: Path, set_option: SetOption) -> dict[str, dict[tuple[str, i
         log = root / f"phases-{name}.log"
         code = _luigi(name, root, **{phases.LOG_ENV: str(log)})
         assert code == 0, (root / "luigi.log").read_text()[-3000:]
-        timings[name] = phases.durations(phases.read_log(str(log)))
+        timings[name] = durations(read_log(str(log)))
     return timings
 
 
@@ -192,7 +230,7 @@ def _trial(
     log = root / "phases.log"
     code = _luigi(name, root, **{phases.LOG_ENV: str(log), phases.CRASH_ENV: f"{target}:{occurrence}:{delay:.6f}"})
     killed = code == -signal.SIGKILL
-    landed = phases.open_phase(phases.read_log(str(log))) if killed else None
+    landed = open_phase(read_log(str(log))) if killed else None
     step_at_kill = _last_checkpoint_step(staging)
     final = _stages()[name].output_dir()
     # Killed while publishing: the marker written last, in staging or (renamed already) in place.

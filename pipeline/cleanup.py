@@ -25,12 +25,10 @@ link, its target never (containment.py).
 from __future__ import annotations
 
 import datetime
-import fcntl
 import json
-import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,6 @@ class Entry:
     differences: tuple[str, ...] = ()
     created: float = 0.0
     size: int = 0
-    details: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def describe(self, root: Path) -> str:
         """One line: path below the root, stage and kind, date, size, then how it differs."""
@@ -92,19 +89,17 @@ def final_folder(folder: Path) -> Path:
     return folder.with_name(_ASIDE.sub("", folder.name))
 
 
-def is_locked(lock: Path) -> bool:
-    """Whether a running stage holds the lock file `lock` (its output is being written)."""
-    try:
-        descriptor = os.open(lock, os.O_RDWR)  # never created here: no lock file, nobody holds it
-    except OSError:
-        return False
-    try:
-        fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(descriptor)  # closing releases a lock taken above
-    return False
+def _lock_folder() -> Path:
+    """The folder of paths.lock_path's lock files, not created here."""
+    return paths.root() / ".locks"
+
+
+def _output_in_use(final: Path) -> bool:
+    """Whether a running stage holds the lock of the output `final` (its staging folder is being written).
+
+    paths.lock_path creates the lock folder: a listing must not, and without it there is no lock to hold.
+    """
+    return _lock_folder().is_dir() and locks.is_held(paths.lock_path(final))
 
 
 def remove(entry: Entry, root: Path) -> bool:
@@ -120,14 +115,10 @@ def remove(entry: Entry, root: Path) -> bool:
     if entry.kind in RESULT_KINDS or entry.kind == "link":
         containment.remove(entry.path, root)
         return True
-    with locks.try_exclusive(_lock_of(final_folder(entry.path))) as held:
+    with locks.try_exclusive(paths.lock_path(final_folder(entry.path))) as held:
         if held:
             containment.remove(entry.path, root)
         return held
-
-
-def _lock_of(final: Path) -> Path:
-    return paths.lock_path(final)
 
 
 def differences(marker: dict[str, Any], current: dict[str, Any] | None) -> tuple[str, ...]:
@@ -170,7 +161,7 @@ def scan(current: dict[str, Any], resumable: set[Path]) -> list[Entry]:
         mtime = folder.stat().st_mtime
         if folder != final:  # staging, or set aside
             kind = "staging" if folder.name.endswith(_STAGING_SUFFIX) else "set aside"
-            if kind == "staging" and is_locked(_lock_of(final)):
+            if kind == "staging" and _output_in_use(final):
                 kind = "in use"
             elif folder in resumable:
                 kind = "resumable"
@@ -194,9 +185,9 @@ def scan(current: dict[str, Any], resumable: set[Path]) -> list[Entry]:
         )
     # A stage removes its lock file when it releases it (locks.py): one that nobody holds was
     # left by a process that was killed.
-    lock_folder = paths.root() / ".locks"
+    lock_folder = _lock_folder()
     for lock in sorted(lock_folder.glob("*.lock")) if lock_folder.is_dir() else []:
-        if not is_locked(lock):
+        if not locks.is_held(lock):
             entries.append(Entry(lock, "orphaned lock", created=lock.stat().st_mtime, size=lock.stat().st_size))
     return entries
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline import locks
 from pipeline.errors import ParameterError
 
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # one folder per GPU the driver manages
@@ -186,16 +187,13 @@ def holders(gpus: Sequence[str], folder: Path) -> dict[str, int | None]:
     found: dict[str, int | None] = {}
     for gpu in gpus:
         path = _lock_path(folder, gpu)
-        if not path.exists():
+        if not locks.is_held(path):
             found[gpu] = None
             continue
-        fd = os.open(path, os.O_RDWR)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            found[gpu] = None
-        except OSError:
-            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            found[gpu] = int(text) if text.isdigit() else -1
-        finally:
-            os.close(fd)
+            with open(path, "rb") as f:  # its holder wrote its pid when it took it
+                text = f.read(32).decode(errors="replace").strip()
+        except FileNotFoundError:
+            text = ""
+        found[gpu] = int(text) if text.isdigit() else -1
     return found

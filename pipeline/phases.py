@@ -7,7 +7,8 @@ evaluating, plotting. Outside a crash trial this costs one environment lookup.
 
 - `PIPELINE_PHASE_LOG`: a file that gets one line per boundary,
   `<begin|end> <phase> <occurrence> <seconds since the epoch>`, written and
-  flushed at once, so the lines before a SIGKILL are on disk;
+  flushed at once, so the lines before a SIGKILL are on disk (the trials
+  read it back: this module only writes it);
 - `PIPELINE_CRASH_AT=<phase>:<occurrence>:<seconds>`: on entering that
   occurrence (1-based) of that phase, the process SIGKILLs itself after that
   many seconds (0: at once, in the calling thread).
@@ -92,33 +93,3 @@ def _arm(spec: str, name: str, occurrence: int) -> None:
     timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL))
     timer.daemon = True
     timer.start()
-
-
-def read_log(path: str) -> list[tuple[str, str, int, float]]:
-    """The lines of a phase log as (begin|end, phase, occurrence, time)."""
-    entries = []
-    with contextlib.suppress(FileNotFoundError), open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) == 4:  # a line cut by the kill is not one
-                entries.append((parts[0], parts[1], int(parts[2]), float(parts[3])))
-    return entries
-
-
-def open_phase(entries: list[tuple[str, str, int, float]]) -> tuple[str, int] | None:
-    """The innermost phase (name, occurrence) begun and not ended in a log: where a kill landed."""
-    stack: list[tuple[str, int]] = []
-    for kind, name, occurrence, _ in entries:
-        if kind == "begin":
-            stack.append((name, occurrence))
-        elif (name, occurrence) in stack:
-            stack.remove((name, occurrence))
-    return stack[-1] if stack else None
-
-
-def durations(entries: list[tuple[str, str, int, float]]) -> dict[tuple[str, int], float]:
-    """Seconds each (phase, occurrence) took, from a complete log."""
-    began = {(name, occ): t for kind, name, occ, t in entries if kind == "begin"}
-    return {
-        (name, occ): t - began[name, occ] for kind, name, occ, t in entries if kind == "end" and (name, occ) in began
-    }

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import itertools
 import json
 import logging
 import multiprocessing
 import os
-import signal
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -28,7 +26,7 @@ from typing import Any, NamedTuple
 import crc32c
 import numpy as np
 
-from pipeline import invocation, paths
+from pipeline import invocation, orphans, paths
 from pipeline.errors import DataError
 
 logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
@@ -127,17 +125,6 @@ class UnreadableRowError(ValueError):
 # source file it read (relative path -> hex digest; empty if none). Module-level:
 # it is sent to the writer processes.
 RowEncoder = Callable[[Any], tuple[dict[str, FeatureValue | np.ndarray], dict[str, str]]]
-
-
-def _die_with_parent() -> None:
-    """Make a writer process end when its parent dies (Linux), e.g. when the stage is SIGKILLed.
-
-    Its parent is the forkserver, which exits as soon as the stage process is gone.
-    """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 # Rows encoded per job: small enough to spread a shard over every writer process,
@@ -269,7 +256,7 @@ def process_pool(max_workers: int) -> ProcessPoolExecutor:
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["pipeline.forkserver_init", "pipeline.sources"])  # first: dies with this process
-    return ProcessPoolExecutor(max_workers=max_workers, mp_context=context, initializer=_die_with_parent)
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=context, initializer=orphans.die_with_parent)
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

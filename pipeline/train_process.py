@@ -19,24 +19,20 @@ training runs in the worker process, as it always did.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import errors, gpu_slots
+from pipeline import errors, gpu_slots, orphans
 
 Progress = Callable[[float, str], None]
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def train(
@@ -105,28 +101,10 @@ def _in_child(slot: dict[str, Any], arguments: tuple[Any, ...], progress: Progre
     )
 
 
-def _follow_parent(parent: int) -> None:
-    """Die when the parent dies: the kernel's PR_SET_PDEATHSIG on Linux, else a watching thread."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
-            raise OSError(ctypes.get_errno(), "prctl")
-    except (OSError, AttributeError):
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, daemon=True).start()
-    if os.getppid() != parent:  # the parent died before the request above took effect
-        os._exit(1)
-
-
 def main(argv: list[str]) -> int:
     """The child: take the slot, set CUDA_VISIBLE_DEVICES, then import TensorFlow and train."""
     channel_fd, parent = int(argv[0]), int(argv[1])
-    _follow_parent(parent)
+    orphans.die_with_parent(parent, watch=True)
     with os.fdopen(channel_fd, "w", buffering=1, encoding="utf-8") as channel:
 
         def send(**message: Any) -> None:

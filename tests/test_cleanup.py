@@ -121,6 +121,16 @@ def test_gc_removes_leftovers_and_keeps_results_unless_asked(
     assert build(PlotInference()) == set()
 
 
+def test_listing_creates_no_lock_folder(workspace: Path) -> None:
+    # A staging folder nobody writes, in a root without `.locks`: listed as a leftover, and the
+    # listing (a dry run) asks whether its lock is held without creating the lock folder.
+    staging = identity.staging_path(TrainEstimator().output_dir())
+    staging.mkdir(parents=True)
+    entries = cleanup.scan({}, set())
+    assert [(entry.path, entry.kind) for entry in entries] == [(staging, "staging")]
+    assert not (workspace / ".locks").exists()
+
+
 class Failing(Stage):
     """A test stage that writes part of its output, then fails."""
 

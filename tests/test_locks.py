@@ -45,6 +45,7 @@ def test_lock_files_are_removed_and_never_held_twice(tmp_path: Path) -> None:
 
 def test_remove_if_unused_leaves_a_held_lock_alone(tmp_path: Path) -> None:
     lock = tmp_path / "held.lock"
+    assert locks.is_held(lock) is False and not lock.exists()  # the probe creates no lock file
     context = multiprocessing.get_context("fork")
     taken, release = context.Event(), context.Event()
 
@@ -57,6 +58,7 @@ def test_remove_if_unused_leaves_a_held_lock_alone(tmp_path: Path) -> None:
     holder.start()
     try:
         assert taken.wait(30)
+        assert locks.is_held(lock) is True
         assert locks.remove_if_unused(lock) is False
         assert lock.exists()  # the holder's lock file is still there
     finally:
@@ -64,5 +66,6 @@ def test_remove_if_unused_leaves_a_held_lock_alone(tmp_path: Path) -> None:
         holder.join(30)
     assert not lock.exists()  # the holder removed it on release
     lock.write_text("")  # left by a process that was killed: nobody holds it
+    assert locks.is_held(lock) is False
     assert locks.remove_if_unused(lock) is True
     assert not lock.exists()
