@@ -91,7 +91,7 @@ def final_folder(folder: Path) -> Path:
 
 def _lock_folder() -> Path:
     """The folder of paths.lock_path's lock files, not created here."""
-    return paths.root() / ".locks"
+    return paths.root() / paths.LOCKS
 
 
 def _output_in_use(final: Path) -> bool:
