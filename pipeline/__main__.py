@@ -59,7 +59,7 @@ from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
 from pipeline import cleanup, cli, cluster, identity, image_folder, listing, paths
-from pipeline.errors import ParameterError, PipelineError
+from pipeline.errors import DataError, ParameterError
 from pipeline.stage import Stage, dag
 
 USAGE = __doc__ or ""
@@ -231,10 +231,10 @@ def worker(argv: list[str], wait_seconds: float = 600) -> int:
 
 
 class _Arguments(argparse.ArgumentParser):
-    """argparse whose mistakes are one line (raised as ValueError, exit code 40), not usage and exit 2."""
+    """argparse whose mistakes are one line (raised as ParameterError, exit code 40), not usage and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise ValueError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
+        raise ParameterError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
 
 
 def _artifact_root() -> Path:
@@ -289,7 +289,7 @@ def report_command(argv: list[str]) -> int:
     found = runs.collect(_artifact_root())
     chosen = runs.select(found, args.runs) if args.runs else found
     if not chosen:
-        raise ValueError(f"No trained models under {(_artifact_root() / 'models').resolve()}: nothing to report.")
+        raise DataError(f"No trained models under {(_artifact_root() / 'models').resolve()}: nothing to report.")
     from pipeline import report  # Matplotlib: only now
 
     out = args.out or paths.artifact_root("reports") / paths.RUNS_REPORT
@@ -340,14 +340,16 @@ def doctor_command(argv: list[str]) -> int:
     return 0
 
 
-EXPERIMENT_COMMANDS = {
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "status": status,
+    "gc": gc,
+    "worker": worker,
     "runs": runs_command,
     "diff": diff_command,
     "report": report_command,
     "sweep": sweep_command,
     "doctor": doctor_command,
 }
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"status": status, "gc": gc, "worker": worker, **EXPERIMENT_COMMANDS}
 
 
 def main(argv: list[str]) -> int:
@@ -361,20 +363,7 @@ def main(argv: list[str]) -> int:
         return cli.usage_error(f"Unknown command {command}.", command, list(COMMANDS))
     if command == "status" and not rest:
         return cli.usage_error("status needs a task, e.g. python -m pipeline status PlotInference.", None, [])
-    if command in EXPERIMENT_COMMANDS:
-        return cli.run_command(lambda: _one_line_value_errors(EXPERIMENT_COMMANDS[command], rest))
     return cli.run_command(lambda: COMMANDS[command](rest))
-
-
-def _one_line_value_errors(command: Callable[[list[str]], int], argv: list[str]) -> int:
-    """The experiment commands' own mistakes (ValueError from their arguments): one line, exit code 40."""
-    try:
-        return command(argv)
-    except PipelineError:
-        raise
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return cli.BAD_PARAMETER_EXIT
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import identity, paths
+from pipeline.errors import ParameterError
 
 TIMINGS = ("started_at", "finished_at", "elapsed_seconds")  # what Stage adds to every marker's info
 
@@ -222,13 +223,13 @@ class Index:
     def find(self, reference: str) -> Artifact:
         """The stage folder a user names: a path to it, its folder name, or a prefix of its identity.
 
-        Raises ValueError naming the reference when nothing, or more than one folder, matches.
+        Raises ParameterError naming the reference when nothing, or more than one folder, matches.
         """
         path = Path(reference)
         if path.is_dir():
             marker = identity.read_marker(path)
             if marker is None:
-                raise ValueError(
+                raise ParameterError(
                     f"{reference} holds no readable {identity.MARKER}: not a published stage folder. "
                     f"Received: {reference!r}"
                 )
@@ -238,12 +239,12 @@ class Index:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise ValueError(
+            raise ParameterError(
                 f"No published stage folder under {self.root} has this name or identity prefix "
                 f"(`python -m pipeline runs` lists the models). Received: {reference!r}"
             )
         names = ", ".join(sorted(a.folder.name for a in matches)[:5])
-        raise ValueError(f"{reference!r} matches {len(matches)} folders ({names}): give more of the identity.")
+        raise ParameterError(f"{reference!r} matches {len(matches)} folders ({names}): give more of the identity.")
 
 
 def _published(parent: Path, raw: bool) -> Iterable[Artifact]:
@@ -280,7 +281,7 @@ def collect(root: Path) -> list[Run]:
 def select(runs: Sequence[Run], references: Sequence[str]) -> list[Run]:
     """The runs named by model folder path, folder name or identity prefix, in the order given.
 
-    Raises ValueError naming a reference that matches no run or several.
+    Raises ParameterError naming a reference that matches no run or several.
     """
     chosen = []
     for reference in references:
@@ -288,7 +289,7 @@ def select(runs: Sequence[Run], references: Sequence[str]) -> list[Run]:
         matches = [run for run in runs if run.name == key or (len(key) >= 4 and run.identity.startswith(key))]
         if len(matches) != 1:
             found = "no trained model" if not matches else f"{len(matches)} models"
-            raise ValueError(
+            raise ParameterError(
                 f"RUN names {found}: give a model folder, its name or at least 4 hex digits of its identity "
                 f"(`python -m pipeline runs` lists them). Received: {reference!r}"
             )
@@ -401,12 +402,12 @@ def sort_runs(runs: Sequence[Run], column: Column, reverse: bool = False) -> lis
 
 
 def find_column(table_columns: Sequence[Column], name: str) -> Column:
-    """The column whose key or header is `name`; ValueError listing the choices otherwise."""
+    """The column whose key or header is `name`; ParameterError listing the choices otherwise."""
     for column in table_columns:
         if name in (column.key, column.header):
             return column
     choices = ", ".join(column.header for column in table_columns)
-    raise ValueError(f"--sort-by names no column of the table; columns: {choices}. Received: {name!r}")
+    raise ParameterError(f"--sort-by names no column of the table; columns: {choices}. Received: {name!r}")
 
 
 def format_value(column: Column, value: Any) -> str:
@@ -437,7 +438,7 @@ def table(
     if sort_by is not None:
         try:
             column = find_column(table_columns, sort_by)
-        except ValueError:  # a parameter that does not differ is not shown, but can order the rows
+        except ParameterError:  # a parameter that does not differ is not shown, but can order the rows
             shown = {c.key for c in table_columns}
             hidden = [c for c in columns(runs, all_params=True) if c.key not in shown]
             matches = [c for c in hidden if sort_by in (c.key, c.header)]
