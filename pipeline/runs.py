@@ -34,6 +34,7 @@ from pipeline import identity, paths
 from pipeline.errors import ParameterError
 
 TIMINGS = ("started_at", "finished_at", "elapsed_seconds")  # what Stage adds to every marker's info
+MIN_PREFIX = 4  # the fewest leading characters of an identity that name a folder (`diff`, `report RUN`)
 
 
 def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -234,8 +235,7 @@ class Index:
                     f"Received: {reference!r}"
                 )
             return self.by_identity.get(str(marker.get("identity")), Artifact(path, marker))
-        key = reference.rstrip("/").rsplit("/", 1)[-1]
-        matches = [a for a in self.artifacts if a.folder.name == key or (len(key) >= 4 and a.identity.startswith(key))]
+        matches = [a for a in self.artifacts if _refers_to(reference, a.folder.name, a.identity)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -245,6 +245,13 @@ class Index:
             )
         names = ", ".join(sorted(a.folder.name for a in matches)[:5])
         raise ParameterError(f"{reference!r} matches {len(matches)} folders ({names}): give more of the identity.")
+
+
+def _refers_to(reference: str, folder_name: str, digest: str) -> bool:
+    """Whether a user's `reference` names the stage folder `folder_name` of identity `digest`: its path or
+    name (the last part of the path is compared), or at least MIN_PREFIX leading characters of the identity."""
+    key = reference.rstrip("/").rsplit("/", 1)[-1]
+    return key == folder_name or (len(key) >= MIN_PREFIX and digest.startswith(key))
 
 
 def _published(parent: Path, raw: bool) -> Iterable[Artifact]:
@@ -285,12 +292,11 @@ def select(runs: Sequence[Run], references: Sequence[str]) -> list[Run]:
     """
     chosen = []
     for reference in references:
-        key = reference.rstrip("/").rsplit("/", 1)[-1]
-        matches = [run for run in runs if run.name == key or (len(key) >= 4 and run.identity.startswith(key))]
+        matches = [run for run in runs if _refers_to(reference, run.name, run.identity)]
         if len(matches) != 1:
             found = "no trained model" if not matches else f"{len(matches)} models"
             raise ParameterError(
-                f"RUN names {found}: give a model folder, its name or at least 4 hex digits of its identity "
+                f"RUN names {found}: give a model folder, its name or at least {MIN_PREFIX} hex digits of its identity "
                 f"(`python -m pipeline runs` lists them). Received: {reference!r}"
             )
         if matches[0] not in chosen:
