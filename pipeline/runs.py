@@ -350,15 +350,17 @@ def _param_keys(runs: Sequence[Run]) -> list[str]:
     return sorted(keys, key=lambda key: (rank.get(key.split(".", 1)[0], len(rank)), key))
 
 
-def differing(runs: Sequence[Run]) -> list[str]:
-    """Parameter keys whose value is not the same in every run (absent counts as a value), in DAG order."""
-    keys = _param_keys(runs)
+def differing(runs: Sequence[Run], keys: Sequence[str] | None = None) -> list[str]:
+    """Parameter keys whose value is not the same in every run (absent counts as a value), in DAG order.
+
+    `keys` are the runs' `_param_keys`, when the caller has them already.
+    """
+    keys = _param_keys(runs) if keys is None else keys
     return [key for key in keys if len({_hashable(run.params.get(key)) for run in runs}) > 1]
 
 
-def _resolve_swept(runs: Sequence[Run], swept: Sequence[str]) -> list[str]:
-    """Swept names (`Stage.name`, `name`, or `--Stage-name`) as parameter keys present in the runs."""
-    keys = _param_keys(runs)
+def _resolve_swept(keys: Sequence[str], swept: Sequence[str]) -> list[str]:
+    """Swept names (`Stage.name`, `name`, or `--Stage-name`) as those of the parameter keys `keys` they name."""
     found = []
     for name in swept:
         name = name.lstrip("-")
@@ -376,8 +378,8 @@ def columns(runs: Sequence[Run], all_params: bool = False, swept: Sequence[str] 
     """The table's columns: run, parameters (swept ones first, then those that differ, or all), metrics,
     when it finished, and seconds per stage."""
     keys = _param_keys(runs)
-    shown = _resolve_swept(runs, swept or [])
-    shown += [key for key in (keys if all_params else differing(runs)) if key not in shown]
+    shown = _resolve_swept(keys, swept or [])
+    shown += [key for key in (keys if all_params else differing(runs, keys)) if key not in shown]
     # A parameter is headed by its name alone unless another stage has one of that name.
     names = [key.split(".", 1)[1] for key in keys]
     params = [
