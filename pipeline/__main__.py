@@ -237,10 +237,6 @@ class _Arguments(argparse.ArgumentParser):
         raise ParameterError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
 
 
-def _artifact_root() -> Path:
-    return paths.artifact_root("models").parent
-
-
 def runs_command(argv: list[str]) -> int:
     """Print the runs table (or JSON, or CSV) of every trained model under the artifact root."""
     from pipeline import runs
@@ -253,13 +249,13 @@ def runs_command(argv: list[str]) -> int:
     output.add_argument("--json", action="store_true")
     output.add_argument("--csv", action="store_true")
     args = parser.parse_args(argv)
-    found = runs.collect(_artifact_root())
+    found = runs.collect(paths.root())
     if args.json:
         print(runs.to_json(found, args.sort_by, args.reverse))
     elif args.csv:
         print(runs.to_csv(found, args.sort_by, args.all_params, reverse=args.reverse), end="")
     elif not found:
-        print(f"No trained models under {(_artifact_root() / 'models').resolve()}.")
+        print(f"No trained models under {paths.artifact_root('models').resolve()}.")
     else:
         print(runs.format_table(found, args.sort_by, args.all_params, reverse=args.reverse))
     return 0
@@ -273,7 +269,7 @@ def diff_command(argv: list[str]) -> int:
     parser.add_argument("a", metavar="A")
     parser.add_argument("b", metavar="B")
     args = parser.parse_args(argv)
-    index = runs.index(_artifact_root())
+    index = runs.index(paths.root())
     print("\n".join(diff.diff(index, index.find(args.a), index.find(args.b))))
     return 0
 
@@ -286,10 +282,10 @@ def report_command(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="*", metavar="RUN")
     parser.add_argument("--out", type=Path, metavar="FILE")
     args = parser.parse_args(argv)
-    found = runs.collect(_artifact_root())
+    found = runs.collect(paths.root())
     chosen = runs.select(found, args.runs) if args.runs else found
-    if not chosen:
-        raise DataError(f"No trained models under {(_artifact_root() / 'models').resolve()}: nothing to report.")
+    if not chosen:  # no RUN given and an empty root (a RUN that names nothing is select's error)
+        raise DataError(f"No trained models under {paths.artifact_root('models').resolve()}: nothing to report.")
     from pipeline import report  # Matplotlib: only now
 
     out = args.out or paths.artifact_root("reports") / paths.RUNS_REPORT
@@ -318,7 +314,7 @@ def sweep_command(argv: list[str]) -> int:
     published = [folder for folder in outcome.model_dirs if identity.read_marker(folder) is not None]
     if not published:
         return code
-    chosen = runs.select(runs.collect(_artifact_root()), [str(folder) for folder in published])
+    chosen = runs.select(runs.collect(paths.root()), [str(folder) for folder in published])
     swept = [axis.flag for axis in outcome.axes]
     print(runs.format_table(chosen, swept=swept))
     from pipeline import report  # Matplotlib: only now

@@ -471,13 +471,12 @@ def format_table(
     Columns: the model folder (its identity), the parameters that differ between
     the rows (every parameter with `all_params`; `swept` ones first and always),
     the headline metrics, when the run finished and how many seconds each stage
-    took. `sort_by` names a column by key or header; numbers sort as numbers.
+    took. `sort_by` names a column by key or header; numbers sort as numbers. No runs: the header alone
+    (`python -m pipeline runs` says where it found none).
     """
-    if not runs:
-        return "No trained models."
     table_columns, ordered = table(runs, sort_by, all_params, swept, reverse)
     cells = [[format_value(c, c.value(run)) for c in table_columns] for run in ordered]
-    widths = [max(len(c.header), *(len(row[i]) for row in cells)) for i, c in enumerate(table_columns)]
+    widths = [max([len(c.header), *(len(row[i]) for row in cells)]) for i, c in enumerate(table_columns)]
     right = [c.kind in ("metric", "seconds") for c in table_columns]
 
     def line(values: Sequence[str]) -> str:
