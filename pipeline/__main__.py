@@ -311,10 +311,12 @@ def sweep_command(argv: list[str]) -> int:
         luigi.LuigiStatusCode.NOT_RUN: codes.not_run,
         luigi.LuigiStatusCode.MISSING_EXT: codes.missing_data,
     }.get(status, codes.unhandled_exception)
-    published = [folder for folder in outcome.model_dirs if identity.read_marker(folder) is not None]
-    if not published:
+    if not outcome.model_dirs:  # the target is above training: no runs to show
         return code
-    chosen = runs.select(runs.collect(paths.root()), [str(folder) for folder in published])
+    by_name = {run.name: run for run in runs.collect(paths.root())}
+    chosen = [by_name[folder.name] for folder in outcome.model_dirs if folder.name in by_name]  # in grid order
+    if not chosen:
+        return code
     swept = [axis.flag for axis in outcome.axes]
     print(runs.format_table(chosen, swept=swept))
     from pipeline import report  # Matplotlib: only now
@@ -322,8 +324,8 @@ def sweep_command(argv: list[str]) -> int:
     names = "".join(sorted(run.identity[:12] for run in chosen))
     out = paths.artifact_root("reports") / f"sweep-{identity.digest(names)[:12]}.html"
     print(f"\nReport of these {len(chosen)} runs: {report.write_report(chosen, out, swept).resolve()}")
-    if len(published) < len(outcome.model_dirs):
-        print(f"{len(outcome.model_dirs) - len(published)} variant(s) did not finish training: see Luigi's summary.")
+    if len(chosen) < len(outcome.model_dirs):
+        print(f"{len(outcome.model_dirs) - len(chosen)} variant(s) did not finish training: see Luigi's summary.")
     return code
 
 
