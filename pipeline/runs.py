@@ -211,14 +211,22 @@ class Index:
         # A stage runs after the stages it reads, so creation order is DAG order.
         return tuple(sorted(chosen.values(), key=lambda a: a.created))
 
+    @cached_property
+    def models(self) -> Path:
+        """The folder of the published model_dirs."""
+        return paths.stage_parents(self.root)["models"]
+
+    def is_model(self, artifact: Artifact) -> bool:
+        """Whether `artifact` is a published model_dir of this root (a run's model)."""
+        return artifact.folder.parent == self.models and self.by_identity.get(artifact.identity) == artifact
+
+    def run(self, artifact: Artifact) -> Run:
+        """The run of the model_dir `artifact`: it, the stages above it and the stages that read it."""
+        return Run(model=artifact, upstream=self.above(artifact), downstream=self.below(artifact))
+
     def runs(self) -> list[Run]:
         """One run per published model_dir, by the time it finished."""
-        models = paths.stage_parents(self.root)["models"]
-        runs = [
-            Run(model=artifact, upstream=self.above(artifact), downstream=self.below(artifact))
-            for artifact in self.artifacts
-            if artifact.folder.parent == models
-        ]
+        runs = [self.run(artifact) for artifact in self.artifacts if artifact.folder.parent == self.models]
         return sorted(runs, key=lambda run: (run.finished_at, run.name))
 
     def find(self, reference: str) -> Artifact:

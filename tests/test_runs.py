@@ -172,6 +172,7 @@ def test_diff_names_each_differing_part_up_the_dag(sine_runs: SineRuns) -> None:
     index = runs.index(sine_runs.root)
     base, slower, reseeded = (index.find(sine_runs.models[name].name) for name in ORDER)
     found = {run.identity: run for run in index.runs()}
+    assert index.run(base) == found[base.identity]
 
     lines = diff.diff(index, base, slower)
     assert lines[0].startswith(f"A: {sine_runs.models['base']} (TrainEstimator, finished ")
@@ -194,6 +195,9 @@ def test_diff_names_each_differing_part_up_the_dag(sine_runs: SineRuns) -> None:
         f"CreateShards (sine-{shards_a[:12]} -> sine-{shards_b[:12]}):",
     ]
     assert lines[6] == "  parameter seed: 1234 -> 99"
+
+    shards = index.by_identity[base.upstream["CreateShards"]]
+    assert not index.is_model(shards) and "results:" not in diff.diff(index, base, shards)  # no metrics to compare
 
     assert diff.diff(index, base, base)[2:] == [
         "Same identity: same parameters, code, versions and upstream stages.",
