@@ -59,7 +59,7 @@ from luigi.cmdline_parser import CmdlineParser
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
 from pipeline import cleanup, cli, cluster, identity, image_folder, listing, paths
-from pipeline.errors import ParameterError, PipelineError
+from pipeline.errors import DataError, ParameterError
 from pipeline.stage import Stage, dag
 
 USAGE = __doc__ or ""
@@ -231,14 +231,10 @@ def worker(argv: list[str], wait_seconds: float = 600) -> int:
 
 
 class _Arguments(argparse.ArgumentParser):
-    """argparse whose mistakes are one line (raised as ValueError, exit code 40), not usage and exit 2."""
+    """argparse whose mistakes are one line (raised as ParameterError, exit code 40), not usage and exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        raise ValueError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
-
-
-def _artifact_root() -> Path:
-    return paths.artifact_root("models").parent
+        raise ParameterError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
 
 
 def runs_command(argv: list[str]) -> int:
@@ -253,13 +249,13 @@ def runs_command(argv: list[str]) -> int:
     output.add_argument("--json", action="store_true")
     output.add_argument("--csv", action="store_true")
     args = parser.parse_args(argv)
-    found = runs.collect(_artifact_root())
+    found = runs.collect(paths.root())
     if args.json:
         print(runs.to_json(found, args.sort_by, args.reverse))
     elif args.csv:
         print(runs.to_csv(found, args.sort_by, args.all_params, reverse=args.reverse), end="")
     elif not found:
-        print(f"No trained models under {(_artifact_root() / 'models').resolve()}.")
+        print(f"No trained models under {paths.artifact_root('models').resolve()}.")
     else:
         print(runs.format_table(found, args.sort_by, args.all_params, reverse=args.reverse))
     return 0
@@ -273,7 +269,7 @@ def diff_command(argv: list[str]) -> int:
     parser.add_argument("a", metavar="A")
     parser.add_argument("b", metavar="B")
     args = parser.parse_args(argv)
-    index = runs.index(_artifact_root())
+    index = runs.index(paths.root())
     print("\n".join(diff.diff(index, index.find(args.a), index.find(args.b))))
     return 0
 
@@ -286,10 +282,10 @@ def report_command(argv: list[str]) -> int:
     parser.add_argument("runs", nargs="*", metavar="RUN")
     parser.add_argument("--out", type=Path, metavar="FILE")
     args = parser.parse_args(argv)
-    found = runs.collect(_artifact_root())
+    found = runs.collect(paths.root())
     chosen = runs.select(found, args.runs) if args.runs else found
-    if not chosen:
-        raise ValueError(f"No trained models under {(_artifact_root() / 'models').resolve()}: nothing to report.")
+    if not chosen:  # no RUN given and an empty root (a RUN that names nothing is select's error)
+        raise DataError(f"No trained models under {paths.artifact_root('models').resolve()}: nothing to report.")
     from pipeline import report  # Matplotlib: only now
 
     out = args.out or paths.artifact_root("reports") / paths.RUNS_REPORT
@@ -315,10 +311,12 @@ def sweep_command(argv: list[str]) -> int:
         luigi.LuigiStatusCode.NOT_RUN: codes.not_run,
         luigi.LuigiStatusCode.MISSING_EXT: codes.missing_data,
     }.get(status, codes.unhandled_exception)
-    published = [folder for folder in outcome.model_dirs if identity.read_marker(folder) is not None]
-    if not published:
+    if not outcome.model_dirs:  # the target is above training: no runs to show
         return code
-    chosen = runs.select(runs.collect(_artifact_root()), [str(folder) for folder in published])
+    by_name = {run.name: run for run in runs.collect(paths.root())}
+    chosen = [by_name[folder.name] for folder in outcome.model_dirs if folder.name in by_name]  # in grid order
+    if not chosen:
+        return code
     swept = [axis.flag for axis in outcome.axes]
     print(runs.format_table(chosen, swept=swept))
     from pipeline import report  # Matplotlib: only now
@@ -326,8 +324,8 @@ def sweep_command(argv: list[str]) -> int:
     names = "".join(sorted(run.identity[:12] for run in chosen))
     out = paths.artifact_root("reports") / f"sweep-{identity.digest(names)[:12]}.html"
     print(f"\nReport of these {len(chosen)} runs: {report.write_report(chosen, out, swept).resolve()}")
-    if len(published) < len(outcome.model_dirs):
-        print(f"{len(outcome.model_dirs) - len(published)} variant(s) did not finish training: see Luigi's summary.")
+    if len(chosen) < len(outcome.model_dirs):
+        print(f"{len(outcome.model_dirs) - len(chosen)} variant(s) did not finish training: see Luigi's summary.")
     return code
 
 
@@ -340,14 +338,16 @@ def doctor_command(argv: list[str]) -> int:
     return 0
 
 
-EXPERIMENT_COMMANDS = {
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "status": status,
+    "gc": gc,
+    "worker": worker,
     "runs": runs_command,
     "diff": diff_command,
     "report": report_command,
     "sweep": sweep_command,
     "doctor": doctor_command,
 }
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"status": status, "gc": gc, "worker": worker, **EXPERIMENT_COMMANDS}
 
 
 def main(argv: list[str]) -> int:
@@ -361,20 +361,7 @@ def main(argv: list[str]) -> int:
         return cli.usage_error(f"Unknown command {command}.", command, list(COMMANDS))
     if command == "status" and not rest:
         return cli.usage_error("status needs a task, e.g. python -m pipeline status PlotInference.", None, [])
-    if command in EXPERIMENT_COMMANDS:
-        return cli.run_command(lambda: _one_line_value_errors(EXPERIMENT_COMMANDS[command], rest))
     return cli.run_command(lambda: COMMANDS[command](rest))
-
-
-def _one_line_value_errors(command: Callable[[list[str]], int], argv: list[str]) -> int:
-    """The experiment commands' own mistakes (ValueError from their arguments): one line, exit code 40."""
-    try:
-        return command(argv)
-    except PipelineError:
-        raise
-    except ValueError as error:
-        print(error, file=sys.stderr)
-        return cli.BAD_PARAMETER_EXIT
 
 
 if __name__ == "__main__":

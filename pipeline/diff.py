@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from pipeline.identity import show
-from pipeline.runs import Artifact, Index
+from pipeline.runs import Artifact, Column, Index, format_value
 
 
 def _describe(artifact: Artifact) -> str:
@@ -91,15 +91,13 @@ def diff(index: Index, a: Artifact, b: Artifact) -> list[str]:
 
 def _results(index: Index, a: Artifact, b: Artifact) -> list[str]:
     """Headline metrics of two models' evaluations, side by side (nothing for other stages)."""
-    runs = {run.identity: run for run in index.runs()}
-    if a.identity not in runs or b.identity not in runs:
+    if not (index.is_model(a) and index.is_model(b)):
         return []
-    metrics_a, metrics_b = runs[a.identity].metrics, runs[b.identity].metrics
-    names = sorted(set(metrics_a) | set(metrics_b))
-    if not names:
+    metrics_a, metrics_b = index.run(a).metrics, index.run(b).metrics
+    columns = [Column(name, name, "metric") for name in sorted(set(metrics_a) | set(metrics_b))]
+    if not columns:
         return []
-
-    def show(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4g}"
-
-    return ["results:"] + [f"  {name}: {show(metrics_a.get(name))} -> {show(metrics_b.get(name))}" for name in names]
+    return ["results:"] + [
+        f"  {c.key}: {format_value(c, metrics_a.get(c.key))} -> {format_value(c, metrics_b.get(c.key))}"
+        for c in columns
+    ]

@@ -277,8 +277,6 @@ def render(runs: Sequence[Run], swept: Sequence[str] | None = None) -> str:
 
 def write_report(runs: Sequence[Run], out: Path, swept: Sequence[str] | None = None) -> Path:
     """Write the report page of `runs` to `out` (atomically: a half-written page is never left there); return `out`."""
-    if not runs:
-        raise ValueError(f"No runs to report. Received: runs=[] for out={out}")
     page = render(runs, swept)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import identity, paths
+from pipeline.errors import ParameterError
 
 TIMINGS = ("started_at", "finished_at", "elapsed_seconds")  # what Stage adds to every marker's info
+MIN_PREFIX = 4  # the fewest leading characters of an identity that name a folder (`diff`, `report RUN`)
 
 
 def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -209,41 +211,55 @@ class Index:
         # A stage runs after the stages it reads, so creation order is DAG order.
         return tuple(sorted(chosen.values(), key=lambda a: a.created))
 
+    @cached_property
+    def models(self) -> Path:
+        """The folder of the published model_dirs."""
+        return paths.stage_parents(self.root)["models"]
+
+    def is_model(self, artifact: Artifact) -> bool:
+        """Whether `artifact` is a published model_dir of this root (a run's model)."""
+        return artifact.folder.parent == self.models and self.by_identity.get(artifact.identity) == artifact
+
+    def run(self, artifact: Artifact) -> Run:
+        """The run of the model_dir `artifact`: it, the stages above it and the stages that read it."""
+        return Run(model=artifact, upstream=self.above(artifact), downstream=self.below(artifact))
+
     def runs(self) -> list[Run]:
         """One run per published model_dir, by the time it finished."""
-        models = paths.stage_parents(self.root)["models"]
-        runs = [
-            Run(model=artifact, upstream=self.above(artifact), downstream=self.below(artifact))
-            for artifact in self.artifacts
-            if artifact.folder.parent == models
-        ]
+        runs = [self.run(artifact) for artifact in self.artifacts if artifact.folder.parent == self.models]
         return sorted(runs, key=lambda run: (run.finished_at, run.name))
 
     def find(self, reference: str) -> Artifact:
         """The stage folder a user names: a path to it, its folder name, or a prefix of its identity.
 
-        Raises ValueError naming the reference when nothing, or more than one folder, matches.
+        Raises ParameterError naming the reference when nothing, or more than one folder, matches.
         """
         path = Path(reference)
         if path.is_dir():
             marker = identity.read_marker(path)
             if marker is None:
-                raise ValueError(
+                raise ParameterError(
                     f"{reference} holds no readable {identity.MARKER}: not a published stage folder. "
                     f"Received: {reference!r}"
                 )
             return self.by_identity.get(str(marker.get("identity")), Artifact(path, marker))
-        key = reference.rstrip("/").rsplit("/", 1)[-1]
-        matches = [a for a in self.artifacts if a.folder.name == key or (len(key) >= 4 and a.identity.startswith(key))]
+        matches = [a for a in self.artifacts if _refers_to(reference, a.folder.name, a.identity)]
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise ValueError(
+            raise ParameterError(
                 f"No published stage folder under {self.root} has this name or identity prefix "
                 f"(`python -m pipeline runs` lists the models). Received: {reference!r}"
             )
         names = ", ".join(sorted(a.folder.name for a in matches)[:5])
-        raise ValueError(f"{reference!r} matches {len(matches)} folders ({names}): give more of the identity.")
+        raise ParameterError(f"{reference!r} matches {len(matches)} folders ({names}): give more of the identity.")
+
+
+def _refers_to(reference: str, folder_name: str, digest: str) -> bool:
+    """Whether a user's `reference` names the stage folder `folder_name` of identity `digest`: its path or
+    name (the last part of the path is compared), or at least MIN_PREFIX leading characters of the identity."""
+    key = reference.rstrip("/").rsplit("/", 1)[-1]
+    return key == folder_name or (len(key) >= MIN_PREFIX and digest.startswith(key))
 
 
 def _published(parent: Path, raw: bool) -> Iterable[Artifact]:
@@ -280,16 +296,15 @@ def collect(root: Path) -> list[Run]:
 def select(runs: Sequence[Run], references: Sequence[str]) -> list[Run]:
     """The runs named by model folder path, folder name or identity prefix, in the order given.
 
-    Raises ValueError naming a reference that matches no run or several.
+    Raises ParameterError naming a reference that matches no run or several.
     """
     chosen = []
     for reference in references:
-        key = reference.rstrip("/").rsplit("/", 1)[-1]
-        matches = [run for run in runs if run.name == key or (len(key) >= 4 and run.identity.startswith(key))]
+        matches = [run for run in runs if _refers_to(reference, run.name, run.identity)]
         if len(matches) != 1:
             found = "no trained model" if not matches else f"{len(matches)} models"
-            raise ValueError(
-                f"RUN names {found}: give a model folder, its name or at least 4 hex digits of its identity "
+            raise ParameterError(
+                f"RUN names {found}: give a model folder, its name or at least {MIN_PREFIX} hex digits of its identity "
                 f"(`python -m pipeline runs` lists them). Received: {reference!r}"
             )
         if matches[0] not in chosen:
@@ -343,15 +358,17 @@ def _param_keys(runs: Sequence[Run]) -> list[str]:
     return sorted(keys, key=lambda key: (rank.get(key.split(".", 1)[0], len(rank)), key))
 
 
-def differing(runs: Sequence[Run]) -> list[str]:
-    """Parameter keys whose value is not the same in every run (absent counts as a value), in DAG order."""
-    keys = _param_keys(runs)
+def differing(runs: Sequence[Run], keys: Sequence[str] | None = None) -> list[str]:
+    """Parameter keys whose value is not the same in every run (absent counts as a value), in DAG order.
+
+    `keys` are the runs' `_param_keys`, when the caller has them already.
+    """
+    keys = _param_keys(runs) if keys is None else keys
     return [key for key in keys if len({_hashable(run.params.get(key)) for run in runs}) > 1]
 
 
-def _resolve_swept(runs: Sequence[Run], swept: Sequence[str]) -> list[str]:
-    """Swept names (`Stage.name`, `name`, or `--Stage-name`) as parameter keys present in the runs."""
-    keys = _param_keys(runs)
+def _resolve_swept(keys: Sequence[str], swept: Sequence[str]) -> list[str]:
+    """Swept names (`Stage.name`, `name`, or `--Stage-name`) as those of the parameter keys `keys` they name."""
     found = []
     for name in swept:
         name = name.lstrip("-")
@@ -369,8 +386,8 @@ def columns(runs: Sequence[Run], all_params: bool = False, swept: Sequence[str] 
     """The table's columns: run, parameters (swept ones first, then those that differ, or all), metrics,
     when it finished, and seconds per stage."""
     keys = _param_keys(runs)
-    shown = _resolve_swept(runs, swept or [])
-    shown += [key for key in (keys if all_params else differing(runs)) if key not in shown]
+    shown = _resolve_swept(keys, swept or [])
+    shown += [key for key in (keys if all_params else differing(runs, keys)) if key not in shown]
     # A parameter is headed by its name alone unless another stage has one of that name.
     names = [key.split(".", 1)[1] for key in keys]
     params = [
@@ -401,12 +418,12 @@ def sort_runs(runs: Sequence[Run], column: Column, reverse: bool = False) -> lis
 
 
 def find_column(table_columns: Sequence[Column], name: str) -> Column:
-    """The column whose key or header is `name`; ValueError listing the choices otherwise."""
+    """The column whose key or header is `name`; ParameterError listing the choices otherwise."""
     for column in table_columns:
         if name in (column.key, column.header):
             return column
     choices = ", ".join(column.header for column in table_columns)
-    raise ValueError(f"--sort-by names no column of the table; columns: {choices}. Received: {name!r}")
+    raise ParameterError(f"--sort-by names no column of the table; columns: {choices}. Received: {name!r}")
 
 
 def format_value(column: Column, value: Any) -> str:
@@ -437,7 +454,7 @@ def table(
     if sort_by is not None:
         try:
             column = find_column(table_columns, sort_by)
-        except ValueError:  # a parameter that does not differ is not shown, but can order the rows
+        except ParameterError:  # a parameter that does not differ is not shown, but can order the rows
             shown = {c.key for c in table_columns}
             hidden = [c for c in columns(runs, all_params=True) if c.key not in shown]
             matches = [c for c in hidden if sort_by in (c.key, c.header)]
@@ -462,13 +479,12 @@ def format_table(
     Columns: the model folder (its identity), the parameters that differ between
     the rows (every parameter with `all_params`; `swept` ones first and always),
     the headline metrics, when the run finished and how many seconds each stage
-    took. `sort_by` names a column by key or header; numbers sort as numbers.
+    took. `sort_by` names a column by key or header; numbers sort as numbers. No runs: the header alone
+    (`python -m pipeline runs` says where it found none).
     """
-    if not runs:
-        return "No trained models."
     table_columns, ordered = table(runs, sort_by, all_params, swept, reverse)
     cells = [[format_value(c, c.value(run)) for c in table_columns] for run in ordered]
-    widths = [max(len(c.header), *(len(row[i]) for row in cells)) for i, c in enumerate(table_columns)]
+    widths = [max([len(c.header), *(len(row[i]) for row in cells)]) for i, c in enumerate(table_columns)]
     right = [c.kind in ("metric", "seconds") for c in table_columns]
 
     def line(values: Sequence[str]) -> str:

@@ -117,3 +117,29 @@ def test_status_exit_code_says_whether_anything_is_stale(tmp_path: Path) -> None
     assert out.returncode == 1, out.stderr
     assert out.stdout.startswith(f"Artifact root: {tmp_path}\n") and "no output yet" in out.stdout
     # (exit code 0 once everything is up to date: tests/test_console.py)
+
+
+def test_only_a_users_mistake_is_one_line(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every command goes through cli.run_command: a PipelineError is `ERROR: <class>: <message>`, exit 40;
+    any other error (a ValueError from a bug, too) keeps its traceback."""
+    from pipeline import __main__ as commands
+    from pipeline import runs
+
+    assert commands.main(["runs", "--json", "--csv"]) == cli.BAD_PARAMETER_EXIT
+    assert capsys.readouterr().err == (
+        "ERROR: ParameterError: python -m pipeline runs: argument --csv: not allowed with argument --json. "
+        "Usage: python -m pipeline runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]\n"
+    )
+    assert commands.main(["report"]) == cli.BAD_PARAMETER_EXIT  # an empty root
+    assert capsys.readouterr().err == (
+        f"ERROR: DataError: No trained models under {workspace.resolve() / 'models'}: nothing to report.\n"
+    )
+
+    def broken(root: Path) -> list[runs.Run]:
+        raise ValueError("zip() argument 2 is shorter than argument 1")
+
+    monkeypatch.setattr(runs, "collect", broken)
+    with pytest.raises(ValueError, match="zip"):
+        commands.main(["runs"])

@@ -132,6 +132,7 @@ def test_report_command_for_chosen_runs(sine_runs: SineRuns, tmp_path: Path) -> 
 
     out = run_cli(["python", "-m", "pipeline", "report", "nothing-like-this"], sine_runs.root)
     assert out.returncode == 40
-    assert out.stderr.startswith("RUN names no trained model: ") and len(out.stderr.splitlines()) == 1
+    assert out.stderr.startswith("ERROR: ParameterError: RUN names no trained model: ")
+    assert len(out.stderr.splitlines()) == 1
     assert out.stderr.strip().endswith("Received: 'nothing-like-this'")
     assert not (sine_runs.root / "reports" / "runs.html").exists()

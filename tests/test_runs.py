@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline import diff, identity, paths, runs
+from pipeline.errors import ParameterError
 from tests.conftest import SineRuns, run_cli
 
 ORDER = ("base", "slower", "reseeded")  # the order the fixture ran them
@@ -93,7 +94,8 @@ def test_sort_every_parameter_and_swept_columns(sine_runs: SineRuns) -> None:
     # A parameter that does not differ is not shown but still orders (runs keep their order on a tie).
     _, *rows = _cells(runs.format_table(found, sort_by="batch_size", reverse=True))
     assert [row[0] for row in rows] == [run.name for run in found]
-    with pytest.raises(ValueError, match=r"--sort-by names no column of the table; columns: run, CreateShards\.seed"):
+    columns = r"--sort-by names no column of the table; columns: run, CreateShards\.seed"
+    with pytest.raises(ParameterError, match=columns):
         runs.format_table(found, sort_by="accuracy")
 
 
@@ -133,7 +135,8 @@ def test_runs_command_json_csv_and_mistakes(sine_runs: SineRuns) -> None:
     ):
         out = run_cli(["python", "-m", "pipeline", *args], cwd=sine_runs.root)
         assert out.returncode == 40, (args, out.stderr)
-        assert out.stderr.startswith(message) and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert out.stderr.startswith("ERROR: ParameterError: " + message), out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert out.stdout == ""
 
 
@@ -169,6 +172,7 @@ def test_diff_names_each_differing_part_up_the_dag(sine_runs: SineRuns) -> None:
     index = runs.index(sine_runs.root)
     base, slower, reseeded = (index.find(sine_runs.models[name].name) for name in ORDER)
     found = {run.identity: run for run in index.runs()}
+    assert index.run(base) == found[base.identity]
 
     lines = diff.diff(index, base, slower)
     assert lines[0].startswith(f"A: {sine_runs.models['base']} (TrainEstimator, finished ")
@@ -191,6 +195,9 @@ def test_diff_names_each_differing_part_up_the_dag(sine_runs: SineRuns) -> None:
         f"CreateShards (sine-{shards_a[:12]} -> sine-{shards_b[:12]}):",
     ]
     assert lines[6] == "  parameter seed: 1234 -> 99"
+
+    shards = index.by_identity[base.upstream["CreateShards"]]
+    assert not index.is_model(shards) and "results:" not in diff.diff(index, base, shards)  # no metrics to compare
 
     assert diff.diff(index, base, base)[2:] == [
         "Same identity: same parameters, code, versions and upstream stages.",
