@@ -244,11 +244,6 @@ def _shifted(size: int, pad: int, offsets: tf.Tensor, flips: tf.Tensor | None = 
     return index
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """The default augmentation of images for classification: flip left-right, shift-crop, brighten."""
-    return apply_augmentations(images, seed, ("flip_horizontal", "shift", "brightness"))
-
-
 def apply_augmentations(images: tf.Tensor, seed: tf.Tensor, names: Sequence[str]) -> tf.Tensor:
     """Augment images, a batch [n, h, w, c] or one [h, w, c], by the named augmentations; float32 in [0, 1] out.
 

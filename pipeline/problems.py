@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import keras
     import numpy as np
 
-# Augmentations by name, applied to training batches of images only (inputs.augment).
+# Augmentations by name, applied to training batches of images only (inputs.apply_augmentations).
 # Flipping teaches a model that a mirrored input has the same label: wrong for
 # digits, letters, text or left/right classes.
 AUGMENTATIONS = ("flip_horizontal", "flip_vertical", "shift", "brightness")
