@@ -228,19 +228,21 @@ def write_predicted_vs_true(path: Path, run: str, data: dict[str, np.ndarray], l
     plt.close(fig)
 
 
-def write_curves(path: Path, run: str, history: Sequence[dict[str, Any]]) -> None:
-    """The training curves of one model_dir: the loss, and beside it the accuracy if there is one."""
-    accuracy = any("accuracy" in h["eval"] for h in history)
-    if not accuracy:
+def write_curves(
+    path: Path, run: str, history: Sequence[dict[str, Any]], *, metric: str | None, loss_name: str
+) -> None:
+    """The training curves of one model_dir: the loss and, beside it, the problem's `metric` if it has one
+    (problems.Problem.curve_metric; `loss_name`: its loss in words, problems.Problem.loss_name)."""
+    if metric is None:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
         plot_curves(ax, history)
         ax.set_title(_title(f"Training curves of {run}", 80))
     else:
-        fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+        fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
         plot_curves(loss_ax, history)
-        loss_ax.set_title("loss (cross-entropy)")
-        plot_curves(accuracy_ax, history, "accuracy", log=False)
-        accuracy_ax.set_title("accuracy (train: on augmented batches)")
+        loss_ax.set_title(f"loss ({loss_name})")
+        plot_curves(metric_ax, history, metric, log=False)
+        metric_ax.set_title(f"{metric} (train: on augmented batches)")
         fig.suptitle(_title(f"Training curves of {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -307,7 +309,7 @@ def _validation_images(run: Run, path: Path) -> None:
 
 
 def _curves(run: Run, path: Path) -> None:
-    write_curves(path, run.title, run.history())
+    write_curves(path, run.title, run.history(), metric=run.problem.curve_metric, loss_name=run.problem.loss_name)
 
 
 # Figure name -> (file name, what draws it). Problems name the figures they want.

@@ -451,7 +451,14 @@ def test_plots_are_written(tmp_path: Path) -> None:
         {"step": s, "train": {"loss": 1 / s, "accuracy": 1 - 1 / s}, "eval": {"loss": 2 / s, "accuracy": 1 - 2 / s}}
         for s in (10, 20, 30)
     ]
-    plots.write_curves(tmp_path / "curves.png", "run-x", history)
+    classification = problems.get("classification")
+    plots.write_curves(
+        tmp_path / "curves.png",
+        "run-x",
+        history,
+        metric=classification.curve_metric,
+        loss_name=classification.loss_name,
+    )
     for name, min_width in (("confusion.png", 400), ("grid.png", 600), ("curves.png", 1000)):
         image = matplotlib.image.imread(tmp_path / name)
         assert image.shape[1] >= min_width, name
