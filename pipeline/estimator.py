@@ -370,41 +370,59 @@ def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[s
 
     Regression: MSE, RMSE and MAE; classification: accuracy, per-class
     precision / recall / F1 and the confusion matrix. Computed from the
-    predictions over the whole split, with the number of examples.
+    predictions over the whole split, with the number of examples. The model
+    is loaded once; each split is read once (the examples' ids with them).
     """
     manifest = read_manifest(shards_dir)
     problem = problems.get(manifest["problem"])
     class_names = manifest.get("class_names", [])
+    model = load_model(model_dir)
     results: dict[str, Any] = {"problem": problem.name}
     if class_names:
         results["class_names"] = class_names
     for split in ("validation", "train"):
-        p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
-        ids = inputs.example_ids(shards_dir, manifest, split)
+        p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False, model=model)
+        ids = p["ids"].tolist() if "ids" in p else None
         results[split] = problem.report(p["labels"], p["predictions"], class_names, ids)
     return results
 
 
 def predict(
-    model_dir: Path, shards_dir: Path, split: str, batch_size: int = 256, keep_inputs: bool = True
+    model_dir: Path,
+    shards_dir: Path,
+    split: str,
+    batch_size: int = 256,
+    keep_inputs: bool = True,
+    *,
+    model: keras.Model | None = None,
 ) -> dict[str, np.ndarray]:
-    """Inputs, labels and predictions of a whole split, in shard order.
+    """Inputs, labels, predictions and ids of a whole split, in shard order, from one pass over it.
 
     Batch by batch; with `keep_inputs=False` the inputs are not kept (a
-    split of images would not fit in memory), only labels and predictions.
+    split of images would not fit in memory), only labels, predictions and
+    ids. "ids": what names each example (an image's file, a table's line) as
+    strings, where the manifest names an `example_id`. `model`: the model of
+    `model_dir` already loaded (load_model), or None to load it.
     """
     manifest = read_manifest(shards_dir)
-    model = load_model(model_dir)
-    xs, ys, ps = [], [], []
+    if model is None:
+        model = load_model(model_dir)
+    with_ids = bool(manifest.get("example_id"))
+    xs, ys, ps, ids = [], [], [], []
     with corrupt_shards_named(shards_dir):
-        for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
+        for batch in inputs.eval_dataset(shards_dir, manifest, split, batch_size, with_ids=with_ids):
+            x, y = batch[0], batch[1]
             ps.append(np.asarray(model(x, training=False)))
             ys.append(y.numpy())
             if keep_inputs:
                 xs.append(x.numpy())
+            if with_ids:
+                ids += inputs.decode_ids(batch[2].numpy())
     out = {"labels": np.concatenate(ys), "predictions": np.concatenate(ps)}
     if keep_inputs:
         out["inputs"] = np.concatenate(xs)
+    if with_ids:
+        out["ids"] = np.asarray(ids, dtype=object)  # Python strings, not fixed-width ones
     return out
 
 

@@ -252,16 +252,23 @@ def write_curves(
 
 
 class Run:
-    """What the figures of one trained model draw from; each prediction pass is made once."""
+    """What the figures of one trained model draw from: the model is loaded once, each split predicted once."""
 
     def __init__(self, model_dir: Path, shards_dir: Path, metrics_dir: Path, title: str) -> None:
         self.model_dir, self.shards_dir, self.metrics_dir, self.title = model_dir, shards_dir, metrics_dir, title
         self.manifest = read_manifest(shards_dir)
         self.problem = problems.get(self.manifest["problem"])
+        self.figures = self.problem.figures(inputs.input_shape(self.manifest))
+        # Inputs are kept only for the figure that draws them (a split of images would not fit in memory).
+        self.keep_inputs = "predictions" in self.figures
+        self.model = cache(lambda: estimator.load_model(model_dir))
         self.predict = cache(self._predict)
 
-    def _predict(self, split: str, keep_inputs: bool) -> dict[str, np.ndarray]:
-        return estimator.predict(self.model_dir, self.shards_dir, split, keep_inputs=keep_inputs)
+    def _predict(self, split: str) -> dict[str, np.ndarray]:
+        """Labels, predictions and ids of a split (and its inputs if a figure draws them)."""
+        return estimator.predict(
+            self.model_dir, self.shards_dir, split, keep_inputs=self.keep_inputs, model=self.model()
+        )
 
     def metrics(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads((self.metrics_dir / paths.METRICS).read_text())
@@ -276,13 +283,13 @@ class Run:
 
 
 def _predictions(run: Run, path: Path) -> None:
-    splits = {split: run.predict(split, True) for split in ("train", "validation")}
+    splits = {split: run.predict(split) for split in ("train", "validation")}
     names = (run.manifest.get("feature_names", [run.manifest["inputs"]])[0], run.label_name())
     write_predictions(path, run.title, splits, run.manifest.get("reference_curve"), names)
 
 
 def _predicted_vs_true(run: Run, path: Path) -> None:
-    write_predicted_vs_true(path, run.title, run.predict("validation", False), run.label_name())
+    write_predicted_vs_true(path, run.title, run.predict("validation"), run.label_name())
 
 
 def _confusion_matrix(run: Run, path: Path) -> None:
@@ -291,11 +298,10 @@ def _confusion_matrix(run: Run, path: Path) -> None:
 
 
 def _validation_images(run: Run, path: Path) -> None:
-    p = run.predict("validation", False)
+    p = run.predict("validation")
     predicted = p["predictions"].argmax(axis=-1)
     indices = grid_indices(p["labels"], predicted)
     images = inputs.take_images(run.shards_dir, run.manifest, "validation", indices)
-    ids = inputs.example_ids(run.shards_dir, run.manifest, "validation")
     write_image_grid(
         path,
         run.title,
@@ -304,7 +310,7 @@ def _validation_images(run: Run, path: Path) -> None:
         p["predictions"][indices],
         run.manifest["class_names"],
         summary=f": {int((predicted != p['labels']).sum())} of {len(predicted)} misclassified, shown first",
-        captions=[Path(ids[i]).name for i in indices] if ids else None,
+        captions=[Path(p["ids"][i]).name for i in indices] if "ids" in p else None,
     )
 
 
@@ -332,7 +338,7 @@ def write_figures(
 ) -> list[str]:
     """Draw every figure the shards' problem names into `folder`; return their file names."""
     run = Run(model_dir, shards_dir, metrics_dir, title)
-    names = run.problem.figures(inputs.input_shape(run.manifest))
+    names = run.figures
     written = []
     for i, name in enumerate(names):
         file_name, draw = FIGURES[name]
