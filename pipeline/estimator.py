@@ -28,7 +28,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, hparams, inputs, multiworker, networks, paths, phases, problems, shards
+from pipeline import (
+    cluster,
+    hparams,
+    identity,
+    inputs,
+    multiworker,
+    networks,
+    paths,
+    phases,
+    problems,
+    settings,
+    shards,
+)
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -205,7 +217,7 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
         input_shape=input_shape,
         num_outputs=problem.num_outputs(manifest.get("class_names", [])),
         problem=problem.name,
-        **_plain(config.network_args),
+        **identity.normalise(config.network_args),  # Luigi's frozen values as plain lists and dicts
     )
     if "normalization" in manifest:
         features = keras.Input(shape=input_shape, name="features")
@@ -269,8 +281,9 @@ def _train(
     best = tf.train.CheckpointManager(weights, str(write_dir / paths.BEST_CHECKPOINT), max_to_keep=1)
     start_step = int(model.optimizer.iterations.numpy())
     history = [h for h in _read_json(model_dir / paths.HISTORY, []) if h["step"] <= start_step]
-    config_dict = {name: getattr(config, name) for name in config.__dataclass_fields__}
-    _write_json(write_dir / TRAIN_CONFIG, {"config": _plain(config_dict), "manifest": manifest})
+    _write_json(
+        write_dir / TRAIN_CONFIG, {"config": identity.normalise(settings.as_dict(config)), "manifest": manifest}
+    )
 
     stopped = bool(config.patience) and stops_early(history, config.patience)  # a resumed run that had stopped
     if start_step < config.max_steps and not stopped:
@@ -424,15 +437,6 @@ def predict(
     if with_ids:
         out["ids"] = np.asarray(ids, dtype=object)  # Python strings, not fixed-width ones
     return out
-
-
-def _plain(value: Any) -> Any:
-    """Luigi's frozen parameter values (tuples, FrozenOrderedDict) as JSON's lists and dicts."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
 
 
 def _read_json(path: Path, default: Any) -> Any:
