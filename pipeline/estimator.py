@@ -366,7 +366,7 @@ def load_model(model_dir: Path) -> keras.Model:
     """
     network = _read_json(model_dir / TRAIN_CONFIG, {}).get("config", {}).get("network", "")
     if ":" in network:
-        with contextlib.suppress(ImportError, AttributeError):
+        with contextlib.suppress(ValueError, ImportError, AttributeError):  # gone: the model loads without it
             networks.builder(network)
     path = model_dir / paths.KERAS_MODEL
     try:
