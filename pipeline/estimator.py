@@ -28,7 +28,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from pipeline import cluster, hparams, inputs, multiworker, networks, paths, phases, problems, shards
+from pipeline import (
+    cluster,
+    hparams,
+    identity,
+    inputs,
+    multiworker,
+    networks,
+    paths,
+    phases,
+    problems,
+    settings,
+    shards,
+)
 from pipeline.errors import DataError, TrainingDivergedError
 from pipeline.shards import read_manifest
 
@@ -205,7 +217,7 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
         input_shape=input_shape,
         num_outputs=problem.num_outputs(manifest.get("class_names", [])),
         problem=problem.name,
-        **_plain(config.network_args),
+        **identity.normalise(config.network_args),  # Luigi's frozen values as plain lists and dicts
     )
     if "normalization" in manifest:
         features = keras.Input(shape=input_shape, name="features")
@@ -269,8 +281,9 @@ def _train(
     best = tf.train.CheckpointManager(weights, str(write_dir / paths.BEST_CHECKPOINT), max_to_keep=1)
     start_step = int(model.optimizer.iterations.numpy())
     history = [h for h in _read_json(model_dir / paths.HISTORY, []) if h["step"] <= start_step]
-    config_dict = {name: getattr(config, name) for name in config.__dataclass_fields__}
-    _write_json(write_dir / TRAIN_CONFIG, {"config": _plain(config_dict), "manifest": manifest})
+    _write_json(
+        write_dir / TRAIN_CONFIG, {"config": identity.normalise(settings.as_dict(config)), "manifest": manifest}
+    )
 
     stopped = bool(config.patience) and stops_early(history, config.patience)  # a resumed run that had stopped
     if start_step < config.max_steps and not stopped:
@@ -353,7 +366,7 @@ def load_model(model_dir: Path) -> keras.Model:
     """
     network = _read_json(model_dir / TRAIN_CONFIG, {}).get("config", {}).get("network", "")
     if ":" in network:
-        with contextlib.suppress(ImportError, AttributeError):
+        with contextlib.suppress(ValueError, ImportError, AttributeError):  # gone: the model loads without it
             networks.builder(network)
     path = model_dir / paths.KERAS_MODEL
     try:
@@ -370,51 +383,60 @@ def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[s
 
     Regression: MSE, RMSE and MAE; classification: accuracy, per-class
     precision / recall / F1 and the confusion matrix. Computed from the
-    predictions over the whole split, with the number of examples.
+    predictions over the whole split, with the number of examples. The model
+    is loaded once; each split is read once (the examples' ids with them).
     """
     manifest = read_manifest(shards_dir)
     problem = problems.get(manifest["problem"])
     class_names = manifest.get("class_names", [])
+    model = load_model(model_dir)
     results: dict[str, Any] = {"problem": problem.name}
     if class_names:
         results["class_names"] = class_names
     for split in ("validation", "train"):
-        p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False)
-        ids = inputs.example_ids(shards_dir, manifest, split)
+        p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False, model=model)
+        ids = p["ids"].tolist() if "ids" in p else None
         results[split] = problem.report(p["labels"], p["predictions"], class_names, ids)
     return results
 
 
 def predict(
-    model_dir: Path, shards_dir: Path, split: str, batch_size: int = 256, keep_inputs: bool = True
+    model_dir: Path,
+    shards_dir: Path,
+    split: str,
+    batch_size: int = 256,
+    keep_inputs: bool = True,
+    *,
+    model: keras.Model | None = None,
 ) -> dict[str, np.ndarray]:
-    """Inputs, labels and predictions of a whole split, in shard order.
+    """Inputs, labels, predictions and ids of a whole split, in shard order, from one pass over it.
 
     Batch by batch; with `keep_inputs=False` the inputs are not kept (a
-    split of images would not fit in memory), only labels and predictions.
+    split of images would not fit in memory), only labels, predictions and
+    ids. "ids": what names each example (an image's file, a table's line) as
+    strings, where the manifest names an `example_id`. `model`: the model of
+    `model_dir` already loaded (load_model), or None to load it.
     """
     manifest = read_manifest(shards_dir)
-    model = load_model(model_dir)
-    xs, ys, ps = [], [], []
+    if model is None:
+        model = load_model(model_dir)
+    with_ids = bool(manifest.get("example_id"))
+    xs, ys, ps, ids = [], [], [], []
     with corrupt_shards_named(shards_dir):
-        for x, y in inputs.eval_dataset(shards_dir, manifest, split, batch_size):
+        for batch in inputs.eval_dataset(shards_dir, manifest, split, batch_size, with_ids=with_ids):
+            x, y = batch[0], batch[1]
             ps.append(np.asarray(model(x, training=False)))
             ys.append(y.numpy())
             if keep_inputs:
                 xs.append(x.numpy())
+            if with_ids:
+                ids += inputs.decode_ids(batch[2].numpy())
     out = {"labels": np.concatenate(ys), "predictions": np.concatenate(ps)}
     if keep_inputs:
         out["inputs"] = np.concatenate(xs)
+    if with_ids:
+        out["ids"] = np.asarray(ids, dtype=object)  # Python strings, not fixed-width ones
     return out
-
-
-def _plain(value: Any) -> Any:
-    """Luigi's frozen parameter values (tuples, FrozenOrderedDict) as JSON's lists and dicts."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
 
 
 def _read_json(path: Path, default: Any) -> Any:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from pipeline import paths, problems
@@ -146,18 +147,39 @@ def _in_memory_batches(files: list[str], manifest: dict[str, Any], batch_size: i
     return split.repeat().enumerate().map(permute).rebatch(batch_size, drop_remainder=True)
 
 
-def eval_dataset(folder: Path, manifest: dict[str, Any], split: str, batch_size: int) -> tf.data.Dataset:
+def eval_dataset(
+    folder: Path, manifest: dict[str, Any], split: str, batch_size: int, *, with_ids: bool = False
+) -> tf.data.Dataset:
     """One deterministic pass over a split, in shard order, as (inputs, label) batches.
 
     Its length is known from the manifest (Keras then knows where an epoch
     ends), and a split with more or fewer examples fails instead of passing.
+    `with_ids`: (inputs, label, id) batches, the id parsed from the same
+    records (the manifest's `example_id` feature: an image's file, a table's
+    line; `decode_ids` makes them strings).
     """
     num_batches = math.ceil(manifest["splits"][split]["num_examples"] / batch_size)
     ds = tf.data.TFRecordDataset(_shards(folder, split))
     ds = ds.batch(batch_size).apply(tf.data.experimental.assert_cardinality(num_batches))
     parse = image_batch_parser(manifest) if is_image(manifest) else parser(manifest)
-    ds = ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.map(_with_ids(parse, manifest) if with_ids else parse, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def _with_ids(parse: Callable[[tf.Tensor], Parsed], manifest: dict[str, Any]) -> Callable[[tf.Tensor], Any]:
+    """`parse`, followed by the ids of the batch (the manifest's `example_id` feature) as a third element."""
+    name = manifest["example_id"]
+    spec = {name: tf.io.FixedLenFeature([], tf.dtypes.as_dtype(manifest["features"][name]["dtype"]))}
+
+    def parse_with_ids(serialized: tf.Tensor) -> tuple[Any, Any, Any]:
+        return *parse(serialized), tf.io.parse_example(serialized, spec)[name]
+
+    return parse_with_ids
+
+
+def decode_ids(ids: np.ndarray) -> list[str]:
+    """Parsed ids (bytes: an image's file; numbers: a table's line) as strings."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in ids.tolist()]
 
 
 # --- images -------------------------------------------------------------------------
@@ -244,11 +266,6 @@ def _shifted(size: int, pad: int, offsets: tf.Tensor, flips: tf.Tensor | None = 
     return index
 
 
-def augment(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """The default augmentation of images for classification: flip left-right, shift-crop, brighten."""
-    return apply_augmentations(images, seed, ("flip_horizontal", "shift", "brightness"))
-
-
 def apply_augmentations(images: tf.Tensor, seed: tf.Tensor, names: Sequence[str]) -> tf.Tensor:
     """Augment images, a batch [n, h, w, c] or one [h, w, c], by the named augmentations; float32 in [0, 1] out.
 
@@ -282,19 +299,6 @@ def apply_augmentations(images: tf.Tensor, seed: tf.Tensor, names: Sequence[str]
         delta = tf.random.stateless_uniform([count], brightness_seed, -MAX_BRIGHTNESS_DELTA, MAX_BRIGHTNESS_DELTA)
         images = tf.clip_by_value(images + delta[:, tf.newaxis, tf.newaxis, tf.newaxis], 0.0, 1.0)
     return images[0] if single else images
-
-
-def example_ids(folder: Path, manifest: dict[str, Any], split: str) -> list[str] | None:
-    """What names each example of a split, in evaluation order (an image's file, a table's line), or None."""
-    name = manifest.get("example_id")
-    if not name:
-        return None
-    spec = {name: tf.io.FixedLenFeature([], tf.dtypes.as_dtype(manifest["features"][name]["dtype"]))}
-    ds = tf.data.TFRecordDataset(_shards(folder, split)).batch(1024)
-    ids = []
-    for batch in ds.map(lambda serialized: tf.io.parse_example(serialized, spec)[name]):
-        ids += [v.decode() if isinstance(v, bytes) else str(v) for v in batch.numpy().tolist()]
-    return ids
 
 
 def take_images(folder: Path, manifest: dict[str, Any], split: str, indices: list[int]) -> dict[int, Any]:

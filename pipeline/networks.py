@@ -17,20 +17,26 @@ from typing import Any
 
 import keras
 
-from pipeline import paths, problems
+from pipeline import paths, plugins, problems
 
 
 def builder(network: str) -> Callable[..., keras.Model]:
-    """The builder function `network` names: `build_<name>` here, or a user's `module:function`
-    (imported with the working directory and PYTHONPATH first on the path)."""
-    if ":" not in network:
-        return globals()[f"build_{network}"]
-    module, _, function = network.partition(":")
+    """The builder function `network` names (plugins.find: `mlp`, `cnn` or a user's `module:function`);
+    raise ValueError for a missing module or function."""
+    return load(plugins.find(network))
+
+
+def load(found: plugins.Builder) -> Callable[..., keras.Model]:
+    """The function `found` locates: `build_<name>` here, or a user's, imported with the working
+    directory and PYTHONPATH (paths.user_roots) first on the path."""
+    if found.built_in:
+        built_in: Callable[..., keras.Model] = globals()[found.function]
+        return built_in
     for root in reversed(paths.user_roots()):
         if root not in sys.path:
             sys.path.insert(0, root)
-    found: Callable[..., Any] = getattr(importlib.import_module(module), function)
-    return found
+    function: Callable[..., Any] = getattr(importlib.import_module(found.module), found.function)
+    return function
 
 
 def output_layer(num_outputs: int, problem: str, name: str = "outputs") -> keras.layers.Dense:

@@ -228,19 +228,21 @@ def write_predicted_vs_true(path: Path, run: str, data: dict[str, np.ndarray], l
     plt.close(fig)
 
 
-def write_curves(path: Path, run: str, history: Sequence[dict[str, Any]]) -> None:
-    """The training curves of one model_dir: the loss, and beside it the accuracy if there is one."""
-    accuracy = any("accuracy" in h["eval"] for h in history)
-    if not accuracy:
+def write_curves(
+    path: Path, run: str, history: Sequence[dict[str, Any]], *, metric: str | None, loss_name: str
+) -> None:
+    """The training curves of one model_dir: the loss and, beside it, the problem's `metric` if it has one
+    (problems.Problem.curve_metric; `loss_name`: its loss in words, problems.Problem.loss_name)."""
+    if metric is None:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
         plot_curves(ax, history)
         ax.set_title(_title(f"Training curves of {run}", 80))
     else:
-        fig, (loss_ax, accuracy_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+        fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
         plot_curves(loss_ax, history)
-        loss_ax.set_title("loss (cross-entropy)")
-        plot_curves(accuracy_ax, history, "accuracy", log=False)
-        accuracy_ax.set_title("accuracy (train: on augmented batches)")
+        loss_ax.set_title(f"loss ({loss_name})")
+        plot_curves(metric_ax, history, metric, log=False)
+        metric_ax.set_title(f"{metric} (train: on augmented batches)")
         fig.suptitle(_title(f"Training curves of {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -250,16 +252,23 @@ def write_curves(path: Path, run: str, history: Sequence[dict[str, Any]]) -> Non
 
 
 class Run:
-    """What the figures of one trained model draw from; each prediction pass is made once."""
+    """What the figures of one trained model draw from: the model is loaded once, each split predicted once."""
 
     def __init__(self, model_dir: Path, shards_dir: Path, metrics_dir: Path, title: str) -> None:
         self.model_dir, self.shards_dir, self.metrics_dir, self.title = model_dir, shards_dir, metrics_dir, title
         self.manifest = read_manifest(shards_dir)
         self.problem = problems.get(self.manifest["problem"])
+        self.figures = self.problem.figures(inputs.input_shape(self.manifest))
+        # Inputs are kept only for the figure that draws them (a split of images would not fit in memory).
+        self.keep_inputs = "predictions" in self.figures
+        self.model = cache(lambda: estimator.load_model(model_dir))
         self.predict = cache(self._predict)
 
-    def _predict(self, split: str, keep_inputs: bool) -> dict[str, np.ndarray]:
-        return estimator.predict(self.model_dir, self.shards_dir, split, keep_inputs=keep_inputs)
+    def _predict(self, split: str) -> dict[str, np.ndarray]:
+        """Labels, predictions and ids of a split (and its inputs if a figure draws them)."""
+        return estimator.predict(
+            self.model_dir, self.shards_dir, split, keep_inputs=self.keep_inputs, model=self.model()
+        )
 
     def metrics(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads((self.metrics_dir / paths.METRICS).read_text())
@@ -274,13 +283,13 @@ class Run:
 
 
 def _predictions(run: Run, path: Path) -> None:
-    splits = {split: run.predict(split, True) for split in ("train", "validation")}
+    splits = {split: run.predict(split) for split in ("train", "validation")}
     names = (run.manifest.get("feature_names", [run.manifest["inputs"]])[0], run.label_name())
     write_predictions(path, run.title, splits, run.manifest.get("reference_curve"), names)
 
 
 def _predicted_vs_true(run: Run, path: Path) -> None:
-    write_predicted_vs_true(path, run.title, run.predict("validation", False), run.label_name())
+    write_predicted_vs_true(path, run.title, run.predict("validation"), run.label_name())
 
 
 def _confusion_matrix(run: Run, path: Path) -> None:
@@ -289,11 +298,10 @@ def _confusion_matrix(run: Run, path: Path) -> None:
 
 
 def _validation_images(run: Run, path: Path) -> None:
-    p = run.predict("validation", False)
+    p = run.predict("validation")
     predicted = p["predictions"].argmax(axis=-1)
     indices = grid_indices(p["labels"], predicted)
     images = inputs.take_images(run.shards_dir, run.manifest, "validation", indices)
-    ids = inputs.example_ids(run.shards_dir, run.manifest, "validation")
     write_image_grid(
         path,
         run.title,
@@ -302,12 +310,12 @@ def _validation_images(run: Run, path: Path) -> None:
         p["predictions"][indices],
         run.manifest["class_names"],
         summary=f": {int((predicted != p['labels']).sum())} of {len(predicted)} misclassified, shown first",
-        captions=[Path(ids[i]).name for i in indices] if ids else None,
+        captions=[Path(p["ids"][i]).name for i in indices] if "ids" in p else None,
     )
 
 
 def _curves(run: Run, path: Path) -> None:
-    write_curves(path, run.title, run.history())
+    write_curves(path, run.title, run.history(), metric=run.problem.curve_metric, loss_name=run.problem.loss_name)
 
 
 # Figure name -> (file name, what draws it). Problems name the figures they want.
@@ -330,7 +338,7 @@ def write_figures(
 ) -> list[str]:
     """Draw every figure the shards' problem names into `folder`; return their file names."""
     run = Run(model_dir, shards_dir, metrics_dir, title)
-    names = run.problem.figures(inputs.input_shape(run.manifest))
+    names = run.figures
     written = []
     for i, name in enumerate(names):
         file_name, draw = FIGURES[name]

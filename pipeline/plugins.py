@@ -54,7 +54,7 @@ class Builder:
         return self.var_keyword or self.parameters is None or name in self.parameters
 
 
-user_roots = paths.user_roots
+user_roots = paths.user_roots  # for tasks.py until it calls paths.user_roots: delete then
 
 
 def find(network: str, flag: str = "--TrainEstimator-network") -> Builder:
@@ -70,9 +70,9 @@ def find(network: str, flag: str = "--TrainEstimator-network") -> Builder:
         module, _, function = network.partition(":")
         if not module or not function or not all(part.isidentifier() for part in [*module.split("."), function]):
             raise ValueError(f"{flag} must look like module:function, e.g. my_models:build_tiny. Received: {network!r}")
-    located = identity.find_module(module, [os.fspath(paths.PROJECT_DIR)] if ":" not in network else user_roots())
+    located = identity.find_module(module, [os.fspath(paths.PROJECT_DIR)] if ":" not in network else paths.user_roots())
     if located is None:
-        where = ", ".join(user_roots())
+        where = ", ".join(paths.user_roots())
         raise ValueError(
             f"{flag} {network}: no module {module!r} in the working directory or on PYTHONPATH ({where}). "
             f"Put {module.replace('.', '/')}.py there (or add its folder to PYTHONPATH)."
@@ -160,7 +160,7 @@ def check(builder: Builder, call: Mapping[str, Any], code: Mapping[str, str]) ->
     except (OSError, ValueError):
         verdicts = {}
     if key not in verdicts:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(user_roots()))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(paths.user_roots()))
         request = json.dumps({"network": builder.network, "call": call})
         out = subprocess.run(
             [sys.executable, "-m", "pipeline.plugins", request], capture_output=True, text=True, env=env
@@ -191,7 +191,7 @@ def verdict(network: str, call: Mapping[str, Any]) -> str | None:
     from pipeline import networks, problems
 
     builder = find(network)
-    function = networks.builder(network)
+    function = networks.load(builder)
     arguments = dict(call, input_shape=tuple(call["input_shape"]))
     shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
     try:

@@ -9,7 +9,7 @@ the object, and the object knows
   check that a user's network fits;
 - its loss and its streaming Keras metrics (training and periodic evaluation);
 - its evaluation report over a whole split, and the headline numbers of it;
-- which figures show it (drawn by `plots.py`, by name).
+- which figures show it (drawn by `plots.py`, by name), and what its training curves show.
 
 Standard library at import (Luigi's scheduling path resolves `auto` with it);
 Keras and NumPy are imported inside the methods that train or evaluate.
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import keras
     import numpy as np
 
-# Augmentations by name, applied to training batches of images only (inputs.augment).
+# Augmentations by name, applied to training batches of images only (inputs.apply_augmentations).
 # Flipping teaches a model that a mirrored input has the same label: wrong for
 # digits, letters, text or left/right classes.
 AUGMENTATIONS = ("flip_horizontal", "flip_vertical", "shift", "brightness")
@@ -42,6 +42,8 @@ class Problem:
     name: ClassVar[str]
     output_activation: ClassVar[str]  # what the last layer of a network must end in
     headline_metrics: ClassVar[tuple[str, ...]]  # the report's numbers a table of runs shows
+    loss_name: ClassVar[str]  # what the loss is, in words (the training curves' loss panel)
+    curve_metric: ClassVar[str | None] = None  # a metric drawn beside the loss in the training curves, if any
 
     def default_network(self, input_shape: Sequence[int]) -> str:
         """The built-in network `--TrainEstimator-network auto` picks: a CNN for images, else the MLP."""
@@ -112,6 +114,7 @@ class Regression(Problem):
     name = "regression"
     output_activation = "linear"
     headline_metrics = ("mse", "rmse", "mae")
+    loss_name = "mean squared error"
 
     def num_outputs(self, class_names: Sequence[str]) -> int:
         return 1
@@ -165,6 +168,8 @@ class Classification(Problem):
     name = "classification"
     output_activation = "softmax"
     headline_metrics = ("accuracy", "macro_f1")
+    loss_name = "cross-entropy"
+    curve_metric = "accuracy"
 
     def default_augment(self, input_shape: Sequence[int]) -> tuple[str, ...]:
         return ("flip_horizontal", "shift", "brightness") if input_kind(input_shape) == "image" else ()

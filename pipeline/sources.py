@@ -429,8 +429,8 @@ class TableSource:
 
     @property
     def table(self) -> tables.Table:
-        """The table, read and checked once per version of the file (raises ValueError naming the file,
-        line and column)."""
+        """The table, read and checked once per invocation and version of the file (raises ValueError
+        naming the file, line and column)."""
         return tables.read_table(self.csv, self.label_column, self.problem)
 
     def validate(self) -> None:
@@ -528,7 +528,7 @@ class TableSource:
             "label": "y",
             "example_id": "line",
             "normalization": {"mean": train.mean(axis=0).tolist(), "variance": train.var(axis=0).tolist()},
-            "source_sha256": {Path(self.csv).name: hashlib.sha256(Path(self.csv).read_bytes()).hexdigest()},
+            "source_sha256": {Path(self.csv).name: table.sha256},  # of the bytes the table was read from
         }
         if classification:
             manifest["class_names"] = list(table.class_names)

@@ -1,8 +1,10 @@
 """A user's table of data: a CSV file with a header, one label column, every other column a number.
 
-Standard library only: `CreateShards` reads and checks the table when it is
-constructed, on Luigi's scheduling path, so that a bad table stops the run
-before any work with one message naming the file, the line and the column.
+Standard library only (and the invocation's memo): `CreateShards` reads and
+checks the table when it is constructed, on Luigi's scheduling path, so that a
+bad table stops the run before any work with one message naming the file, the
+line and the column. The file is read once per invocation (`invocation.cached`),
+its bytes once: the table and their sha256 (which the manifest records).
 The problem follows the labels: numbers mean regression, anything else
 classification (class names sorted); `problem="classification"` makes
 integer labels classes.
@@ -11,12 +13,14 @@ integer labels classes.
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-_cache: dict[tuple[str, int, int, str, str], Table] = {}
+from pipeline import invocation
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Table:
     problem: str  # "regression" or "classification"
     class_names: tuple[str, ...]  # sorted; () for regression
     lines: tuple[int, ...]  # the file's line number of each row (the header is line 1)
+    sha256: str  # of the file's bytes, as read
 
 
 def _number(text: str) -> float | None:
@@ -43,7 +48,7 @@ def _number(text: str) -> float | None:
 def read_table(path: Path, label_column: str, problem: str = "auto") -> Table:
     """Read and check a CSV table; raise ValueError naming the file, line and column of the first problem.
 
-    Read once per process for each version of the file (its size and mtime).
+    Read once per invocation for each version of the file (its size and mtime; see `pipeline.invocation`).
     """
     if problem not in ("auto", "regression", "classification"):
         raise ValueError(f"problem must be auto, regression or classification. Received: problem={problem!r}")
@@ -51,20 +56,20 @@ def read_table(path: Path, label_column: str, problem: str = "auto") -> Table:
         st = os.stat(path)
     except OSError as error:
         raise ValueError(f"{path}: cannot read the table ({error.strerror}).") from None
-    key = (os.fspath(path), st.st_size, st.st_mtime_ns, label_column, problem)
-    if key not in _cache:
-        _cache[key] = _read(path, label_column, problem)
-    return _cache[key]
+    key = ("table", os.path.abspath(path), st.st_size, st.st_mtime_ns, label_column, problem)
+    return invocation.cached(key, lambda: _read(path, label_column, problem))
 
 
 def _read(path: Path, label_column: str, problem: str) -> Table:
+    """Read the file's bytes once: their sha256 (the manifest records it), then the table they hold."""
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+        data = Path(path).read_bytes()
+        reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+        header = next(reader, None)
+        rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path}: cannot read the table as CSV ({error}).") from None
+    sha256 = hashlib.sha256(data).hexdigest()
     if not header or not rows:
         raise ValueError(f"{path} is empty: expected a header line and at least one row of data.")
     header = [name.strip() for name in header]
@@ -103,8 +108,9 @@ def _read(path: Path, label_column: str, problem: str) -> Table:
             )
         labels: tuple[float, ...] | tuple[str, ...] = tuple(float(n) for n in numbers)  # type: ignore[arg-type]
         return Table(
-            path, tuple(header[i] for i in feature_index), tuple(features), labels, "regression", (), tuple(lines)
-        )
+            path, tuple(header[i] for i in feature_index), tuple(features), labels, "regression", (), tuple(lines),
+            sha256,
+        )  # fmt: skip
     if numeric:  # classification of integer labels
         fractional = [i for i, n in enumerate(numbers) if n is not None and n != int(n)]
         if fractional:
@@ -125,5 +131,5 @@ def _read(path: Path, label_column: str, problem: str) -> Table:
         )
     return Table(
         path, tuple(header[i] for i in feature_index), tuple(features), tuple(names), "classification", class_names,
-        tuple(lines),
+        tuple(lines), sha256,
     )  # fmt: skip

@@ -332,10 +332,14 @@ def test_augment_flips_shifts_and_brightens() -> None:
     # the flip (column 12 - shift) and the shift (up to 16/8 = 2 pixels each way).
     pixel = np.zeros((16, 16, 3), np.float32)
     pixel[5, 3] = 1.0
-    outputs = [inputs.augment(tf.constant(pixel), tf.constant([1, i], tf.int64)).numpy() for i in range(40)]
-    np.testing.assert_array_equal(outputs[3], inputs.augment(tf.constant(pixel), tf.constant([1, 3], tf.int64)))
+
+    def augmented(image: tf.Tensor, i: int) -> np.ndarray:  # the classification default (AUGMENT), seed [1, i]
+        return inputs.apply_augmentations(image, tf.constant([1, i], tf.int64), AUGMENT).numpy()
+
+    outputs = [augmented(tf.constant(pixel), i) for i in range(40)]
+    np.testing.assert_array_equal(outputs[3], augmented(tf.constant(pixel), 3))
     as_uint8 = tf.constant((pixel * 255).astype(np.uint8))  # what training passes: converted after the gathers
-    np.testing.assert_array_equal(outputs[3], inputs.augment(as_uint8, tf.constant([1, 3], tf.int64)))
+    np.testing.assert_array_equal(outputs[3], augmented(as_uint8, 3))
     places = [np.unravel_index(np.argmax(o[..., 0]), (16, 16)) for o in outputs]
     rows, columns = {int(r) for r, _ in places}, [int(c) for _, c in places]
     assert rows <= {3, 4, 5, 6, 7} and len(rows) >= 3  # shifted up and down
@@ -447,7 +451,14 @@ def test_plots_are_written(tmp_path: Path) -> None:
         {"step": s, "train": {"loss": 1 / s, "accuracy": 1 - 1 / s}, "eval": {"loss": 2 / s, "accuracy": 1 - 2 / s}}
         for s in (10, 20, 30)
     ]
-    plots.write_curves(tmp_path / "curves.png", "run-x", history)
+    classification = problems.get("classification")
+    plots.write_curves(
+        tmp_path / "curves.png",
+        "run-x",
+        history,
+        metric=classification.curve_metric,
+        loss_name=classification.loss_name,
+    )
     for name, min_width in (("confusion.png", 400), ("grid.png", 600), ("curves.png", 1000)):
         image = matplotlib.image.imread(tmp_path / name)
         assert image.shape[1] >= min_width, name
