@@ -229,10 +229,17 @@ def write_predicted_vs_true(path: Path, run: str, data: dict[str, np.ndarray], l
 
 
 def write_curves(
-    path: Path, run: str, history: Sequence[dict[str, Any]], *, metric: str | None, loss_name: str
+    path: Path,
+    run: str,
+    history: Sequence[dict[str, Any]],
+    *,
+    metric: str | None,
+    loss_name: str,
+    augmented: bool = False,
 ) -> None:
     """The training curves of one model_dir: the loss and, beside it, the problem's `metric` if it has one
-    (problems.Problem.curve_metric; `loss_name`: its loss in words, problems.Problem.loss_name)."""
+    (problems.Problem.curve_metric; `loss_name`: its loss in words, problems.Problem.loss_name);
+    `augmented`: the training batches were augmented (their metric is measured on those)."""
     if metric is None:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
         plot_curves(ax, history)
@@ -242,7 +249,7 @@ def write_curves(
         plot_curves(loss_ax, history)
         loss_ax.set_title(f"loss ({loss_name})")
         plot_curves(metric_ax, history, metric, log=False)
-        metric_ax.set_title(f"{metric} (train: on augmented batches)")
+        metric_ax.set_title(f"{metric} (train: on augmented batches)" if augmented else metric)
         fig.suptitle(_title(f"Training curves of {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -277,6 +284,11 @@ class Run:
     def history(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = json.loads((self.model_dir / paths.HISTORY).read_text())
         return result
+
+    def augmented(self) -> bool:
+        """Whether the training batches were augmented (the configuration the model trained with)."""
+        trained = json.loads((self.model_dir / estimator.TRAIN_CONFIG).read_text())
+        return bool(trained["config"].get("augment"))
 
     def label_name(self) -> str:
         return str(self.manifest.get("label_column", self.manifest["label"]))
@@ -315,7 +327,14 @@ def _validation_images(run: Run, path: Path) -> None:
 
 
 def _curves(run: Run, path: Path) -> None:
-    write_curves(path, run.title, run.history(), metric=run.problem.curve_metric, loss_name=run.problem.loss_name)
+    write_curves(
+        path,
+        run.title,
+        run.history(),
+        metric=run.problem.curve_metric,
+        loss_name=run.problem.loss_name,
+        augmented=run.augmented(),
+    )
 
 
 # Figure name -> (file name, what draws it). Problems name the figures they want.

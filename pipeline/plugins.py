@@ -54,9 +54,6 @@ class Builder:
         return self.var_keyword or self.parameters is None or name in self.parameters
 
 
-user_roots = paths.user_roots  # for tasks.py until it calls paths.user_roots: delete then
-
-
 def find(network: str, flag: str = "--TrainEstimator-network") -> Builder:
     """The builder `network` names, from its source; raise ValueError for a missing module or function."""
     if ":" not in network:

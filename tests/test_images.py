@@ -458,6 +458,7 @@ def test_plots_are_written(tmp_path: Path) -> None:
         history,
         metric=classification.curve_metric,
         loss_name=classification.loss_name,
+        augmented=True,
     )
     for name, min_width in (("confusion.png", 400), ("grid.png", 600), ("curves.png", 1000)):
         image = matplotlib.image.imread(tmp_path / name)
