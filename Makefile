@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 SCHEDULER_HOST ?= 127.0.0.1
 SCHEDULER_PORT ?= 8082
 SCHEDULER_DIR ?= var/luigid
-LUIGID := $(PY) -m pipeline.luigid --host $(SCHEDULER_HOST) --port $(SCHEDULER_PORT) --dir $(SCHEDULER_DIR)
+LUIGID := $(PY) -m pipeline.cli.luigid --host $(SCHEDULER_HOST) --port $(SCHEDULER_PORT) --dir $(SCHEDULER_DIR)
 SCHEDULER_UI := http://$(SCHEDULER_HOST):$(SCHEDULER_PORT)
 
 # Debian's Chromium, for the test that looks at the web UI (root here; sudo elsewhere).

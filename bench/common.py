@@ -26,7 +26,7 @@ from luigi.task_register import Register
 
 import pipeline
 from pipeline import tasks
-from pipeline.shards import read_manifest
+from pipeline.schema import read_manifest
 
 DEMO_SHAPES = Path("data/raw/shapes")  # below the artifact root: MakeShapes writes it first
 

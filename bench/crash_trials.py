@@ -53,8 +53,10 @@ import luigi
 from luigi.task_register import Register
 
 import pipeline
-from pipeline import identity, paths, phases
-from pipeline.stage import Stage, dag
+from pipeline import layout, paths
+from pipeline.core import markers, publish
+from pipeline.core.stage import Stage, dag
+from pipeline.runtime import phases
 
 BIN = Path(sys.executable).parent
 CHECKPOINT_STEPS = 200
@@ -144,7 +146,7 @@ def incomplete_publications(root: Path) -> list[str]:
     for folder in folders:
         if folder.name.endswith(".partial") or ".old-" in folder.name:
             continue
-        marker = identity.read_marker(folder)
+        marker = markers.read_marker(folder)
         if marker is None:
             problems.append(f"{folder}: no valid marker")
             continue
@@ -157,19 +159,19 @@ def incomplete_publications(root: Path) -> list[str]:
 
 def _fingerprint(stage: Stage) -> dict[str, str]:
     """What must equal the reference: file names and digests (training: its final checkpoint and history)."""
-    marker = identity.read_marker(stage.output_dir())
+    marker = markers.read_marker(stage.output_dir())
     assert marker is not None
     files = marker["files"]
-    names = {f: "present" for f in files if not f.startswith(paths.EVENTS + "/")}
+    names = {f: "present" for f in files if not f.startswith(layout.EVENTS + "/")}
     if stage.task_family == "TrainEstimator":
         steps = [int(m[1]) for f in files if (m := re.fullmatch(r"checkpoints/ckpt-(\d+)\.index", f))]
         step = f"checkpoints/ckpt-{max(steps)}."
-        return {**names, **{f: r["sha256"] for f, r in files.items() if f.startswith(step) or f == paths.HISTORY}}
+        return {**names, **{f: r["sha256"] for f, r in files.items() if f.startswith(step) or f == layout.HISTORY}}
     return {**names, **{f: r["sha256"] for f, r in files.items()}}
 
 
 def _last_checkpoint_step(staging: Path) -> int:
-    state = staging / paths.CHECKPOINTS / "checkpoint"
+    state = staging / layout.CHECKPOINTS / "checkpoint"
     try:
         text = state.read_text()
     except OSError:
@@ -226,7 +228,7 @@ def _trial(
     for upstream in STAGE_ORDER[: STAGE_ORDER.index(name)]:
         shutil.copytree(reference / ref_folders[upstream], root / ref_folders[upstream])
     _configure(root, set_option)
-    staging = identity.staging_path(_stages()[name].output_dir())
+    staging = publish.staging_path(_stages()[name].output_dir())
     log = root / "phases.log"
     code = _luigi(name, root, **{phases.LOG_ENV: str(log), phases.CRASH_ENV: f"{target}:{occurrence}:{delay:.6f}"})
     killed = code == -signal.SIGKILL
@@ -234,7 +236,7 @@ def _trial(
     step_at_kill = _last_checkpoint_step(staging)
     final = _stages()[name].output_dir()
     # Killed while publishing: the marker written last, in staging or (renamed already) in place.
-    staged = identity.read_marker(staging) or identity.read_marker(final)
+    staged = markers.read_marker(staging) or markers.read_marker(final)
     record: dict[str, Any] = {
         "trial": trial, "stage": name, "target": f"{target}:{occurrence}", "delay_s": round(delay, 4),
         "landed": f"{landed[0]}:{landed[1]}" if landed else "(between phases)" if killed else "(finished first)",
@@ -253,7 +255,7 @@ def _trial(
     if got != ref[name]:
         differ = sorted(f for f in set(got) | set(ref[name]) if got.get(f) != ref[name].get(f))
         violations.append(f"{differ} differ from the uninterrupted run")
-    marker = identity.read_marker(stage.output_dir())
+    marker = markers.read_marker(stage.output_dir())
     assert marker is not None
     if landed and landed[0] == "publish":
         if staged is None or marker["run_id"] != staged["run_id"]:

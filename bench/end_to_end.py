@@ -78,7 +78,8 @@ def run(args: list[str]) -> dict[str, float]:
 
 
 IMPORTS = (
-    "import time; t = time.perf_counter(); import pipeline.estimator, pipeline.plots; print(time.perf_counter() - t)"
+    "import time; t = time.perf_counter(); "
+    "import pipeline.training.estimator, pipeline.evaluation.figures; print(time.perf_counter() - t)"
 )
 
 

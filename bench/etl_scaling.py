@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pipeline
 from bench import common
-from pipeline import identity, tasks
+from pipeline import tasks
+from pipeline.core import markers
 
 
 def disk_write_speed(folder: Path, megabytes: int) -> float:
@@ -75,7 +76,7 @@ def run_create_shards(root: Path, image_dir: Path, processes: int) -> dict[str, 
         common.build(pipeline.CreateShards())
         task_seconds = time.perf_counter() - started
         folder = pipeline.CreateShards().output_dir()
-    marker = identity.read_marker(folder)
+    marker = markers.read_marker(folder)
     if marker is None:
         raise SystemExit(f"No marker in {folder}")
     manifest = json.loads((folder / "manifest.json").read_text())

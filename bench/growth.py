@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from pipeline.core import markers
 
 BASE = {"sine": 1024, "shapes": 300}  # num_examples / images_per_class at 1x (luigi.cfg's defaults)
 
@@ -58,7 +59,7 @@ def _largest_divisor(n: int, at_most: int) -> int:
 def child(phase: str, root: Path, source: str, scale: int) -> dict[str, Any]:
     """One phase in this (fresh) process; returns its figures."""
     import pipeline
-    from pipeline import identity, tasks
+    from pipeline import tasks
 
     with common.workspace(root, **_settings(root, source, scale)):
         if phase == "make":
@@ -69,7 +70,7 @@ def child(phase: str, root: Path, source: str, scale: int) -> dict[str, Any]:
         if phase == "etl":
             common.build(pipeline.CreateShards())
             folder = pipeline.CreateShards().output_dir()
-            marker = identity.read_marker(folder)
+            marker = markers.read_marker(folder)
             if marker is None:
                 raise SystemExit(f"No marker in {folder}")
             examples = sum(marker["info"]["examples"].values())
@@ -83,7 +84,7 @@ def train_one_pass(folder: Path, manifest: dict[str, Any], config: Any) -> dict[
     """Steps = train examples / batch size on the real input, after one warm-up execution."""
     import dataclasses
 
-    from pipeline import estimator, inputs
+    from pipeline.training import estimator, inputs
 
     estimator.configure_determinism(config.seed)
     steps = math.ceil(manifest["splits"]["train"]["num_examples"] / config.batch_size)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from pipeline import layout
 
 
 def rate(make: Callable[[], Any], examples: int, repeat: int) -> list[float]:
@@ -79,12 +80,12 @@ def measure(
     """Examples/s of each part, and the bytes per example of the files it reads."""
     import tensorflow as tf
 
-    from pipeline import estimator, inputs, paths
+    from pipeline.training import estimator, inputs
 
     estimator.configure_determinism(task.seed)  # as training runs
     batch_size, side = task.batch_size, manifest["image_shape"][0]
     raw_files = sorted(str(p) for p in raw_dir.glob("*/*.png"))
-    shard_files = [str(p) for p in paths.shard_files(folder, "train")]
+    shard_files = [str(p) for p in layout.shard_files(folder, "train")]
     num_train = manifest["splits"]["train"]["num_examples"]
     raw_bytes = sum(Path(f).stat().st_size for f in raw_files) / len(raw_files)
     shard_bytes = sum(Path(f).stat().st_size for f in shard_files) / num_train

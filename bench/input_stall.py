@@ -50,7 +50,7 @@ class EpochTimer:
 
 def measure(name: str, root: Path, image_dir: Path | None, steps: int, repeat: int) -> dict[str, Any]:
     """Steps/s of the real and the synthetic input for one configuration."""
-    from pipeline import estimator, inputs
+    from pipeline.training import estimator, inputs
 
     with common.workspace(root, image_dir=image_dir):
         folder, manifest = common.shards()

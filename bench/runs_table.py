@@ -27,7 +27,9 @@ from typing import Any
 
 import pipeline
 from bench.common import build, load, machine, median, spread, workspace
-from pipeline import identity, paths, runs
+from pipeline import paths
+from pipeline.core import markers
+from pipeline.experiments import runs
 
 BIN = Path(sys.executable).parent
 SMALL = {"max_steps": 200, "checkpoint_steps": 100}  # [TrainEstimator]: a short training
@@ -39,7 +41,7 @@ def _fake_identity(*parts: Any) -> str:
 
 def _write(folder: Path, marker: dict[str, Any]) -> None:
     folder.mkdir(parents=True)
-    (folder / identity.MARKER).write_text(json.dumps(identity.seal(marker), indent=1, sort_keys=True))
+    (folder / markers.MARKER).write_text(json.dumps(markers.seal(marker), indent=1, sort_keys=True))
 
 
 def make_runs(source: Path, target: Path, count: int) -> None:
@@ -51,7 +53,7 @@ def make_runs(source: Path, target: Path, count: int) -> None:
         pipeline.EvaluateEstimator(),
         pipeline.PlotInference(),
     ):
-        marker = identity.read_marker(stage.output_dir())
+        marker = markers.read_marker(stage.output_dir())
         if marker is None:
             raise SystemExit(f"The sine DAG did not complete under {source}.")
         real[stage.task_family] = marker
@@ -112,8 +114,8 @@ def main() -> None:
         # The commands run in `target`: its luigi.cfg makes it the artifact root ("." is the
         # folder of the luigi.cfg that sets it; without one, the project's own root is used).
         (target / "luigi.cfg").write_text("[paths]\nroot = .\n")
-        marker_bytes = sum(p.stat().st_size for p in target.rglob(identity.MARKER))
-        folders = sum(1 for _ in target.rglob(identity.MARKER))
+        marker_bytes = sum(p.stat().st_size for p in target.rglob(markers.MARKER))
+        folders = sum(1 for _ in target.rglob(markers.MARKER))
         print(f"{args.runs} runs: {folders} stage folders, {marker_bytes / 1e6:.1f} MB of markers")
         commands = {
             "python -m pipeline runs": [str(BIN / "python"), "-m", "pipeline", "runs"],

@@ -41,7 +41,8 @@ from pathlib import Path
 from PIL import Image
 
 from bench import common
-from pipeline import identity, listing, shapes
+from pipeline.core import listing, markers
+from pipeline.etl import shapes
 
 BIN = Path(sys.executable).parent
 SHAPES = ("circle", "square", "triangle", "star", "cross")
@@ -122,7 +123,7 @@ def main() -> None:
                 (run / "luigi.cfg").write_text(f"[paths]\nroot = .\n\n[CreateShards]\nimage_dir = {folder}\n")
                 etl_wall, etl_peak, _ = common.run_measured(luigi_command, run)
                 (shards_dir,) = (run / "data" / "shards").glob("images-*")
-                marker = identity.read_marker(shards_dir)
+                marker = markers.read_marker(shards_dir)
                 if marker is None:
                     raise SystemExit(f"No marker in {shards_dir}")
                 build_seconds = marker["info"]["elapsed_seconds"]

@@ -25,8 +25,9 @@ import numpy as np
 
 import pipeline
 from bench.common import build, machine, workspace
-from pipeline import inputs, paths
-from pipeline.shards import read_manifest
+from pipeline import layout
+from pipeline.schema import read_manifest
+from pipeline.training import inputs
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
@@ -107,7 +108,7 @@ def main() -> None:
                 source = {"csv": csv_path, "label_column": label}
                 with workspace(root, CreateShards=source, TrainEstimator={"patience": patience}):
                     build(pipeline.PlotInference())
-                    report = json.loads((pipeline.EvaluateEstimator().output_dir() / paths.METRICS).read_text())
+                    report = json.loads((pipeline.EvaluateEstimator().output_dir() / layout.METRICS).read_text())
                     shards_dir = pipeline.CreateShards().output_dir()
                 problem = report["problem"]
                 metric = "accuracy" if problem == "classification" else "mse"

@@ -29,11 +29,12 @@ os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 if not logging.root.handlers:
     logging.root.addHandler(logging.NullHandler())
 
-from pipeline import parameter_checks, scheduler  # noqa: E402
+from pipeline.cli import scheduler  # noqa: E402
+from pipeline.core import parameters  # noqa: E402
 from pipeline.errors import install_filter  # noqa: E402
 
 install_filter()  # a user's mistake prints as one message, not a traceback
-parameter_checks.install()  # ... also a bad value for the flags of the task named on the command line
+parameters.install()  # ... also a bad value for the flags of the task named on the command line
 
 from pipeline.tasks import (  # noqa: E402
     CreateShards,
@@ -47,9 +48,9 @@ from pipeline.tasks import (  # noqa: E402
 # Without a central scheduler, fail at once with a hint (not after Luigi's 90 s of retries).
 scheduler.install_check()
 
-from pipeline import cli, summary  # noqa: E402
+from pipeline.cli import interface, results  # noqa: E402
 
-cli.install()  # a mistyped task or flag: one line with the one meant; --help lists the DAG's parameters
-summary.install()  # a command-line run ends with where its results are, its metrics, what ran
+interface.install()  # a mistyped task or flag: one line with the one meant; --help lists the DAG's parameters
+results.install()  # a command-line run ends with where its results are, its metrics, what ran
 
 __all__ = ["CreateShards", "EvaluateEstimator", "MakeShapes", "PlotInference", "Repro", "TrainEstimator"]

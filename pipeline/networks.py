@@ -1,6 +1,6 @@
 """The built-in networks: the `model_fn` of this pipeline (imports Keras).
 
-Each builder takes what a network of a user's own takes (pipeline/plugins.py):
+Each builder takes what a network of a user's own takes (pipeline/builders.py):
 `input_shape`, `num_outputs`, `problem` ("regression" or "classification")
 and its own keyword arguments, and returns an uncompiled `keras.Model` whose
 output is the prediction (regression) or class probabilities (softmax,
@@ -10,33 +10,11 @@ on that same model once `estimator.py` has compiled it.
 
 from __future__ import annotations
 
-import importlib
-import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import keras
 
-from pipeline import paths, plugins, problems
-
-
-def builder(network: str) -> Callable[..., keras.Model]:
-    """The builder function `network` names (plugins.find: `mlp`, `cnn` or a user's `module:function`);
-    raise ValueError for a missing module or function."""
-    return load(plugins.find(network))
-
-
-def load(found: plugins.Builder) -> Callable[..., keras.Model]:
-    """The function `found` locates: `build_<name>` here, or a user's, imported with the working
-    directory and PYTHONPATH (paths.user_roots) first on the path."""
-    if found.built_in:
-        built_in: Callable[..., keras.Model] = globals()[found.function]
-        return built_in
-    for root in reversed(paths.user_roots()):
-        if root not in sys.path:
-            sys.path.insert(0, root)
-    function: Callable[..., Any] = getattr(importlib.import_module(found.module), found.function)
-    return function
+from pipeline import problems
 
 
 def output_layer(num_outputs: int, problem: str, name: str = "outputs") -> keras.layers.Dense:

@@ -4,8 +4,9 @@ Three roots, as in cookiecutter-data-science: `data/` (shards), `models/`
 (model dirs) and `reports/` (metrics and figures), below `[paths] root` in
 luigi.cfg. A relative root is relative to the folder of the luigi.cfg that set
 it (the project's sets `.`: the project folder), so a run started from another
-folder finds the same results. Inside a stage's folder, the file names below
-are the layout every module agrees on.
+folder finds the same results. The names inside a stage's folder are in
+`layout.py`; this module is in no stage's code identity (where a folder is
+does not change what is in it).
 """
 
 from __future__ import annotations
@@ -20,27 +21,6 @@ from luigi.configuration import LuigiConfigParser
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
-
-# Inside a shards folder.
-MANIFEST = "manifest.json"
-SOURCE_SHA256 = "source_sha256.jsonl"  # of each source file (an image) read, one JSON line each
-SPLITS = ("train", "validation")
-
-# Inside a model_dir.
-CHECKPOINTS = "checkpoints"
-BEST_CHECKPOINT = f"{CHECKPOINTS}/best"  # with early stopping: the weights of the best evaluation
-EVENTS = "events"
-HISTORY = "history.json"
-KERAS_MODEL = "model.keras"
-SAVED_MODEL = "saved_model"
-
-# Inside a reports folder.
-METRICS = "metrics.json"
-PREDICTIONS_PNG = "predictions.png"  # regression on one input: predictions against it
-PREDICTED_VS_TRUE_PNG = "predicted_vs_true.png"  # regression: predicted against true, and residuals
-CURVES_PNG = "training_curves.png"
-CONFUSION_PNG = "confusion_matrix.png"  # images: validation confusion matrix
-IMAGES_PNG = "validation_images.png"  # images: a grid of validation images, true and predicted class
 
 # Below the reports root: the page `python -m pipeline report` writes by default.
 RUNS_REPORT = "runs.html"
@@ -145,16 +125,6 @@ def publish_log() -> Path:
 def raw_dir(name: str) -> Path:
     """A folder of raw data, e.g. `data/raw/shapes`: written once, never modified."""
     return stage_parents(root())["raw"] / name
-
-
-def shard_name(split: str, index: int, count: int) -> str:
-    """Relative path of one shard inside a shards folder."""
-    return f"{split}/{split}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def shard_files(folder: Path, split: str) -> list[Path]:
-    """The shards of one split, sorted (the evaluation order)."""
-    return sorted((folder / split).glob("*.tfrecord"))
 
 
 def user_roots() -> list[str]:

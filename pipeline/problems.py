@@ -7,9 +7,11 @@ the object, and the object knows
 - its default network (by the shape of the inputs) and default augmentation;
 - how a network's output looks (`output_activation`, `num_outputs`) and how to
   check that a user's network fits;
-- its loss and its streaming Keras metrics (training and periodic evaluation);
-- its evaluation report over a whole split, and the headline numbers of it;
-- which figures show it (drawn by `plots.py`, by name), and what its training curves show.
+- its loss and its streaming Keras metrics (training and periodic evaluation).
+
+What only the later stages need stays with them, so that a change there does not
+retrain: the whole-split report and its headline numbers are in
+`evaluation/scoring.py`, the figures that show a problem in `evaluation/figures.py`.
 
 Standard library at import (Luigi's scheduling path resolves `auto` with it);
 Keras and NumPy are imported inside the methods that train or evaluate.
@@ -18,12 +20,11 @@ Keras and NumPy are imported inside the methods that train or evaluate.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import keras
-    import numpy as np
 
 # Augmentations by name, applied to training batches of images only (inputs.apply_augmentations).
 # Flipping teaches a model that a mirrored input has the same label: wrong for
@@ -41,9 +42,6 @@ class Problem:
 
     name: ClassVar[str]
     output_activation: ClassVar[str]  # what the last layer of a network must end in
-    headline_metrics: ClassVar[tuple[str, ...]]  # the report's numbers a table of runs shows
-    loss_name: ClassVar[str]  # what the loss is, in words (the training curves' loss panel)
-    curve_metric: ClassVar[str | None] = None  # a metric drawn beside the loss in the training curves, if any
 
     def default_network(self, input_shape: Sequence[int]) -> str:
         """The built-in network `--TrainEstimator-network auto` picks: a CNN for images, else the MLP."""
@@ -80,41 +78,12 @@ class Problem:
         """The metrics from the means of `per_example`'s terms."""
         return means
 
-    # --- evaluation and figures ---
-
-    def report(
-        self,
-        labels: np.ndarray,
-        predictions: np.ndarray,
-        class_names: Sequence[str],
-        ids: Sequence[str] | None = None,
-    ) -> dict[str, Any]:
-        """The evaluation report of one whole split, as JSON-ready data; `ids` name the examples."""
-        raise NotImplementedError
-
-    def headline(self, report: Mapping[str, Any]) -> dict[str, float]:
-        """The report's headline numbers, e.g. {"mse": 0.0109} or {"accuracy": 0.99, "macro_f1": 0.99}."""
-        return {name: float(_dig(report, name)) for name in self.headline_metrics}
-
-    def figures(self, input_shape: Sequence[int]) -> tuple[str, ...]:
-        """Names of the figures PlotInference draws for this problem (plots.FIGURES)."""
-        raise NotImplementedError
-
-
-def _dig(report: Mapping[str, Any], name: str) -> Any:
-    """report["macro_avg"]["f1"] for "macro_f1"; report[name] otherwise."""
-    if name.startswith("macro_"):
-        return report["macro_avg"][name.removeprefix("macro_")]
-    return report[name]
-
 
 class Regression(Problem):
     """Predict one number per example; mean squared error."""
 
     name = "regression"
     output_activation = "linear"
-    headline_metrics = ("mse", "rmse", "mae")
-    loss_name = "mean squared error"
 
     def num_outputs(self, class_names: Sequence[str]) -> int:
         return 1
@@ -143,33 +112,12 @@ class Regression(Problem):
     def finish(self, means: dict[str, float]) -> dict[str, float]:
         return {**means, "rmse": math.sqrt(means["mse"])}
 
-    def report(
-        self,
-        labels: np.ndarray,
-        predictions: np.ndarray,
-        class_names: Sequence[str],
-        ids: Sequence[str] | None = None,
-    ) -> dict[str, Any]:
-        import numpy as np
-
-        error = np.ravel(predictions).astype(np.float64) - np.ravel(labels).astype(np.float64)
-        mse = float(np.mean(error**2))
-        return {"num_examples": int(error.size), "mse": mse, "rmse": math.sqrt(mse), "mae": float(np.mean(abs(error)))}
-
-    def figures(self, input_shape: Sequence[int]) -> tuple[str, ...]:
-        # One input feature: the predictions against it (the seed's figure) as well.
-        along_input = ("predictions",) if tuple(input_shape) == (1,) else ()
-        return (*along_input, "predicted_vs_true", "curves")
-
 
 class Classification(Problem):
     """Predict one of `class_names` per example; the network outputs class probabilities (softmax)."""
 
     name = "classification"
     output_activation = "softmax"
-    headline_metrics = ("accuracy", "macro_f1")
-    loss_name = "cross-entropy"
-    curve_metric = "accuracy"
 
     def default_augment(self, input_shape: Sequence[int]) -> tuple[str, ...]:
         return ("flip_horizontal", "shift", "brightness") if input_kind(input_shape) == "image" else ()
@@ -202,37 +150,6 @@ class Classification(Problem):
 
         hits = tf.cast(tf.equal(tf.argmax(outputs, axis=-1), tf.cast(tf.reshape(labels, [-1]), tf.int64)), tf.float32)
         return {"loss": keras.losses.sparse_categorical_crossentropy(labels, outputs), "accuracy": hits}
-
-    def report(
-        self,
-        labels: np.ndarray,
-        predictions: np.ndarray,
-        class_names: Sequence[str],
-        ids: Sequence[str] | None = None,
-    ) -> dict[str, Any]:
-        """Accuracy, per-class and macro precision / recall / F1, the confusion matrix, and every
-        misclassified example (by its id: an image's file, a table's line) with its true and predicted class."""
-        import numpy as np
-
-        from pipeline import metrics
-
-        predicted = np.argmax(predictions, axis=-1)
-        report = metrics.classification_report(labels, predicted, class_names)
-        if ids is not None:
-            report["misclassified"] = [
-                {
-                    "example": ids[i],
-                    "true": class_names[int(labels[i])],
-                    "predicted": class_names[int(predicted[i])],
-                    "probability": round(float(predictions[i, predicted[i]]), 4),
-                }
-                for i in np.flatnonzero(predicted != np.ravel(labels)).tolist()
-            ]
-        return report
-
-    def figures(self, input_shape: Sequence[int]) -> tuple[str, ...]:
-        images = ("validation_images",) if input_kind(input_shape) == "image" else ()
-        return ("confusion_matrix", *images, "curves")
 
 
 PROBLEMS: dict[str, Problem] = {problem.name: problem for problem in (Regression(), Classification())}

@@ -34,10 +34,15 @@ from typing import Any, ClassVar
 import luigi
 from luigi.freezing import FrozenOrderedDict
 
-from pipeline import cluster, gpu_slots, identity, invocation, paths, plugins, problems, settings, sources
+from pipeline import builders, layout, paths, problems
+from pipeline.core import identity, invocation, markers
+from pipeline.core.parameters import CheckedParameters
+from pipeline.core.stage import Stage, dag
 from pipeline.errors import ParameterError
-from pipeline.parameter_checks import CheckedParameters
-from pipeline.stage import Stage, dag
+from pipeline.etl import sources
+from pipeline.runtime import gpu_slots
+from pipeline.schema import Schema
+from pipeline.training import cluster, config
 
 logger = logging.getLogger("luigi-interface")
 MANY_EPOCHS = 100  # a training budget above this many passes over the split is worth a warning
@@ -112,7 +117,7 @@ class PerNetworkParameter(luigi.Parameter[Any]):
 
 
 class BatchSizeParameter(luigi.Parameter[Any]):
-    """`auto` (settings.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
+    """`auto` (config.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
 
     def parse(self, x: str) -> Any:
         return "auto" if x.strip() == "auto" else self.normalize(x)
@@ -159,7 +164,7 @@ class MakeShapes(Stage):
     """Demo data: PNGs of geometric shapes in data/raw/shapes/<class>/, written once, never modified."""
 
     artifact_kind = "data"
-    code_entry = ("pipeline.shapes",)
+    code_entry = ("pipeline.etl.shapes",)
     folder: ClassVar[str] = "shapes"  # below data/raw/
 
     classes = luigi.ChoiceListParameter(choices=SHAPE_NAMES, description="Shape classes, e.g. circle,square.")
@@ -182,7 +187,7 @@ class MakeShapes(Stage):
         # Raw data is immutable: never overwrite a folder made otherwise (or not by this task).
         folder = self.output_dir()
         if folder.exists():
-            marker = identity.read_marker(folder)
+            marker = markers.read_marker(folder)
             if marker is None or marker.get("identity") != self.identity().digest:
                 why = "; ".join(identity.explain_change(marker, self.identity().as_dict())) if marker else ""
                 raise ValueError(
@@ -198,7 +203,7 @@ class MakeShapes(Stage):
         return self.folder
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import shapes
+        from pipeline.etl import shapes
 
         counts = shapes.write_shapes(
             staging, self.classes, self.images_per_class, self.image_size, self.seed, self.progress
@@ -223,7 +228,7 @@ class CreateShards(Stage):
     """
 
     artifact_kind = "data"
-    code_entry = ("pipeline.sources", "pipeline.shards")
+    code_entry = ("pipeline.etl.sources", "pipeline.etl.shards")
     upstream_families = ("MakeShapes",)
     headline_params = ("source",)
     build_phase = "etl"
@@ -295,13 +300,13 @@ class CreateShards(Stage):
         except OSError as error:  # a name too long for the file system, a folder that cannot be read
             flag = "--CreateShards-image-dir" if self.image_dir else "--CreateShards-csv"
             raise ParameterError(f"{flag} cannot be read: {error.strerror}. Received: {error.filename}") from None
-        for split in paths.SPLITS:
+        for split in layout.SPLITS:
             _require(
                 num_examples[split] >= 1,
                 f"--CreateShards-validation-fraction {self.validation_fraction} leaves the {split} split empty "
                 f"({sum(num_examples.values())} examples in all).",
             )
-        for split in paths.SPLITS:
+        for split in layout.SPLITS:
             shards = getattr(self, f"num_{split}_shards")
             _require(
                 1 <= shards <= num_examples[split],
@@ -309,16 +314,16 @@ class CreateShards(Stage):
                 f"Received: {shards}",
             )
 
-    def schema(self) -> sources.Schema:
+    def schema(self) -> Schema:
         """What the shards will hold (problem, input shape, classes, examples per split), before they exist."""
         if self.is_demo() and not Path(self.image_dir).exists():
             demo = self.stage_above(MakeShapes)
             counts = sources.split_counts(demo.images_per_class, self.validation_fraction)
             shape = (self.image_size, self.image_size, 3)
             total = {split: count * len(demo.classes) for split, count in counts.items()}
-            return sources.Schema("classification", shape, tuple(sorted(demo.classes)), total)
-        schema: sources.Schema = self.source.schema()
-        return schema
+            return Schema("classification", shape, tuple(sorted(demo.classes)), total)
+        found: Schema = self.source.schema()
+        return found
 
     def resolved(self) -> dict[str, Any]:
         """The source's own fields (another source's parameters play no part) and the sharding."""
@@ -346,7 +351,7 @@ class CreateShards(Stage):
         return _folder_prefix(Path(self.csv).stem) if self.csv else "sine"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import shards
+        from pipeline.etl import shards
 
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
         manifest = shards.create_shards(staging, self.source, num_shards, self.writer_processes, self.progress)
@@ -371,14 +376,14 @@ class TrainEstimator(Stage):
     """
 
     artifact_kind = "models"
-    code_entry = ("pipeline.estimator", "pipeline.problems")
+    code_entry = ("pipeline.training.estimator",)
     upstream_families = ("CreateShards",)
     headline_params = ("network",)
     uses_tensorflow = True
     resumable = True
     # Read by no stage below, and not byte-stable across identical runs (timestamps, save order):
     # a deterministic forced retrain then reruns nothing below (the model and history.json count).
-    volatile_files = tuple(f"{folder}/*" for folder in (paths.CHECKPOINTS, paths.EVENTS, paths.SAVED_MODEL))
+    volatile_files = tuple(f"{folder}/*" for folder in (layout.CHECKPOINTS, layout.EVENTS, layout.SAVED_MODEL))
     resources = {"gpu": 1}  # noqa: RUF012 (Luigi declares it so); pool size: [resources] in luigi.cfg
 
     network = luigi.Parameter(
@@ -396,7 +401,7 @@ class TrainEstimator(Stage):
         parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Cosine-decay the rate to 0 over max_steps."
     )
     batch_size = BatchSizeParameter(
-        description=f"Examples per training step; auto: {settings.AUTO_BATCH_SIZE}, or the whole training split when "
+        description=f"Examples per training step; auto: {config.AUTO_BATCH_SIZE}, or the whole training split when "
         "it is smaller."
     )
     max_steps = PerNetworkParameter(value_type=int, description="Train until the global step reaches this.")
@@ -442,15 +447,15 @@ class TrainEstimator(Stage):
             self.dense_units >= 1, f"--TrainEstimator-dense-units must be at least 1. Received: {self.dense_units}"
         )
         _check_memory(self.hidden_units, self.conv_filters, self.dense_units)
-        config = self.settings()
+        settings = self.settings()
         for name in (
             "batch_size", "max_steps", "checkpoint_steps", "shuffle_buffer", "keep_checkpoints", "steps_per_execution"
         ):  # fmt: skip
-            value = getattr(config, name)
+            value = getattr(settings, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 1, f"{flag} must be a positive integer. Received: {value}")
         for name in ("max_epochs", "patience"):
-            value = getattr(config, name)
+            value = getattr(settings, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 0, f"{flag} must be 0 (off) or more. Received: {value}")
         _require(
@@ -459,16 +464,16 @@ class TrainEstimator(Stage):
         )
         gpu_slots.check_count(self.gpus_per_training, gpu_slots.host_gpus())  # none on this host: any count
         _require(
-            math.isfinite(config.learning_rate) and config.learning_rate > 0,
-            f"--TrainEstimator-learning-rate must be a positive number. Received: {config.learning_rate}",
+            math.isfinite(settings.learning_rate) and settings.learning_rate > 0,
+            f"--TrainEstimator-learning-rate must be a positive number. Received: {settings.learning_rate}",
         )
         # The built-in networks' sizes in network_args are the parameters checked above:
-        # network_params may not set them (plugins.arguments).
-        args = config.network_args
+        # network_params may not set them (builders.arguments).
+        args = settings.network_args
         schema = self.requires().schema()
         _require(
-            config.batch_size <= schema.num_examples["train"],
-            f"--TrainEstimator-batch-size {config.batch_size} is larger than the {schema.num_examples['train']} "
+            settings.batch_size <= schema.num_examples["train"],
+            f"--TrainEstimator-batch-size {settings.batch_size} is larger than the {schema.num_examples['train']} "
             "training examples: each batch would repeat examples. Use at most that many.",
         )
         if "conv_filters" in args:
@@ -482,10 +487,10 @@ class TrainEstimator(Stage):
         builder = self.builder()
         if not builder.built_in:
             call = {**args, **self.call_arguments()}
-            plugins.check(builder, call, self.user_code())
+            builders.check(builder, call, self.user_code())
 
-    def builder(self) -> plugins.Builder:
-        return plugins.find(self.settings().network)
+    def builder(self) -> builders.Builder:
+        return builders.find(self.settings().network)
 
     def call_arguments(self) -> dict[str, Any]:
         """input_shape, num_outputs and problem: what every network builder is called with."""
@@ -504,7 +509,7 @@ class TrainEstimator(Stage):
         def resolve() -> tuple[TrainEstimator, Any]:
             parameters = {name: getattr(self, name) for name, _ in self.get_params()}
             try:
-                return self, settings.resolve(TrainSettings, parameters, self.requires().schema())
+                return self, config.resolve(TrainSettings, parameters, self.requires().schema())
             except ValueError as error:
                 raise ParameterError(str(error)) from None
 
@@ -512,7 +517,7 @@ class TrainEstimator(Stage):
 
     def resolved(self) -> dict[str, Any]:
         insignificant = {name for name, param in self.get_params() if not param.significant}
-        return settings.significant(self.settings(), insignificant)
+        return config.significant(self.settings(), insignificant)
 
     def user_code(self) -> dict[str, str]:
         """Code digests of a user's network module and the modules of theirs it imports ({} for built-ins)."""
@@ -533,22 +538,22 @@ class TrainEstimator(Stage):
         return f"{self.requires().folder_prefix()}-{_folder_prefix(network.rpartition(':')[2])}"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import train_process  # on a GPU slot of its own when the host has GPUs
+        from pipeline.training import process  # on a GPU slot of its own when the host has GPUs
 
-        config, examples = self.settings(), self.requires().schema().num_examples["train"]
-        epochs = config.max_steps * config.batch_size / examples
+        settings, examples = self.settings(), self.requires().schema().num_examples["train"]
+        epochs = settings.max_steps * settings.batch_size / examples
         if epochs > MANY_EPOCHS:
             logger.warning(
                 "TrainEstimator: %d steps of %d examples are %.0f epochs of the %d training examples (over %d). "
                 "If the eval loss stops falling early (training_curves.png), set --TrainEstimator-max-epochs, "
                 "or --TrainEstimator-patience to stop when it does.",
-                config.max_steps, config.batch_size, epochs, examples, MANY_EPOCHS,
+                settings.max_steps, settings.batch_size, epochs, examples, MANY_EPOCHS,
             )  # fmt: skip
         shards_dir = self.requires().output_dir()
-        return train_process.train(config, shards_dir, staging, self.progress, self.gpus_per_training)
+        return process.train(settings, shards_dir, staging, self.progress, self.gpus_per_training)
 
 
-TrainSettings = settings.settings_class(
+TrainSettings = config.settings_class(
     [name for name, _ in TrainEstimator.get_params()], name="TrainSettings", module=__name__
 )
 
@@ -557,7 +562,7 @@ class EvaluateEstimator(Stage):
     """The problem's evaluation report of the trained model over the whole validation (and training) set, as JSON."""
 
     artifact_kind = "reports"
-    code_entry = ("pipeline.estimator", "pipeline.problems")
+    code_entry = ("pipeline.evaluation.evaluate",)
     upstream_families = ("TrainEstimator", "CreateShards")
     uses_tensorflow = True
     build_phase = "evaluate"
@@ -569,13 +574,13 @@ class EvaluateEstimator(Stage):
         return f"{self.requires()['model'].folder_prefix()}-eval"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import estimator
+        from pipeline.evaluation import evaluate, scoring
 
         self.progress(0.0, "evaluating on the validation and training sets")
         upstream = self.requires()
-        report = estimator.evaluate(upstream["model"].output_dir(), upstream["shards"].output_dir())
-        (staging / paths.METRICS).write_text(json.dumps(report, indent=1, sort_keys=True))
-        headline = problems.get(report["problem"]).headline(report["validation"])
+        report = evaluate.evaluate(upstream["model"].output_dir(), upstream["shards"].output_dir())
+        (staging / layout.METRICS).write_text(json.dumps(report, indent=1, sort_keys=True))
+        headline = scoring.of(report["problem"]).headline(report["validation"])
         self.progress(1.0, "validation " + ", ".join(f"{name} {value:.4g}" for name, value in headline.items()))
         return {"validation": headline}
 
@@ -584,7 +589,7 @@ class PlotInference(Stage):
     """The problem's figures: predictions on the training and validation sets, training curves, as PNGs."""
 
     artifact_kind = "reports"
-    code_entry = ("pipeline.estimator", "pipeline.problems", "pipeline.plots")
+    code_entry = ("pipeline.evaluation.figures",)
     upstream_families = ("EvaluateEstimator", "TrainEstimator", "CreateShards")
     uses_tensorflow = True
     build_phase = "plot"
@@ -600,19 +605,19 @@ class PlotInference(Stage):
         return f"{self.requires()['model'].folder_prefix()}-plots"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline import plots
+        from pipeline.evaluation import figures
 
         upstream = self.requires()
         model = self.stage_above(TrainEstimator)  # upstream["model"], typed
-        figures = plots.write_figures(
+        written = figures.write_figures(
             staging,
             model_dir=model.output_dir(),
             shards_dir=upstream["shards"].output_dir(),
             metrics_dir=upstream["metrics"].output_dir(),
-            title=f"{model.output_dir().name}\n{settings.describe(model.settings())}",
+            title=f"{model.output_dir().name}\n{config.describe(model.settings())}",
             progress=self.progress,
         )
-        return {"figures": figures}
+        return {"figures": written}
 
 
 STAGES: dict[str, type[Stage]] = {

@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import quote
 from urllib.request import urlopen
 
-from pipeline import luigid
-from pipeline.scheduler import scheduler_url
+from pipeline.cli import luigid
+from pipeline.cli.scheduler import scheduler_url
 from tests.conftest import PROJECT_DIR, SMALL_TRAINING, VENV_BIN
 
 

@@ -20,8 +20,10 @@ import luigi
 import pytest
 
 from pipeline import __main__ as commands
-from pipeline import cleanup, identity, paths
-from pipeline.stage import Stage
+from pipeline import paths
+from pipeline.cli import cleanup
+from pipeline.core import publish
+from pipeline.core.stage import Stage
 from pipeline.tasks import EvaluateEstimator, PlotInference, TrainEstimator
 from tests.conftest import Config, build
 
@@ -68,7 +70,7 @@ def test_gc_removes_leftovers_and_keeps_results_unless_asked(
     # Leftovers: a training that died after preparing its staging folder (another configuration's),
     # a copy set aside by a publish that died, and the lock of a folder that is gone.
     dead = TrainEstimator(batch_size=8)
-    crashed = identity.staging_path(dead.output_dir())
+    crashed = publish.staging_path(dead.output_dir())
     dead._prepare_staging(crashed, dead.upstream_content())
     aside = current[1].with_name(current[1].name + ".old-123-456")
     shutil.copytree(current[1], aside)
@@ -76,9 +78,9 @@ def test_gc_removes_leftovers_and_keeps_results_unless_asked(
     orphan.touch()
     # A staging folder another run is writing (that process holds its lock), and the current
     # configuration's resumable one (training resumes from it): both stay.
-    busy = identity.staging_path(old[2].with_name("sine-mlp-plots-111111111111"))
+    busy = publish.staging_path(old[2].with_name("sine-mlp-plots-111111111111"))
     busy.mkdir()
-    resumable = identity.staging_path(current[0])
+    resumable = publish.staging_path(current[0])
     resumable.mkdir()
 
     with _held_by_another_process(paths.lock_path(cleanup.final_folder(busy))):
@@ -124,7 +126,7 @@ def test_gc_removes_leftovers_and_keeps_results_unless_asked(
 def test_listing_creates_no_lock_folder(workspace: Path) -> None:
     # A staging folder nobody writes, in a root without `.locks`: listed as a leftover, and the
     # listing (a dry run) asks whether its lock is held without creating the lock folder.
-    staging = identity.staging_path(TrainEstimator().output_dir())
+    staging = publish.staging_path(TrainEstimator().output_dir())
     staging.mkdir(parents=True)
     entries = cleanup.scan({}, set())
     assert [(entry.path, entry.kind) for entry in entries] == [(staging, "staging")]
@@ -154,6 +156,6 @@ def test_a_failed_stage_leaves_staging_only_when_it_can_resume(workspace: Path, 
     task = Failing(resumable_here=resumable)
     with pytest.raises(RuntimeError, match="failed half-way"):
         task.run()
-    staging = identity.staging_path(task.output_dir())
+    staging = publish.staging_path(task.output_dir())
     assert staging.exists() == resumable
     assert not task.output_dir().exists()

@@ -1,4 +1,4 @@
-"""Mistakes at the command line (pipeline/cli.py): one line, the name meant, exit code 40; help; pipes.
+"""Mistakes at the command line (pipeline/interface.py): one line, the name meant, exit code 40; help; pipes.
 
 Every case runs the real `luigi` or `python -m pipeline` command (no TensorFlow is
 imported: each takes about as long as importing Luigi).
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import pipeline
-from pipeline import cli
+from pipeline.cli import interface
 from tests.conftest import VENV_BIN, make_root, run_cli
 
 LUIGI = ["luigi", "--module", "pipeline"]
@@ -58,10 +58,10 @@ def test_closest() -> None:
         "--CreateShards-seed",
         "--TrainEstimator-seed",
     ]
-    assert cli.closest("--trainestimator_LEARNING_rate", flags) == "--TrainEstimator-learning-rate"
-    assert cli.closest("--lr-decay", flags) == "--TrainEstimator-lr-decay"
-    assert cli.closest("--seed", flags) == "--CreateShards-seed or --TrainEstimator-seed"
-    assert cli.closest("--zzz", flags) is None
+    assert interface.closest("--trainestimator_LEARNING_rate", flags) == "--TrainEstimator-learning-rate"
+    assert interface.closest("--lr-decay", flags) == "--TrainEstimator-lr-decay"
+    assert interface.closest("--seed", flags) == "--CreateShards-seed or --TrainEstimator-seed"
+    assert interface.closest("--zzz", flags) is None
 
 
 def test_unknown_commands_of_python_m_pipeline(tmp_path: Path) -> None:
@@ -86,7 +86,7 @@ def test_help_lists_every_parameter_of_the_dag_above(tmp_path: Path) -> None:
         assert f"\n{family}: " in text
         for name, param in cls.get_params():
             flag = f"--{family}-{name.replace('_', '-')}"
-            assert re.search(rf"\n  {re.escape(flag)} .*\n      {re.escape(cli._description(param))}", text), flag
+            assert re.search(rf"\n  {re.escape(flag)} .*\n      {re.escape(interface._description(param))}", text), flag
     assert "\n  --TrainEstimator-batch-size 96\n" in text  # the value luigi.cfg gives, here the folder's
     assert "or the problem to pose. Choices: auto, classification, regression.\n" in text  # sorted, not a set's order
     assert "--PlotInference-force" not in text and "MakeShapes" not in text  # below it; not in the sine's DAG
@@ -108,7 +108,7 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     finally:
         os.close(writer)
     assert out.stderr == ""
-    assert out.returncode == cli.BROKEN_PIPE_EXIT
+    assert out.returncode == interface.BROKEN_PIPE_EXIT
 
 
 def test_status_exit_code_says_whether_anything_is_stale(tmp_path: Path) -> None:
@@ -122,17 +122,17 @@ def test_status_exit_code_says_whether_anything_is_stale(tmp_path: Path) -> None
 def test_only_a_users_mistake_is_one_line(
     workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every command goes through cli.run_command: a PipelineError is `ERROR: <class>: <message>`, exit 40;
+    """Every command goes through interface.run_command: a PipelineError is `ERROR: <class>: <message>`, exit 40;
     any other error (a ValueError from a bug, too) keeps its traceback."""
     from pipeline import __main__ as commands
-    from pipeline import runs
+    from pipeline.experiments import runs
 
-    assert commands.main(["runs", "--json", "--csv"]) == cli.BAD_PARAMETER_EXIT
+    assert commands.main(["runs", "--json", "--csv"]) == interface.BAD_PARAMETER_EXIT
     assert capsys.readouterr().err == (
         "ERROR: ParameterError: python -m pipeline runs: argument --csv: not allowed with argument --json. "
         "Usage: python -m pipeline runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]\n"
     )
-    assert commands.main(["report"]) == cli.BAD_PARAMETER_EXIT  # an empty root
+    assert commands.main(["report"]) == interface.BAD_PARAMETER_EXIT  # an empty root
     assert capsys.readouterr().err == (
         f"ERROR: DataError: No trained models under {workspace.resolve() / 'models'}: nothing to report.\n"
     )

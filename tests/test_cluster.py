@@ -12,7 +12,11 @@ import keras
 import numpy as np
 import pytest
 
-from pipeline import cluster, estimator, identity, paths, shards, sources
+from pipeline import layout
+from pipeline.core import markers
+from pipeline.etl import shards, sources
+from pipeline.evaluation import evaluate
+from pipeline.training import cluster, estimator
 from tests.conftest import PROJECT_DIR, VENV_BIN, make_root, run_cli
 from tests.test_estimator import small_config
 
@@ -68,17 +72,17 @@ def test_two_workers_train_one_model_together(tmp_path: Path) -> None:
     assert "worker 1 of 2: trained to step 100" in worker_out
 
     (model_dir,) = [p for p in (tmp_path / "models").iterdir() if p.is_dir()]  # no worker scratch left
-    marker = identity.read_marker(model_dir)
+    marker = markers.read_marker(model_dir)
     assert marker is not None
     assert (marker["info"]["workers"], marker["info"]["replicas"]) == (2, 2)
-    for name in (paths.KERAS_MODEL, paths.SAVED_MODEL, paths.CHECKPOINTS + "/ckpt-100.index", paths.EVENTS):
+    for name in (layout.KERAS_MODEL, layout.SAVED_MODEL, layout.CHECKPOINTS + "/ckpt-100.index", layout.EVENTS):
         assert (model_dir / name).exists(), name
-    history = json.loads((model_dir / paths.HISTORY).read_text())
+    history = json.loads((model_dir / layout.HISTORY).read_text())
     assert [h["step"] for h in history] == [50, 100]
     # The distributed loop's evaluation is exact over the whole validation set:
     # it equals Keras' own evaluation of the exported model.
     (shards_dir,) = [p for p in (tmp_path / "data" / "shards").iterdir() if p.is_dir()]
-    metrics = estimator.evaluate(model_dir, shards_dir)
+    metrics = evaluate.evaluate(model_dir, shards_dir)
     assert history[-1]["eval"]["mse"] == pytest.approx(metrics["validation"]["mse"], rel=1e-5)
     assert history[-1]["eval"]["mae"] == pytest.approx(metrics["validation"]["mae"], rel=1e-5)
 
@@ -89,7 +93,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pathlib import Path
-from pipeline import estimator
+from pipeline.training import estimator
 from tests.test_estimator import small_config
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 result = estimator.train(small_config(max_steps=100, checkpoint_steps=50), Path(sys.argv[1]), Path(sys.argv[2]),
@@ -107,8 +111,8 @@ def test_mirrored_strategy_over_two_devices(tmp_path: Path) -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert (result["strategy"], result["replicas"]) == ("MirroredStrategy", 2)
     model_dir = tmp_path / "model"
-    assert [h["step"] for h in json.loads((model_dir / paths.HISTORY).read_text())] == [50, 100]
-    for name in (paths.KERAS_MODEL, paths.SAVED_MODEL, paths.CHECKPOINTS, paths.EVENTS):
+    assert [h["step"] for h in json.loads((model_dir / layout.HISTORY).read_text())] == [50, 100]
+    for name in (layout.KERAS_MODEL, layout.SAVED_MODEL, layout.CHECKPOINTS, layout.EVENTS):
         assert (model_dir / name).exists()
     assert result["last_eval"]["loss"] < 0.5  # it learned (the data's variance is ~0.5)
 
@@ -120,10 +124,10 @@ def test_mixed_precision_on_cpu(tmp_path: Path) -> None:
     )
     assert result["precision"] == "mixed_bfloat16"  # CPUs: bfloat16 (float16 on GPUs)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
-    model = estimator.load_model(tmp_path / "m")
+    model = evaluate.load_model(tmp_path / "m")
     assert model.get_layer("hidden_0").dtype_policy.name == "mixed_bfloat16"
     assert model.get_layer("hidden_0").kernel.dtype == "float32"  # weights stay float32
     prediction = model.predict(np.zeros((4, 1), "float32"), verbose=0)
     assert prediction.dtype == np.float32
-    history = json.loads((tmp_path / "m" / paths.HISTORY).read_text())
+    history = json.loads((tmp_path / "m" / layout.HISTORY).read_text())
     assert history[-1]["eval"]["loss"] < history[0]["eval"]["loss"]

@@ -24,12 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import console, paths
+from pipeline import layout
+from pipeline.cli import console
+from pipeline.runtime import clock
 from tests.conftest import PROJECT_DIR, SMALL_TRAINING, VENV_BIN
 
 
 def test_duration_and_bar() -> None:
-    assert [console.duration(s) for s in (0, 59.4, 61, 3599, 3600, 3725)] == [
+    assert [clock.duration(s) for s in (0, 59.4, 61, 3599, 3600, 3725)] == [
         "0:00", "0:59", "1:01", "59:59", "1:00:00", "1:02:05",
     ]  # fmt: skip
     assert console.bar(0.25, width=8) == "██░░░░░░"
@@ -145,7 +147,7 @@ def test_a_run_at_the_terminal_from_another_folder(project: tuple[Path, dict[str
     assert list(elsewhere.iterdir()) == []
     (model_dir,) = (proj / "models").glob("sine-mlp-*")
     (eval_dir,) = (proj / "reports").glob("sine-mlp-eval-*")
-    history = {h["step"]: h for h in json.loads((model_dir / paths.HISTORY).read_text())}
+    history = {h["step"]: h for h in json.loads((model_dir / layout.HISTORY).read_text())}
 
     # A live bar: redrawn in place (carriage return, clear line), its clock moving while TensorFlow loads.
     frames = [frame for frame in out.split(console.CLEAR_LINE) if frame.startswith("TrainEstimator ")]
@@ -172,7 +174,7 @@ def test_a_run_at_the_terminal_from_another_folder(project: tuple[Path, dict[str
     assert f"Artifact root: {proj}\n" in block
     for stage_folder in (model_dir, eval_dir):
         assert re.search(rf"\S+\s+{re.escape(str(stage_folder))}  made now\n", block)
-    metrics = json.loads((eval_dir / paths.METRICS).read_text())["validation"]
+    metrics = json.loads((eval_dir / layout.METRICS).read_text())["validation"]
     assert f"mse {metrics['mse']:.4g}" in block and f"num_examples {metrics['num_examples']}" in block
     assert "Ran: CreateShards, TrainEstimator, EvaluateEstimator, PlotInference. Reused: nothing." in block
 

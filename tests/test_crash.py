@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.crash_trials import run_trials, summary_line
-from pipeline import phases
+from pipeline.runtime import phases
 from tests.conftest import Config
 
 # Where a kill aimed at a phase may land instead when the stage's timer fires late: the next phase.

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import identity, paths
+from pipeline import layout
+from pipeline.core import markers
 from tests.conftest import SMALL_TRAINING, run_cli
 
 SIZE = "2m"  # the shards (~70 kB) and about 15 checkpoints of the sine MLP with Adam's state (~125 kB each)
@@ -40,7 +41,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _checkpoint_step(staging: Path) -> int:
-    text = (staging / paths.CHECKPOINTS / "checkpoint").read_text()
+    text = (staging / layout.CHECKPOINTS / "checkpoint").read_text()
     return int(text.split('model_checkpoint_path: "ckpt-')[1].split('"')[0])
 
 
@@ -61,21 +62,21 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_the_rerun_resumes_from_it(tmp
     assert full.stderr.count(message) == 1, full.stderr[-3000:]
     assert "python -m pipeline gc" in full.stderr and "Traceback" not in full.stderr
     (shards,) = (small_disk / "data" / "shards").iterdir()
-    assert identity.read_marker(shards) is not None  # written before the disk filled
+    assert markers.read_marker(shards) is not None  # written before the disk filled
     (staging,) = (small_disk / "models").iterdir()
     assert staging.name.endswith(".partial")  # nothing published
     kept = _checkpoint_step(staging)
     assert 0 < kept < 6000  # it filled during training, after some checkpoints
-    assert (staging / paths.CHECKPOINTS / f"ckpt-{kept}.index").is_file()
-    assert [h["step"] for h in json.loads((staging / paths.HISTORY).read_text())][-1] >= kept
+    assert (staging / layout.CHECKPOINTS / f"ckpt-{kept}.index").is_file()
+    assert [h["step"] for h in json.loads((staging / layout.HISTORY).read_text())][-1] >= kept
 
     # Space freed (the file system grown): the same command resumes from that checkpoint.
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     again = run_cli(command, cwd=run)
     assert again.returncode == 0, again.stderr[-3000:]
     (model_dir,) = (small_disk / "models").iterdir()
-    marker = identity.read_marker(model_dir)
+    marker = markers.read_marker(model_dir)
     assert marker is not None and not model_dir.name.endswith(".partial")
     assert marker["info"]["resumed_from_step"] == kept
-    assert not any(name.endswith("_temp") for name in os.listdir(model_dir / paths.CHECKPOINTS))
-    assert [h["step"] for h in json.loads((model_dir / paths.HISTORY).read_text())] == list(range(100, 6001, 100))
+    assert not any(name.endswith("_temp") for name in os.listdir(model_dir / layout.CHECKPOINTS))
+    assert [h["step"] for h in json.loads((model_dir / layout.HISTORY).read_text())] == list(range(100, 6001, 100))

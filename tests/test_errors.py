@@ -10,7 +10,7 @@ from pathlib import Path
 import luigi
 import pytest
 
-from pipeline import paths
+from pipeline import layout
 from pipeline.errors import DataError, ParameterError, TrainingDivergedError
 from pipeline.tasks import CreateShards, TrainEstimator
 from tests.conftest import ROOT_HERE, SMALL_TRAINING, VENV_BIN, build, make_root, run_cli
@@ -81,7 +81,7 @@ def test_divergence_fails_training_and_publishes_nothing(workspace: Path) -> Non
 
 
 def test_divergence_keeps_the_last_good_checkpoint(workspace: Path, tmp_path: Path) -> None:
-    from pipeline import estimator
+    from pipeline.training import estimator
     from tests.test_estimator import small_config
 
     build(CreateShards())
@@ -90,14 +90,14 @@ def test_divergence_keeps_the_last_good_checkpoint(workspace: Path, tmp_path: Pa
     # Resumed at step 100 with a rate that blows up (a decaying rate is not stored in the checkpoint).
     with pytest.raises(TrainingDivergedError, match="at step 1"):
         estimator.train(small_config(max_steps=300, learning_rate=1e12), shards_dir, model_dir)
-    state = (model_dir / paths.CHECKPOINTS / "checkpoint").read_text()
+    state = (model_dir / layout.CHECKPOINTS / "checkpoint").read_text()
     assert 'model_checkpoint_path: "ckpt-100"' in state
-    assert [h["step"] for h in json.loads((model_dir / paths.HISTORY).read_text())] == [100]
+    assert [h["step"] for h in json.loads((model_dir / layout.HISTORY).read_text())] == [100]
 
 
 def test_damaged_input_is_refused_with_the_fix(workspace: Path) -> None:
     build(CreateShards())
-    shard = paths.shard_files(CreateShards().output_dir(), "train")[1]
+    shard = layout.shard_files(CreateShards().output_dir(), "train")[1]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0x01
     shard.write_bytes(bytes(data))
@@ -139,11 +139,12 @@ def test_two_local_scheduler_runs_at_once_publish_once(workspace: Path) -> None:
 
 def test_corrupt_shard_while_reading_names_the_shard(tmp_path: Path) -> None:
     """Damage TensorFlow meets while reading (past the stage's checks) is named with the fix."""
-    from pipeline import estimator, shards, sources
+    from pipeline.etl import shards, sources
+    from pipeline.training import estimator
     from tests.test_estimator import small_config
 
     shards.create_shards(tmp_path / "shards", sources.SineSource(), {"train": 3, "validation": 2})
-    shard = paths.shard_files(tmp_path / "shards", "train")[2]
+    shard = layout.shard_files(tmp_path / "shards", "train")[2]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))

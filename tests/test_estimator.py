@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline import estimator, identity, paths, shards, sources
+from pipeline import layout
+from pipeline.core import markers
+from pipeline.etl import shards, sources
+from pipeline.evaluation import evaluate
+from pipeline.training import estimator
 from tests.conftest import VENV_BIN, make_root
 
 
@@ -52,22 +56,22 @@ def test_train_writes_a_complete_model_dir(shards_dir: Path, tmp_path: Path) -> 
     result = estimator.train(config, shards_dir, tmp_path)
     assert result["resumed_from_step"] == 0
 
-    state = tf.train.get_checkpoint_state(str(tmp_path / paths.CHECKPOINTS))
+    state = tf.train.get_checkpoint_state(str(tmp_path / layout.CHECKPOINTS))
     assert Path(state.model_checkpoint_path).name == "ckpt-300"
     assert [Path(p).name for p in state.all_model_checkpoint_paths] == ["ckpt-200", "ckpt-300"]
 
-    history = json.loads((tmp_path / paths.HISTORY).read_text())
+    history = json.loads((tmp_path / layout.HISTORY).read_text())
     assert [h["step"] for h in history] == [100, 200, 300]
     # Event files carry the same numbers against the global step.
-    eval_loss = _scalars(tmp_path / paths.EVENTS / "eval", "loss")
-    train_loss = _scalars(tmp_path / paths.EVENTS / "train", "loss")
+    eval_loss = _scalars(tmp_path / layout.EVENTS / "eval", "loss")
+    train_loss = _scalars(tmp_path / layout.EVENTS / "train", "loss")
     assert sorted(eval_loss) == sorted(train_loss) == [100, 200, 300]
     assert eval_loss[300] == pytest.approx(history[-1]["eval"]["loss"], rel=1e-6)
     assert eval_loss[300] < eval_loss[100]  # it learns
 
     # Both exports predict what the trained model predicts.
-    keras_model = estimator.load_model(tmp_path)
-    served = tf.saved_model.load(str(tmp_path / paths.SAVED_MODEL))
+    keras_model = evaluate.load_model(tmp_path)
+    served = tf.saved_model.load(str(tmp_path / layout.SAVED_MODEL))
     x = np.linspace(-10, 10, 7, dtype=np.float32)[:, None]
     np.testing.assert_allclose(served.serve(x).numpy(), keras_model.predict(x, verbose=0), rtol=1e-5)
 
@@ -76,7 +80,7 @@ def test_training_is_deterministic(shards_dir: Path, tmp_path: Path) -> None:
     config = small_config(max_steps=100, checkpoint_steps=100)
     estimator.train(config, shards_dir, tmp_path / "a")
     estimator.train(config, shards_dir, tmp_path / "b")
-    a, b = (estimator.load_model(tmp_path / d).get_weights() for d in "ab")
+    a, b = (evaluate.load_model(tmp_path / d).get_weights() for d in "ab")
     for wa, wb in zip(a, b, strict=True):
         np.testing.assert_array_equal(wa, wb)
 
@@ -85,7 +89,7 @@ def test_resume_continues_from_the_latest_checkpoint(shards_dir: Path, tmp_path:
     estimator.train(small_config(max_steps=200, checkpoint_steps=100, lr_decay=False), shards_dir, tmp_path)
     result = estimator.train(small_config(max_steps=400, checkpoint_steps=100, lr_decay=False), shards_dir, tmp_path)
     assert result["resumed_from_step"] == 200
-    history = json.loads((tmp_path / paths.HISTORY).read_text())
+    history = json.loads((tmp_path / layout.HISTORY).read_text())
     assert [h["step"] for h in history] == [100, 200, 300, 400]
 
 
@@ -122,10 +126,10 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> 
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resumes from the staging folder" in rerun.stderr
     (model_dir,) = [p for p in (killed / "models").iterdir() if p.is_dir()]
-    marker = identity.read_marker(model_dir)
+    marker = markers.read_marker(model_dir)
     assert marker is not None
     assert marker["info"]["resumed_from_step"] >= step_at_kill
-    history = json.loads((model_dir / paths.HISTORY).read_text())
+    history = json.loads((model_dir / layout.HISTORY).read_text())
     assert history[-1]["step"] == 3000
     assert [h["step"] for h in history] == list(range(250, 3001, 250))  # no step lost or repeated
 
@@ -133,7 +137,7 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tmp_path: Path) -> 
     (reference,) = [p for p in (unbroken / "models").iterdir() if p.is_dir()]
     assert reference.name == model_dir.name  # same identity
     for wa, wb in zip(
-        estimator.load_model(model_dir).get_weights(), estimator.load_model(reference).get_weights(), strict=True
+        evaluate.load_model(model_dir).get_weights(), evaluate.load_model(reference).get_weights(), strict=True
     ):
         np.testing.assert_array_equal(wa, wb)
 
@@ -144,19 +148,19 @@ def test_early_stopping_stops_after_patience_evaluations_and_exports_the_best(sh
         max_steps=2000, checkpoint_steps=20, steps_per_execution=20, learning_rate=0.05, lr_decay=False, patience=2
     )
     result = estimator.train(config, shards_dir, tmp_path)
-    history = json.loads((tmp_path / paths.HISTORY).read_text())
+    history = json.loads((tmp_path / layout.HISTORY).read_text())
     losses = [h["eval"]["loss"] for h in history]
     best = int(np.argmin(losses))
     assert result["stopped_early_at"] == history[-1]["step"] < 2000
     assert len(history) - 1 - best == 2 and result["best_step"] == history[best]["step"]
     # The exported model is the best evaluation's weights, not the last ones.
-    p = estimator.predict(tmp_path, shards_dir, "validation")
+    p = evaluate.predict(tmp_path, shards_dir, "validation")
     mse = float(np.mean((p["predictions"].ravel() - p["labels"].ravel()) ** 2))
     assert mse == pytest.approx(losses[best], rel=1e-4) and mse < losses[-1]
     # Run again on the same folder: it had stopped, so it trains no further.
     again = estimator.train(config, shards_dir, tmp_path)
     assert again["resumed_from_step"] == history[-1]["step"] and again["best_step"] == result["best_step"]
-    assert json.loads((tmp_path / paths.HISTORY).read_text()) == history
+    assert json.loads((tmp_path / layout.HISTORY).read_text()) == history
 
 
 def test_max_epochs_sets_the_steps_from_the_training_split(workspace: Path, config: Any) -> None:

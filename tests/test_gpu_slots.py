@@ -21,8 +21,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline import doctor, gpu_slots, identity
+from pipeline.cli import doctor
+from pipeline.core import markers
 from pipeline.errors import ParameterError
+from pipeline.runtime import gpu_slots
 from tests.conftest import PROJECT_DIR, SMALL_TRAINING, SineRuns, make_root, run_cli
 from tests.scheduler import running_luigid, start_luigi
 
@@ -110,7 +112,7 @@ def test_on_a_host_without_gpus_nothing_changes(sine_runs: SineRuns) -> None:
     assert project.get("gpu_slots", "gpus") == "auto"
     assert gpu_slots.host_gpus() == []
     for model in sine_runs.models.values():  # trained in the worker process, as before
-        marker = identity.read_marker(model)
+        marker = markers.read_marker(model)
         assert marker is not None and "gpu_slot" not in marker["info"]
 
 
@@ -184,7 +186,7 @@ def test_two_trainings_at_once_see_different_gpus(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     infos = []
     for model_dir in sorted((tmp_path / "models").iterdir()):
-        marker = identity.read_marker(model_dir)
+        marker = markers.read_marker(model_dir)
         assert marker is not None, model_dir
         infos.append(marker["info"])
     assert len(infos) == 2

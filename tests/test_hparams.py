@@ -15,7 +15,8 @@ from tensorboard.backend.event_processing import data_provider, plugin_event_mul
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
 
-from pipeline import estimator, hparams, paths
+from pipeline import layout
+from pipeline.training import hparams
 from tests.conftest import SineRuns
 
 
@@ -41,9 +42,9 @@ def test_hparams_tab_compares_every_model_dir(sine_runs: SineRuns) -> None:
     for name, model in sine_runs.models.items():
         group = groups[model.name]
         (session,) = group.sessions
-        assert session.name == f"{model.name}/{paths.EVENTS}"
+        assert session.name == f"{model.name}/{layout.EVENTS}"
         # Its hyperparameters: the training configuration, flattened (lists as JSON text).
-        config = json.loads((model / estimator.TRAIN_CONFIG).read_text())["config"]
+        config = json.loads((model / layout.TRAIN_CONFIG).read_text())["config"]
         expected = {}
         for key, value in config.items():
             for sub, item in value.items() if isinstance(value, dict) else [("", value)]:
@@ -54,7 +55,7 @@ def test_hparams_tab_compares_every_model_dir(sine_runs: SineRuns) -> None:
         assert shown["network_args.hidden_units"] == "[100, 100]"
         assert shown["network"] == "mlp" and shown["max_steps"] == 200
         # Its final metrics: the last evaluation (and training loss) of history.json.
-        last = json.loads((model / paths.HISTORY).read_text())[-1]
+        last = json.loads((model / layout.HISTORY).read_text())[-1]
         values = {(v.name.group, v.name.tag): (v.value, v.training_step) for v in session.metric_values}
         for group_name, split in (("eval", "eval"), ("train", "train")):
             for metric, value in last[split].items():

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import identity
+from pipeline.core import identity, markers, publish, values
 
 
 def test_normalise_spells_equal_numbers_once() -> None:
-    assert identity.digest({"lr": 0.01}) == identity.digest({"lr": 1e-2})
-    assert identity.digest({"lr": 0.01}) != identity.digest({"lr": 0.011})
-    assert identity.normalise((1, 2.5, {"b": 1, "a": None})) == [1, 2.5, {"a": None, "b": 1}]
+    assert values.digest({"lr": 0.01}) == values.digest({"lr": 1e-2})
+    assert values.digest({"lr": 0.01}) != values.digest({"lr": 0.011})
+    assert values.normalise((1, 2.5, {"b": 1, "a": None})) == [1, 2.5, {"a": None, "b": 1}]
 
 
 SOURCE = '''
@@ -52,9 +52,9 @@ def _published(tmp_path: Path, ident: identity.Identity, upstream: dict[str, str
     (staging / "sub").mkdir(parents=True)
     (staging / "a.bin").write_bytes(b"hello")
     (staging / "sub" / "b.txt").write_text("world")
-    identity.write_marker(staging, ident, upstream)
+    markers.write_marker(staging, ident, upstream)
     final = tmp_path / "out"
-    identity.publish(staging, final)
+    publish.publish(staging, final)
     return final
 
 
@@ -62,21 +62,21 @@ def test_marker_records_files_and_publish_is_a_rename(tmp_path: Path) -> None:
     ident = _ident(n=1)
     final = _published(tmp_path, ident, {"Up": "d1"})
     assert not (tmp_path / "out.partial").exists()
-    marker = identity.read_marker(final)
+    marker = markers.read_marker(final)
     assert marker is not None
     assert set(marker["files"]) == {"a.bin", "sub/b.txt"}
     assert marker["files"]["a.bin"]["size"] == 5
     assert marker["identity"] == ident.digest
-    assert identity.check_output(final, ident, {"Up": "d1"}) == []
+    assert markers.check_output(final, ident, {"Up": "d1"}) == []
 
 
 def test_check_output_reasons(tmp_path: Path) -> None:
     ident = _ident(n=1)
     final = _published(tmp_path, ident, {"Up": "d1"})
-    assert identity.check_output(final, ident, {"Up": "d2"}) == ["upstream Up output changed since this ran"]
-    reasons = identity.check_output(final, _ident(n=2), {"Up": "d1"})
+    assert markers.check_output(final, ident, {"Up": "d2"}) == ["upstream Up output changed since this ran"]
+    reasons = markers.check_output(final, _ident(n=2), {"Up": "d1"})
     assert reasons and "parameter n changed from 1 to 2" in reasons[0]
-    assert identity.check_output(tmp_path / "nothing", ident, None) == ["no output yet"]
+    assert markers.check_output(tmp_path / "nothing", ident, None) == ["no output yet"]
 
 
 def test_touch_is_not_a_change_but_new_bytes_are(tmp_path: Path) -> None:
@@ -85,29 +85,29 @@ def test_touch_is_not_a_change_but_new_bytes_are(tmp_path: Path) -> None:
     path = final / "a.bin"
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-    assert identity.check_output(final, ident, {}) == []
+    assert markers.check_output(final, ident, {}) == []
     # The new mtime is remembered, so the next check does not hash again.
-    marker = identity.read_marker(final)
+    marker = markers.read_marker(final)
     assert marker is not None and marker["files"]["a.bin"]["mtime_ns"] == path.stat().st_mtime_ns
 
     path.write_bytes(b"HELLO")  # same size, other bytes
-    assert identity.check_output(final, ident, {}) == ["output file a.bin was altered (content differs)"]
+    assert markers.check_output(final, ident, {}) == ["output file a.bin was altered (content differs)"]
     path.unlink()
-    assert identity.check_output(final, ident, {}) == ["output file a.bin is missing"]
+    assert markers.check_output(final, ident, {}) == ["output file a.bin is missing"]
 
 
 def test_unreadable_marker_is_not_complete(tmp_path: Path) -> None:
     ident = _ident(n=1)
     final = _published(tmp_path, ident, {})
-    (final / identity.MARKER).write_text("{not json")
-    assert identity.check_output(final, ident, {}) == ["marker unreadable"]
+    (final / markers.MARKER).write_text("{not json")
+    assert markers.check_output(final, ident, {}) == ["marker unreadable"]
 
 
 def test_publish_refuses_a_folder_without_marker(tmp_path: Path) -> None:
     staging = tmp_path / "x.partial"
     staging.mkdir()
     with pytest.raises(RuntimeError, match=r"no valid _SUCCESS\.json"):
-        identity.publish(staging, tmp_path / "x")
+        publish.publish(staging, tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
 
@@ -115,7 +115,7 @@ def test_publish_replaces_an_older_output_of_the_same_identity(tmp_path: Path) -
     ident = _ident(n=1)
     _published(tmp_path, ident, {})
     final = _published(tmp_path, ident, {"Up": "new"})
-    marker = identity.read_marker(final)
+    marker = markers.read_marker(final)
     assert marker is not None and marker["upstream_content"] == {"Up": "new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
@@ -152,12 +152,12 @@ def _keras_archive(path: Path, date: str, ids: list[int], weights: bytes) -> Pat
 def test_a_keras_archive_content_leaves_out_save_date_and_object_addresses(tmp_path: Path) -> None:
     first = _keras_archive(tmp_path / "a.keras", "2026-11-28@13:36:10", [140358117095952] * 2, b"w" * 64)
     again = _keras_archive(tmp_path / "b.keras", "2026-11-28@13:36:26", [140306752461456] * 2, b"w" * 64)
-    assert identity.file_sha256(first) != identity.file_sha256(again)
-    assert identity.keras_archive_content(first) == identity.keras_archive_content(again)
+    assert markers.file_sha256(first) != markers.file_sha256(again)
+    assert markers.keras_archive_content(first) == markers.keras_archive_content(again)
     # Other weights, or other sharing between objects (one object twice vs two objects), are other content.
     other_weights = _keras_archive(tmp_path / "c.keras", "2026-11-28@13:36:10", [7, 7], b"v" * 64)
     unshared = _keras_archive(tmp_path / "d.keras", "2026-11-28@13:36:10", [7, 8], b"w" * 64)
-    contents = {identity.keras_archive_content(p) for p in (first, other_weights, unshared)}
+    contents = {markers.keras_archive_content(p) for p in (first, other_weights, unshared)}
     assert len(contents) == 3
 
 
@@ -166,14 +166,14 @@ def test_content_digest_leaves_out_volatile_files(tmp_path: Path) -> None:
     (folder / "events").mkdir(parents=True)
     (folder / "history.json").write_text("[1, 2]")
     (folder / "events" / "events.out.1").write_bytes(b"time 1")
-    marker = identity.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))
+    marker = markers.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))
     (folder / "events" / "events.out.1").unlink()
     (folder / "events" / "events.out.2").write_bytes(b"time 2")
-    again = identity.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))
+    again = markers.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))
     assert again["content_digest"] == marker["content_digest"]
-    assert identity.write_marker(folder, _ident(n=1), {})["content_digest"] != marker["content_digest"]
+    assert markers.write_marker(folder, _ident(n=1), {})["content_digest"] != marker["content_digest"]
     (folder / "history.json").write_text("[1, 3]")
     assert (
-        identity.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))["content_digest"]
+        markers.write_marker(folder, _ident(n=1), {}, volatile=("events/*",))["content_digest"]
         != marker["content_digest"]
     )

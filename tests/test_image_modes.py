@@ -19,7 +19,9 @@ from luigi.task_register import Register
 from PIL import Image
 
 from pipeline import __main__ as cli
-from pipeline import identity, paths, shards, sources
+from pipeline import layout, schema
+from pipeline.core import markers
+from pipeline.etl import shards, sources
 from pipeline.tasks import CreateShards
 from tests.conftest import Config, build
 from tests.test_images import _parse_all
@@ -119,12 +121,12 @@ def test_every_extension_and_mode_comes_out_as_the_picture_it_shows(
     _, expected = images
     assert build(CreateShards()) == {"CreateShards"}
     shards_dir = CreateShards().output_dir()
-    manifest = shards.read_manifest(shards_dir)
+    manifest = schema.read_manifest(shards_dir)
     assert manifest["class_names"] == ["a", "b"]
     counts = manifest["class_counts"]
     assert {name: counts["train"][name] + counts["validation"][name] for name in ("a", "b")} == {"a": 6, "b": 6}
     seen = {}
-    for split in paths.SPLITS:
+    for split in layout.SPLITS:
         for example in _parse_all(shards_dir, split):
             rel = example["path"].decode()
             seen[rel] = np.asarray(Image.open(io.BytesIO(example["image"])), np.float64)
@@ -162,7 +164,7 @@ def test_other_files_are_named_and_unreadable_ones_skipped_on_request(
     assert re.search(r"3 file\(s\) in .*photos are ignored, .*: README\.md, a/notes\.txt, b/scan\.tiff", logged)
     assert "2 unreadable file(s) skipped" in logged
 
-    manifest = shards.read_manifest(CreateShards().output_dir())
+    manifest = schema.read_manifest(CreateShards().output_dir())
     skipped = manifest["skipped_unreadable"]
     assert [Path(line.split(" (")[0]).relative_to(folder).as_posix() for line in skipped] == [
         "a/broken.png",
@@ -173,7 +175,7 @@ def test_other_files_are_named_and_unreadable_ones_skipped_on_request(
     assert sum(counts["train"].values()) == manifest["splits"]["train"]["num_examples"]
     assert sum(map(sum, (c.values() for c in counts.values()))) == len(expected)  # the readable images, each once
     assert sorted(shards.read_source_sha256(CreateShards().output_dir())) == sorted(expected)
-    marker = identity.read_marker(CreateShards().output_dir())
+    marker = markers.read_marker(CreateShards().output_dir())
     assert marker is not None and marker["info"]["skipped_unreadable"] == 2
 
     capsys.readouterr()
@@ -182,4 +184,4 @@ def test_other_files_are_named_and_unreadable_ones_skipped_on_request(
     assert re.search(r"^CreateShards\s+up to date", out, re.M)
     assert "note: 3 file(s) in " in out and "README.md, a/notes.txt, b/scan.tiff" in out
     assert "note: 2 unreadable file(s) skipped (--CreateShards-skip-unreadable)" in out
-    assert json.loads((CreateShards().output_dir() / paths.MANIFEST).read_text()) == manifest
+    assert json.loads((CreateShards().output_dir() / layout.MANIFEST).read_text()) == manifest

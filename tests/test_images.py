@@ -1,6 +1,6 @@
 """Image classification from a folder of images: demo data, source, shards, input pipeline,
 CNN, evaluation, plots and the whole DAG (pipeline/shapes.py, image_folder.py, sources.py,
-inputs.py, networks.py, metrics.py, plots.py, tasks.py)."""
+inputs.py, networks.py, metrics.py, figures.py, tasks.py)."""
 
 from __future__ import annotations
 
@@ -19,23 +19,13 @@ import tensorflow as tf
 from luigi.task_register import Register
 from PIL import Image
 
-from pipeline import (
-    estimator,
-    identity,
-    image_folder,
-    inputs,
-    listing,
-    metrics,
-    networks,
-    paths,
-    plots,
-    problems,
-    shapes,
-    shards,
-    sources,
-)  # fmt: skip
-from pipeline.__main__ import explain
+from pipeline import builders, layout, problems, schema  # fmt: skip
+from pipeline.cli.status import explain
+from pipeline.core import listing, markers
+from pipeline.etl import image_folder, shapes, shards, sources
+from pipeline.evaluation import evaluate, figures, metrics
 from pipeline.tasks import SHAPE_NAMES, CreateShards, MakeShapes, PerNetworkParameter, PlotInference, TrainEstimator
+from pipeline.training import estimator, inputs
 from tests.conftest import Config, build, make_root, run_cli
 from tests.test_estimator import small_config
 
@@ -164,7 +154,7 @@ def _parse_all(folder: Path, split: str) -> list[dict[str, Any]]:
         "shape": tf.io.FixedLenFeature([3], tf.int64),
         "path": tf.io.FixedLenFeature([], tf.string),
     }
-    files = [str(p) for p in paths.shard_files(folder, split)]
+    files = [str(p) for p in layout.shard_files(folder, split)]
     return [
         {k: v.numpy() for k, v in tf.io.parse_single_example(r, spec).items()} for r in tf.data.TFRecordDataset(files)
     ]
@@ -194,7 +184,7 @@ def test_image_shards_round_trip(tmp_path: Path) -> None:
     expected = dict(source.split_files())
     hashed = shards.read_source_sha256(tmp_path / "a")
     assert sorted(hashed) == sorted(rel for files in expected.values() for rel, _ in files)  # each image once
-    for split in paths.SPLITS:
+    for split in layout.SPLITS:
         examples = _parse_all(tmp_path / "a", split)
         assert [(e["path"].decode(), int(e["label"])) for e in examples] == expected[split]  # order kept
         for e in examples:
@@ -256,7 +246,7 @@ def _raw_images(folder: Path, split: str) -> np.ndarray:
 
 
 def test_eval_dataset_is_the_images_unaugmented_in_shard_order(image_shards: Path) -> None:
-    manifest = shards.read_manifest(image_shards)
+    manifest = schema.read_manifest(image_shards)
     batches = list(inputs.eval_dataset(image_shards, manifest, "validation", batch_size=4))
     assert [len(y) for _, y in batches] == [4, 4, 1]
     images = np.concatenate([x.numpy() for x, _ in batches])
@@ -271,7 +261,7 @@ def test_eval_dataset_is_the_images_unaugmented_in_shard_order(image_shards: Pat
 def test_train_dataset_augments_deterministically_and_resumes(
     image_shards: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    manifest = shards.read_manifest(image_shards)
+    manifest = schema.read_manifest(image_shards)
     # Streamed, with one shard and a shuffle buffer of 1: the stream is the shard in
     # order, so each training image can be set beside its unaugmented original.
     monkeypatch.setattr(inputs, "IN_MEMORY_BYTES", 0)
@@ -301,7 +291,7 @@ def test_train_dataset_augments_deterministically_and_resumes(
 
 
 def test_small_train_split_is_kept_in_memory_and_reshuffled_every_epoch(image_shards: Path) -> None:
-    manifest = shards.read_manifest(image_shards)
+    manifest = schema.read_manifest(image_shards)
     assert inputs.parsed_bytes(manifest, "train") == 18 * (16 * 16 * 3 + 8) <= inputs.IN_MEMORY_BYTES
     stream = [
         (x.numpy(), y.numpy())
@@ -355,7 +345,7 @@ def test_augment_flips_shifts_and_brightens() -> None:
 
 def test_cnn_by_name() -> None:
     problem = problems.get("classification")
-    model = networks.builder("cnn")((16, 16, 3), 3, "classification", conv_filters=(4, 8), dense_units=8)
+    model = builders.load("cnn")((16, 16, 3), 3, "classification", conv_filters=(4, 8), dense_units=8)
     model.compile(loss=problem.loss(), metrics=problem.metrics())
     assert [layer.filters for layer in model.layers if isinstance(layer, tf.keras.layers.Conv2D)] == [4, 8]
     assert model.output_shape == (None, 3)
@@ -388,12 +378,12 @@ def test_cnn_training_is_deterministic_and_resumes_exactly(image_shards: Path, t
     estimator.train(_tiny_cnn(max_steps=6), image_shards, tmp_path / "resumed")
     result = estimator.train(_tiny_cnn(), image_shards, tmp_path / "resumed")
     assert result["resumed_from_step"] == 6
-    a, b, resumed = (estimator.load_model(tmp_path / d).get_weights() for d in ("a", "b", "resumed"))
+    a, b, resumed = (evaluate.load_model(tmp_path / d).get_weights() for d in ("a", "b", "resumed"))
     for wa, wb, wr in zip(a, b, resumed, strict=True):
         np.testing.assert_array_equal(wa, wb)
         np.testing.assert_array_equal(wa, wr)
     estimator.train(_tiny_cnn(seed=4), image_shards, tmp_path / "other-seed")
-    assert not np.array_equal(estimator.load_model(tmp_path / "other-seed").get_weights()[0], a[0])
+    assert not np.array_equal(evaluate.load_model(tmp_path / "other-seed").get_weights()[0], a[0])
 
 
 def _plain_report(labels: list[int], predicted: list[int], num_classes: int) -> dict[str, Any]:
@@ -443,16 +433,16 @@ def test_classification_report_counts() -> None:
 def test_plots_are_written(tmp_path: Path) -> None:
     names = ["circle", "square", "star"]
     report = metrics.classification_report(np.array([0, 1, 2, 2, 1]), np.array([0, 1, 2, 1, 1]), names)
-    plots.write_confusion(tmp_path / "confusion.png", "run-x", report, names)
+    figures.write_confusion(tmp_path / "confusion.png", "run-x", report, names)
     images = [shapes.draw_shape(n, 16, 0, 0) / 255.0 for n in ("circle", "square", "star", "star")]
     probabilities = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.2, 0.7, 0.1]])
-    plots.write_image_grid(tmp_path / "grid.png", "run-x", images, np.array([0, 1, 2, 2]), probabilities, names)
+    figures.write_image_grid(tmp_path / "grid.png", "run-x", images, np.array([0, 1, 2, 2]), probabilities, names)
     history = [
         {"step": s, "train": {"loss": 1 / s, "accuracy": 1 - 1 / s}, "eval": {"loss": 2 / s, "accuracy": 1 - 2 / s}}
         for s in (10, 20, 30)
     ]
-    classification = problems.get("classification")
-    plots.write_curves(
+    classification = figures.SHOWN_BY["classification"]
+    figures.write_curves(
         tmp_path / "curves.png",
         "run-x",
         history,
@@ -465,7 +455,7 @@ def test_plots_are_written(tmp_path: Path) -> None:
         assert image.shape[1] >= min_width, name
         assert image[..., :3].std() > 0.05, name
     labels, predicted = np.array([0, 1, 1, 2, 0, 2]), np.array([0, 2, 1, 2, 1, 2])
-    assert plots.grid_indices(labels, predicted, count=4) == [1, 4, 0, 2]  # mistakes first, up to half
+    assert figures.grid_indices(labels, predicted, count=4) == [1, 4, 0, 2]  # mistakes first, up to half
 
 
 # --- parameters that follow the source -----------------------------------------------------------
@@ -542,17 +532,17 @@ def test_image_dag_runs_reruns_on_new_images_and_reports(workspace: Path, config
 
     shards_dir, model_dir = CreateShards().output_dir(), TrainEstimator().output_dir()
     assert shards_dir.name.startswith("my-pictures-") and model_dir.name.startswith("my-pictures-cnn-")
-    manifest = shards.read_manifest(shards_dir)
+    manifest = schema.read_manifest(shards_dir)
     assert manifest["class_counts"]["validation"] == {"circle": 3, "square": 3, "star": 3}
-    history = json.loads((model_dir / paths.HISTORY).read_text())
+    history = json.loads((model_dir / layout.HISTORY).read_text())
     assert [h["step"] for h in history] == [10, 20] and "accuracy" in history[-1]["eval"]
 
     # The evaluation JSON is what counting the model's predictions over each whole split gives.
     (eval_dir,) = (workspace / "reports").glob("my-pictures-cnn-eval-*")
-    report = json.loads((eval_dir / paths.METRICS).read_text())
+    report = json.loads((eval_dir / layout.METRICS).read_text())
     assert report["class_names"] == ["circle", "square", "star"]
     for split, count in (("validation", 9), ("train", 18)):
-        p = estimator.predict(model_dir, shards_dir, split, keep_inputs=False)
+        p = evaluate.predict(model_dir, shards_dir, split, keep_inputs=False)
         labels, predicted = p["labels"].tolist(), p["predictions"].argmax(axis=1).tolist()
         assert len(labels) == count
         _assert_report_matches(report[split], labels, predicted, report["class_names"])
@@ -565,13 +555,13 @@ def test_image_dag_runs_reruns_on_new_images_and_reports(workspace: Path, config
             if labels[i] != predicted[i]
         ]
     # The exported model is the last evaluation's (the best one's with early stopping): its accuracy is the report's.
-    best = identity.read_marker(model_dir)["info"].get("best_step") or history[-1]["step"]  # type: ignore[index]
+    best = markers.read_marker(model_dir)["info"].get("best_step") or history[-1]["step"]  # type: ignore[index]
     exported = next(h for h in history if h["step"] == best)
     assert exported["eval"]["accuracy"] == pytest.approx(report["validation"]["accuracy"], abs=1e-6)
 
     (plots_dir,) = (workspace / "reports").glob("my-pictures-cnn-plots-*")
     assert sorted(p.name for p in plots_dir.glob("*.png")) == sorted(
-        [paths.CONFUSION_PNG, paths.IMAGES_PNG, paths.CURVES_PNG]
+        [figures.CONFUSION_PNG, figures.IMAGES_PNG, figures.CURVES_PNG]
     )
     for png in plots_dir.glob("*.png"):
         assert matplotlib.image.imread(png)[..., :3].std() > 0.05, png.name
@@ -581,7 +571,7 @@ def test_image_dag_runs_reruns_on_new_images_and_reports(workspace: Path, config
     Register.clear_instance_cache()
     assert "source folder image_dir changed (files added, removed or modified)" in explain(CreateShards())
     assert build(PlotInference()) == DAG
-    assert shards.read_manifest(CreateShards().output_dir())["class_counts"]["train"]["star"] == 7
+    assert schema.read_manifest(CreateShards().output_dir())["class_counts"]["train"]["star"] == 7
 
 
 def test_demo_folder_is_made_first_and_never_overwritten(workspace: Path, config: Config) -> None:
@@ -594,7 +584,7 @@ def test_demo_folder_is_made_first_and_never_overwritten(workspace: Path, config
     demo = workspace / "data" / "raw" / "shapes"
     assert sorted(p.name for p in demo.iterdir()) == ["_SUCCESS.json", "circle", "cross", "square", "star", "triangle"]
     assert len(list(demo.glob("*/*.png"))) == 20
-    assert identity.read_marker(demo) is not None
+    assert markers.read_marker(demo) is not None
     assert build(CreateShards()) == set()
 
     config.set("MakeShapes", "images_per_class", 5)
@@ -618,11 +608,11 @@ def test_default_image_configuration_on_the_demo_data(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     assert "5 ran successfully" in run.stderr
     (metrics_dir,) = (tmp_path / "reports").glob("shapes-cnn-eval-*")
-    report = json.loads((metrics_dir / paths.METRICS).read_text())
+    report = json.loads((metrics_dir / layout.METRICS).read_text())
     assert report["validation"]["num_examples"] == 500
     assert report["validation"]["accuracy"] >= 0.95
     (model_dir,) = (tmp_path / "models").glob("shapes-cnn-*")
-    marker = identity.read_marker(model_dir)
+    marker = markers.read_marker(model_dir)
     assert marker is not None
     train_seconds = marker["info"]["elapsed_seconds"]
     accuracy = report["validation"]["accuracy"]

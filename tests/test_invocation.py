@@ -16,7 +16,9 @@ from luigi.cmdline_parser import CmdlineParser
 from luigi.task_register import Register
 
 from pipeline import __main__ as cli
-from pipeline import listing, paths, shards, stage
+from pipeline import layout, schema
+from pipeline.core import listing, stage
+from pipeline.etl import shards
 from pipeline.tasks import CreateShards
 from tests.conftest import Config, build, make_root, run_cli
 from tests.test_listing import _image_folder
@@ -105,8 +107,8 @@ def test_a_run_shards_the_folder_as_it_is_when_the_run_starts(workspace: Path, c
     assert not task.complete()
     (folder / "c1" / "late.png").write_bytes((folder / "c1" / "0000.png").read_bytes())
     assert build(task) == {"CreateShards"}
-    manifest = shards.read_manifest(task.output_dir())
-    assert sum(manifest["splits"][split]["num_examples"] for split in paths.SPLITS) == 61
+    manifest = schema.read_manifest(task.output_dir())
+    assert sum(manifest["splits"][split]["num_examples"] for split in layout.SPLITS) == 61
     assert "c1/late.png" in shards.read_source_sha256(task.output_dir())
     Register.clear_instance_cache()
     assert CreateShards().complete() and CreateShards().output_dir() == task.output_dir()

@@ -13,7 +13,8 @@ from luigi.task_register import Register
 from PIL import Image
 
 from pipeline import __main__ as cli
-from pipeline import listing, shapes
+from pipeline.core import listing
+from pipeline.etl import shapes
 from pipeline.tasks import CreateShards
 from tests.conftest import Config, build
 

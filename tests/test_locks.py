@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from pipeline import locks
+from pipeline.runtime import locks
 
 
 def _contend(lock: Path, inside: Path, rounds: int, collisions: multiprocessing.Queue) -> None:

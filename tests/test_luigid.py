@@ -7,8 +7,8 @@ from pathlib import Path
 
 import psutil
 
-from pipeline import luigid
-from pipeline.scheduler import probe, scheduler_url
+from pipeline.cli import luigid
+from pipeline.cli.scheduler import probe, scheduler_url
 from tests.conftest import PROJECT_DIR
 from tests.scheduler import free_port
 

@@ -19,9 +19,9 @@ import pytest
 from luigi.cmdline_parser import CmdlineParser
 from luigi.task_register import Register
 
-from pipeline import paths
+from pipeline import layout
+from pipeline.core.parameters import INT64_MAX, flag
 from pipeline.errors import ParameterError
-from pipeline.parameter_checks import INT64_MAX, flag
 from pipeline.tasks import STAGES, MakeShapes, Repro
 from tests.conftest import Config, run_cli
 
@@ -202,4 +202,4 @@ def test_the_luigi_command_exits_40_with_one_line(tmp_path: Path, argv: list[str
     assert out.returncode == 40, out.stderr
     assert len(lines) == 1 and option in lines[0] and "ParameterError" in lines[0], out.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
-    assert not (tmp_path / paths.CHECKPOINTS).exists()
+    assert not (tmp_path / layout.CHECKPOINTS).exists()

@@ -9,7 +9,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from pipeline import estimator, paths
+from pipeline import layout
+from pipeline.evaluation import evaluate, figures
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
 from tests.conftest import Config, build, make_root, run_cli
 
@@ -34,13 +35,13 @@ def test_default_run_from_the_command_line(tmp_path: Path) -> None:
     assert "6000 steps of 128 examples are 1124 epochs of the 683 training examples (over 100)" in first.stderr
 
     (metrics_dir,) = (tmp_path / "reports").glob("sine-mlp-eval-*")
-    metrics = json.loads((metrics_dir / paths.METRICS).read_text())
+    metrics = json.loads((metrics_dir / layout.METRICS).read_text())
     assert metrics["validation"]["num_examples"] == 341 and metrics["train"]["num_examples"] == 683
     assert metrics["validation"]["mse"] <= 0.011  # the true function scores 0.0099 here
     assert metrics["validation"]["rmse"] == pytest.approx(metrics["validation"]["mse"] ** 0.5, rel=1e-5)
 
     (plots_dir,) = (tmp_path / "reports").glob("sine-mlp-plots-*")
-    for name in (paths.PREDICTIONS_PNG, paths.CURVES_PNG):
+    for name in (figures.PREDICTIONS_PNG, figures.CURVES_PNG):
         image = matplotlib.image.imread(plots_dir / name)
         assert image.shape[0] >= 400 and image.shape[1] >= 600
         assert image[..., :3].std() > 0.05  # not a blank canvas
@@ -92,10 +93,10 @@ def test_parameters_that_change_nothing_are_not_significant(workspace: Path, con
 
 def test_metrics_are_exact_over_the_whole_set(workspace: Path) -> None:
     build(EvaluateEstimator())
-    metrics = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
+    metrics = json.loads((EvaluateEstimator().output_dir() / layout.METRICS).read_text())
     model_dir, shards_dir = TrainEstimator().output_dir(), CreateShards().output_dir()
     for split in ("validation", "train"):
-        p = estimator.predict(model_dir, shards_dir, split)
+        p = evaluate.predict(model_dir, shards_dir, split)
         error = p["predictions"].ravel() - p["labels"].ravel()
         assert len(error) == metrics[split]["num_examples"]
         assert metrics[split]["mse"] == pytest.approx(float(np.mean(error**2)), rel=1e-5)

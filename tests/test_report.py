@@ -10,7 +10,8 @@ from typing import Any
 
 import matplotlib.image
 
-from pipeline import identity, report, runs
+from pipeline.core import markers
+from pipeline.experiments import report, runs
 from tests.browser import Chromium
 from tests.conftest import PROJECT_DIR, SineRuns, run_cli
 
@@ -49,12 +50,12 @@ class _Page(HTMLParser):
 
 def _plots(root: Path, model: Path) -> list[Path]:
     """The PNGs of the plots folder that read `model`, sorted."""
-    model_marker = identity.read_marker(model)
+    model_marker = markers.read_marker(model)
     assert model_marker is not None
     (folder,) = [
         f
         for f in (root / "reports").glob("*-plots-*")
-        if model_marker["identity"] in (identity.read_marker(f) or {}).get("upstream", {}).values()
+        if model_marker["identity"] in (markers.read_marker(f) or {}).get("upstream", {}).values()
     ]
     return sorted(folder.glob("*.png"))
 

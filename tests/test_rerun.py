@@ -15,8 +15,11 @@ import luigi
 import pytest
 
 from pipeline import __main__ as cli
-from pipeline import identity, paths, shards, sources
-from pipeline.stage import Stage
+from pipeline import layout
+from pipeline.cli.status import explain
+from pipeline.core import markers, publish
+from pipeline.core.stage import Stage
+from pipeline.etl import shards, sources
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, Repro, TrainEstimator
 from tests.conftest import PROJECT_DIR, ROOT_HERE, SMALL_TRAINING, UP_TO_DATE_RUN_IMPORTS, Config, build, run_cli
 
@@ -30,7 +33,7 @@ def ran_in_summary(stderr: str) -> set[str]:
 
 
 def _first_shard() -> Path:
-    return paths.shard_files(CreateShards().output_dir(), "train")[0]
+    return layout.shard_files(CreateShards().output_dir(), "train")[0]
 
 
 # --- code awareness: a copy of the package, edited, run by the real `luigi` command ---
@@ -74,20 +77,20 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(project_copy: tu
     # Comments, docstrings and formatting do not count.
     _edit(proj / "pipeline" / "networks.py", "    h = inputs\n", "    h = inputs  # the input layer\n\n")
     _edit(proj / "pipeline" / "networks.py", '"""Dense ReLU layers', '"""Some dense ReLU layers')
-    _edit(proj / "pipeline" / "plots.py", "ax.set_xlabel(", "ax.set_xlabel(  # x axis\n        ")
+    _edit(proj / "pipeline" / "evaluation" / "figures.py", "ax.set_xlabel(", "ax.set_xlabel(  # x axis\n        ")
     ran, status = _run_copy(proj, work)
     assert ran == set()
     assert status.count("up to date") == 4
 
     # The plotting code: only PlotInference.
-    _edit(proj / "pipeline" / "plots.py", "dpi=110", "dpi=100")
+    _edit(proj / "pipeline" / "evaluation" / "figures.py", "dpi=110", "dpi=100")
     (plots_before,) = (work / "reports").glob("sine-mlp-plots-*")
     os.environ["PYTHONPATH"] = str(proj)
     try:
         status = run_cli(["python", "-m", "pipeline", "status", "PlotInference"], cwd=work).stdout
     finally:
         del os.environ["PYTHONPATH"]
-    assert "code in pipeline/plots.py changed" in status
+    assert "code in pipeline/evaluation/figures.py changed" in status
     ran, _ = _run_copy(proj, work)
     assert ran == {"PlotInference"}
     assert len(list((work / "reports").glob("sine-mlp-plots-*"))) == 2 and plots_before.exists()
@@ -99,14 +102,14 @@ def test_code_edits_rerun_exactly_the_stages_that_run_that_code(project_copy: tu
 
     # A module no stage names but every stage's code imports (the closure): which shard files a
     # split has. Every stage reads or writes shards through it: everything reruns.
-    _edit(proj / "pipeline" / "paths.py", 'return sorted((folder / split).glob("*.tfrecord"))',
+    _edit(proj / "pipeline" / "layout.py", 'return sorted((folder / split).glob("*.tfrecord"))',
           'return sorted((folder / split).glob("*.tfrecord"), key=str)')  # fmt: skip
     os.environ["PYTHONPATH"] = str(proj)
     try:
         status = run_cli(["python", "-m", "pipeline", "status", "PlotInference"], cwd=work).stdout
     finally:
         del os.environ["PYTHONPATH"]
-    assert "code in pipeline/paths.py changed" in status
+    assert "code in pipeline/layout.py changed" in status
     ran, _ = _run_copy(proj, work)
     assert ran == ALL
 
@@ -127,7 +130,7 @@ def test_touch_makes_nothing_stale(workspace: Path) -> None:
 def test_damaged_shard_is_stale_and_rebuilt_without_rerunning_below(workspace: Path, damage: str) -> None:
     assert build(PlotInference()) == ALL
     shard = _first_shard()
-    trained_on = identity.read_marker(TrainEstimator().output_dir())
+    trained_on = markers.read_marker(TrainEstimator().output_dir())
     if damage == "delete":
         shard.unlink()
         expected = f"output file train/{shard.name} is missing"
@@ -141,19 +144,19 @@ def test_damaged_shard_is_stale_and_rebuilt_without_rerunning_below(workspace: P
     assert build(PlotInference()) == set()
     # Repro checks every stage in order: the shard is rebuilt (same bytes) and nothing below reruns.
     assert build(Repro()) == {"CreateShards", "Repro"}
-    assert identity.read_marker(TrainEstimator().output_dir()) == trained_on
+    assert markers.read_marker(TrainEstimator().output_dir()) == trained_on
     assert all(stage.complete() for stage in (CreateShards(), TrainEstimator(), PlotInference()))
 
 
 def _republish_with_other_bytes() -> None:
     """CreateShards' output replaced by other bytes under the same identity (as a nondeterministic ETL would)."""
     task = CreateShards()
-    staging = identity.staging_path(task.output_dir())
+    staging = publish.staging_path(task.output_dir())
     shutil.rmtree(staging, ignore_errors=True)
     other = sources.SineSource(num_examples=task.num_examples, seed=task.seed + 1)
     shards.create_shards(staging, other, {"train": task.num_train_shards, "validation": task.num_validation_shards})
-    identity.write_marker(staging, task.identity(), {})
-    identity.publish(staging, task.output_dir())
+    markers.write_marker(staging, task.identity(), {})
+    publish.publish(staging, task.output_dir())
 
 
 def test_new_upstream_bytes_rerun_the_stages_below(workspace: Path) -> None:
@@ -165,11 +168,11 @@ def test_new_upstream_bytes_rerun_the_stages_below(workspace: Path) -> None:
 
 def test_forced_stage_reruns_and_identical_bytes_stop_there(workspace: Path, config: Config) -> None:
     assert build(PlotInference()) == ALL
-    before = identity.read_marker(CreateShards().output_dir())
+    before = markers.read_marker(CreateShards().output_dir())
     config.set("CreateShards", "force", "true")
     luigi.task_register.Register.clear_instance_cache()
     assert build(Repro()) == {"CreateShards", "Repro"}
-    after = identity.read_marker(CreateShards().output_dir())
+    after = markers.read_marker(CreateShards().output_dir())
     assert before is not None and after is not None
     assert after["run_id"] != before["run_id"]  # it did run again
     assert after["content_digest"] == before["content_digest"]  # deterministic: same bytes
@@ -178,21 +181,21 @@ def test_forced_stage_reruns_and_identical_bytes_stop_there(workspace: Path, con
 def test_deterministic_forced_retrain_reruns_nothing_below(workspace: Path, config: Config) -> None:
     """The model folder's content digest covers what the stages below read, not event files or save dates."""
     assert build(PlotInference()) == ALL
-    before = identity.read_marker(TrainEstimator().output_dir())
+    before = markers.read_marker(TrainEstimator().output_dir())
     config.set("TrainEstimator", "force", "true")
     luigi.task_register.Register.clear_instance_cache()
     assert build(Repro()) == {"TrainEstimator", "Repro"}
-    after = identity.read_marker(TrainEstimator().output_dir())
+    after = markers.read_marker(TrainEstimator().output_dir())
     assert before is not None and after is not None
     assert after["run_id"] != before["run_id"]  # it did train again
     # Same weights and history, so the same content; yet the archive's and the event files' bytes differ.
     assert after["content_digest"] == before["content_digest"]
-    for name in (paths.HISTORY, "train_config.json"):
+    for name in (layout.HISTORY, "train_config.json"):
         assert after["files"][name]["sha256"] == before["files"][name]["sha256"]
-    archive = paths.KERAS_MODEL
+    archive = layout.KERAS_MODEL
     assert after["files"][archive]["sha256"] != before["files"][archive]["sha256"]
     assert after["files"][archive]["content"] == before["files"][archive]["content"]
-    events = {rel for rel in after["files"] if rel.startswith(paths.EVENTS + "/")}
+    events = {rel for rel in after["files"] if rel.startswith(layout.EVENTS + "/")}
     assert events and events.isdisjoint(before["files"])  # named after their time and process
     assert all(stage.complete() for stage in (EvaluateEstimator(), PlotInference()))
 
@@ -230,7 +233,7 @@ def test_source_folder_changes_make_the_stage_stale(workspace: Path, tmp_path: P
     (folder / "cat" / "a.png").write_bytes(b"a" * 11)  # changed
     assert not task.complete() and build(task) == {"ListFolder"}
     (folder / "cat" / "b.png").unlink()  # removed
-    reasons = cli.explain(task)
+    reasons = explain(task)
     assert reasons == ["source folder folder changed (files added, removed or modified)"]
     assert build(task) == {"ListFolder"}
     (folder / ".DS_Store").write_bytes(b"x")  # hidden files do not count

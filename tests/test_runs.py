@@ -14,15 +14,17 @@ from typing import Any
 
 import pytest
 
-from pipeline import diff, identity, paths, runs
+from pipeline import layout
+from pipeline.core import markers
 from pipeline.errors import ParameterError
+from pipeline.experiments import diff, runs
 from tests.conftest import SineRuns, run_cli
 
 ORDER = ("base", "slower", "reseeded")  # the order the fixture ran them
 
 
 def _marker(folder: Path) -> dict[str, Any]:
-    marker = identity.read_marker(folder)
+    marker = markers.read_marker(folder)
     assert marker is not None, folder
     return marker
 
@@ -58,7 +60,7 @@ def test_the_table_shows_what_differs_the_metrics_and_the_times(sine_runs: SineR
         model = sine_runs.models[name]
         evaluation = _reader(sine_runs.root, "sine-mlp-eval-*", model)
         plots = _reader(sine_runs.root, "sine-mlp-plots-*", model)
-        validation = json.loads((evaluation / paths.METRICS).read_text())["validation"]
+        validation = json.loads((evaluation / layout.METRICS).read_text())["validation"]
         plots_info = _marker(plots)["info"]
         assert row[0] == model.name
         assert row[1:4] == expected_params[name]
@@ -115,7 +117,7 @@ def test_runs_command_json_csv_and_mistakes(sine_runs: SineRuns) -> None:
             **{f"{k}.{sub}": v for k, values in nested.items() for sub, v in values.items()},
         }
         metrics = json.loads(
-            (_reader(sine_runs.root, "sine-mlp-eval-*", sine_runs.models[name]) / paths.METRICS).read_text()
+            (_reader(sine_runs.root, "sine-mlp-eval-*", sine_runs.models[name]) / layout.METRICS).read_text()
         )
         assert record["metrics"] == {f"validation.{k}": metrics["validation"][k] for k in ("mae", "mse", "rmse")}
         plots = _reader(sine_runs.root, "sine-mlp-plots-*", sine_runs.models[name])
@@ -142,7 +144,7 @@ def test_runs_command_json_csv_and_mistakes(sine_runs: SineRuns) -> None:
 
 def _copy_markers(source: Path, target: Path) -> None:
     """The same artifact root with its markers only: what `runs` reads."""
-    for marker in source.rglob(identity.MARKER):
+    for marker in source.rglob(markers.MARKER):
         destination = target / marker.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(marker, destination)
@@ -152,10 +154,10 @@ def test_parameters_are_read_generically_and_flattened(sine_runs: SineRuns, tmp_
     """A stage that records a resolved configuration (nested, other names) instead of Luigi's parameters."""
     _copy_markers(sine_runs.root, tmp_path)
     for name, rate in (("base", 0.01), ("slower", 0.003), ("reseeded", 0.01)):
-        path = tmp_path / "models" / sine_runs.models[name].name / identity.MARKER
+        path = tmp_path / "models" / sine_runs.models[name].name / markers.MARKER
         marker = json.loads(path.read_text())
         marker["params"] = {"network": "mlp", "optimizer": {"name": "adam", "learning_rate": {"initial": rate}}}
-        path.write_text(json.dumps(identity.seal(marker)))  # changed on purpose: sealed again to be trusted
+        path.write_text(json.dumps(markers.seal(marker)))  # changed on purpose: sealed again to be trusted
     # One model whose evaluation and plots were removed: its metrics are blank.
     for folder in (tmp_path / "reports").iterdir():
         if _marker(folder)["upstream"]["TrainEstimator"] == _marker(sine_runs.models["reseeded"])["identity"]:

@@ -24,8 +24,9 @@ import luigi
 import matplotlib.image
 import pytest
 
-from pipeline import identity, paths
-from pipeline.scheduler import SchedulerUnavailableError, probe
+from pipeline import layout
+from pipeline.cli.scheduler import SchedulerUnavailableError, probe
+from pipeline.core import markers
 from pipeline.tasks import TrainEstimator
 from tests.conftest import PROJECT_DIR, make_root, run_cli
 from tests.scheduler import Luigid, free_port, running_luigid, start_luigi, write_run_config
@@ -116,7 +117,7 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
 
     # TrainEstimator: step, loss and eval loss of the last evaluation, as history.json has them.
     model_dir = _only(watched_run.root / "models", "sine-mlp-*")
-    history = json.loads((model_dir / paths.HISTORY).read_text())
+    history = json.loads((model_dir / layout.HISTORY).read_text())
     last = history[-1]
     assert last["step"] == MAX_STEPS
     # (then the speed over the last interval and the time left: none at the end)
@@ -152,7 +153,7 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
     # CreateShards: shard by shard, train then validation (3 + 2 shards in luigi.cfg).
     assert final["CreateShards"] == (100, "validation: wrote shard 2 of 2")
     # EvaluateEstimator: the headline numbers of metrics.json (the regression's: MSE, RMSE, MAE).
-    metrics = json.loads((_only(watched_run.root / "reports", "sine-mlp-eval-*") / paths.METRICS).read_text())
+    metrics = json.loads((_only(watched_run.root / "reports", "sine-mlp-eval-*") / layout.METRICS).read_text())
     validation = metrics["validation"]
     assert final["EvaluateEstimator"] == (
         100,
@@ -265,7 +266,7 @@ def _training_windows(root: Path) -> list[tuple[float, float]]:
     """[started_at, finished_at] of every published model, by start."""
     windows = []
     for model_dir in (root / "models").iterdir():
-        marker = identity.read_marker(model_dir)
+        marker = markers.read_marker(model_dir)
         assert marker is not None, model_dir
         windows.append((marker["info"]["started_at"], marker["info"]["finished_at"]))
     return sorted(windows)

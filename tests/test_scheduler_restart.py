@@ -14,7 +14,8 @@ import signal
 import time
 from pathlib import Path
 
-from pipeline import identity, luigid
+from pipeline.cli import luigid
+from pipeline.core import markers
 from tests.scheduler import Luigid, running_luigid, start_luigi, write_run_config
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
@@ -49,7 +50,7 @@ def _check_published(root: Path) -> None:
     for kind in ("data/shards", "models", "reports"):
         for folder in (root / kind).glob("*"):
             assert not folder.name.endswith(".partial"), f"staging left: {folder}"
-            assert identity.read_marker(folder) is not None, f"published without a valid marker: {folder}"
+            assert markers.read_marker(folder) is not None, f"published without a valid marker: {folder}"
 
 
 def test_a_killed_scheduler_ends_the_run_cleanly_and_a_restarted_one_lets_it_finish(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipeline import inputs, paths, shapes, shards, sources
+from pipeline import layout
+from pipeline.etl import shapes, shards, sources
+from pipeline.training import inputs
 from tests.conftest import VENV_BIN, make_root
 
 
@@ -61,10 +63,10 @@ def _digest_tree(folder: Path) -> dict[str, str]:
 def test_shards_round_trip_through_tensorflow(tmp_path: Path) -> None:
     manifest = _create(tmp_path, processes=2)
     assert manifest["splits"]["train"]["num_examples"] == 683
-    assert [len(paths.shard_files(tmp_path, s)) for s in paths.SPLITS] == [3, 2]
+    assert [len(layout.shard_files(tmp_path, s)) for s in layout.SPLITS] == [3, 2]
     expected = sources.SineSource().splits()
-    for split in paths.SPLITS:
-        files = [str(p) for p in paths.shard_files(tmp_path, split)]
+    for split in layout.SPLITS:
+        files = [str(p) for p in layout.shard_files(tmp_path, split)]
         spec = {"x": tf.io.FixedLenFeature([1], tf.float32), "y": tf.io.FixedLenFeature([1], tf.float32)}
         parsed = [tf.io.parse_single_example(r, spec) for r in tf.data.TFRecordDataset(files)]
         x = np.array([p["x"].numpy()[0] for p in parsed])
@@ -111,7 +113,7 @@ def test_too_many_shards_is_refused_before_writing(tmp_path: Path) -> None:
 
 def test_corrupt_record_is_detected(tmp_path: Path) -> None:
     _create(tmp_path, processes=1)
-    shard = paths.shard_files(tmp_path, "train")[0]
+    shard = layout.shard_files(tmp_path, "train")[0]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import sweep
 from pipeline.errors import ParameterError
+from pipeline.experiments import sweep
 from pipeline.tasks import CreateShards, PlotInference, TrainEstimator
 from tests.conftest import make_root, run_cli
 from tests.scheduler import running_luigid, write_run_config

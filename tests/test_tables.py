@@ -19,8 +19,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bench.tables import diabetes, read_split, wine, write_csv
-from pipeline import paths, tables
-from pipeline.shards import read_manifest
+from pipeline import layout
+from pipeline.etl import tables
+from pipeline.evaluation import figures
+from pipeline.schema import read_manifest
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
 from tests.conftest import PROJECT_DIR, SMALL_TRAINING, Config, build, make_root, run_cli
 
@@ -103,7 +105,7 @@ def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, conf
     Register.clear_instance_cache()
     assert build(PlotInference()) == {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
     assert TrainEstimator().settings().batch_size == 118  # auto: the whole training split, smaller than 128
-    report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
+    report = json.loads((EvaluateEstimator().output_dir() / layout.METRICS).read_text())
     shards_dir = CreateShards().output_dir()
     (x_train, y_train), (x_val, y_val) = read_split(shards_dir, "train"), read_split(shards_dir, "validation")
     baseline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x_train, y_train)
@@ -111,8 +113,8 @@ def test_a_real_table_reaches_a_scaled_logistic_regression(workspace: Path, conf
     print(f"wine: MLP {report['validation']['accuracy']:.4f}, scaled logistic regression {baseline_accuracy:.4f}")
     assert report["validation"]["num_examples"] == len(y_val) == 60
     assert report["validation"]["accuracy"] >= baseline_accuracy
-    figures = {p.name for p in PlotInference().output_dir().glob("*.png")}
-    assert figures == {paths.CONFUSION_PNG, paths.CURVES_PNG}  # no image grid for a table
+    drawn = {p.name for p in PlotInference().output_dir().glob("*.png")}
+    assert drawn == {figures.CONFUSION_PNG, figures.CURVES_PNG}  # no image grid for a table
 
 
 def test_a_regression_table_gets_predicted_against_true_and_residuals(workspace: Path, config: Config) -> None:
@@ -121,15 +123,15 @@ def test_a_regression_table_gets_predicted_against_true_and_residuals(workspace:
     config.set("TrainEstimator", "max_steps", 200)  # before it overfits (see the README)
     Register.clear_instance_cache()
     build(PlotInference())
-    report = json.loads((EvaluateEstimator().output_dir() / paths.METRICS).read_text())
+    report = json.loads((EvaluateEstimator().output_dir() / layout.METRICS).read_text())
     shards_dir = CreateShards().output_dir()
     (x_train, y_train), (x_val, y_val) = read_split(shards_dir, "train"), read_split(shards_dir, "validation")
     ridge = make_pipeline(StandardScaler(), Ridge()).fit(x_train, y_train)
     ridge_mse = float(np.mean((ridge.predict(x_val) - y_val) ** 2))
     print(f"diabetes: MLP MSE {report['validation']['mse']:.1f}, ridge {ridge_mse:.1f}, variance {y_val.var():.1f}")
     assert report["problem"] == "regression" and report["validation"]["mse"] < 0.75 * float(y_val.var())
-    figures = {p.name for p in PlotInference().output_dir().glob("*.png")}
-    assert figures == {paths.PREDICTED_VS_TRUE_PNG, paths.CURVES_PNG}  # no curve along one input: ten inputs
+    drawn = {p.name for p in PlotInference().output_dir().glob("*.png")}
+    assert drawn == {figures.PREDICTED_VS_TRUE_PNG, figures.CURVES_PNG}  # no curve along one input: ten inputs
 
 
 def test_a_table_edited_after_the_task_was_built_is_sharded_as_it_is_when_the_stage_runs(

@@ -9,18 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import identity, paths
+from pipeline import layout
+from pipeline.core import markers
 from pipeline.errors import DataError
+from pipeline.evaluation import evaluate
 from pipeline.tasks import CreateShards, EvaluateEstimator, TrainEstimator
 from tests.conftest import SMALL_TRAINING, build, run_cli
 
 
 def _edit_marker(folder: Path, change: dict, reseal: bool = False) -> None:
-    marker = json.loads((folder / identity.MARKER).read_text())
+    marker = json.loads((folder / markers.MARKER).read_text())
     marker.update(change)
     if reseal:  # a careful forger who recomputed the seal
-        identity.seal(marker)
-    (folder / identity.MARKER).write_text(json.dumps(marker))
+        markers.seal(marker)
+    (folder / markers.MARKER).write_text(json.dumps(marker))
 
 
 def _cli_config(root: Path) -> None:
@@ -32,18 +34,18 @@ def _cli_config(root: Path) -> None:
 def test_a_marker_edited_by_hand_makes_its_stage_stale(workspace: Path) -> None:
     build(CreateShards())
     folder = CreateShards().output_dir()
-    marker = identity.read_marker(folder)
+    marker = markers.read_marker(folder)
     assert marker is not None and CreateShards().complete()
     # Claim another content for a shard, as someone "fixing" a marker would.
-    shard = paths.shard_name("train", 0, 3)
+    shard = layout.shard_name("train", 0, 3)
     true_sha256 = marker["files"][shard]["sha256"]
     _edit_marker(folder, {"files": {**marker["files"], shard: {**marker["files"][shard], "sha256": "0" * 64}}})
 
-    assert identity.read_marker(folder) is None  # nothing downstream reads its content digest
-    assert CreateShards().stale_reasons() == [f"marker {identity.MARKER} was edited after it was written: not trusted"]
+    assert markers.read_marker(folder) is None  # nothing downstream reads its content digest
+    assert CreateShards().stale_reasons() == [f"marker {markers.MARKER} was edited after it was written: not trusted"]
     assert build(CreateShards()) == {"CreateShards"}  # rebuilt, and trusted again
     assert CreateShards().complete()
-    assert identity.read_marker(folder)["files"][shard]["sha256"] == true_sha256  # type: ignore[index]
+    assert markers.read_marker(folder)["files"][shard]["sha256"] == true_sha256  # type: ignore[index]
 
 
 def test_a_marker_listing_a_file_outside_its_folder_is_not_trusted(
@@ -53,7 +55,7 @@ def test_a_marker_listing_a_file_outside_its_folder_is_not_trusted(
     victim.write_text("not the pipeline's")
     build(CreateShards())
     folder = CreateShards().output_dir()
-    marker = identity.read_marker(folder)
+    marker = markers.read_marker(folder)
     assert marker is not None
     outside = os.path.relpath(victim, folder)  # ../../../..: a path that leaves the folder
     assert outside.startswith("../")
@@ -93,22 +95,22 @@ def test_a_linked_output_folder_is_not_trusted_and_its_target_never_touched(
     elsewhere = tmp_path_factory.mktemp("elsewhere") / folder.name
     shutil.move(folder, elsewhere)
     folder.symlink_to(elsewhere, target_is_directory=True)
-    before = identity.list_files(elsewhere)
+    before = markers.list_files(elsewhere)
 
     assert CreateShards().stale_reasons() == [
         f"output folder {folder} is a symbolic link (to {elsewhere}): not trusted"
     ]
     assert build(CreateShards()) == {"CreateShards"}
     assert folder.is_dir() and not folder.is_symlink() and CreateShards().complete()
-    assert identity.list_files(elsewhere) == before  # the link was replaced, its target left as it was
+    assert markers.list_files(elsewhere) == before  # the link was replaced, its target left as it was
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no link left aside
 
     # A linked file inside a published folder is not trusted either.
-    manifest = folder / paths.MANIFEST
+    manifest = folder / layout.MANIFEST
     manifest.unlink()
-    manifest.symlink_to(elsewhere / paths.MANIFEST)
+    manifest.symlink_to(elsewhere / layout.MANIFEST)
     assert CreateShards().stale_reasons() == [
-        f"output file {paths.MANIFEST} is not a plain file inside its folder (a link?): not trusted"
+        f"output file {layout.MANIFEST} is not a plain file inside its folder (a link?): not trusted"
     ]
 
 
@@ -151,20 +153,19 @@ def test_gc_removes_links_not_their_targets(workspace: Path, tmp_path_factory: p
 
 
 def test_a_truncated_model_is_stale_and_never_loaded(workspace: Path, tmp_path: Path) -> None:
-    from pipeline import estimator
 
     build(TrainEstimator())
     model_dir = TrainEstimator().output_dir()
-    keras_file = model_dir / paths.KERAS_MODEL
+    keras_file = model_dir / layout.KERAS_MODEL
     copy = tmp_path / "copy"
     shutil.copytree(model_dir, copy)
-    for target in (keras_file, copy / paths.KERAS_MODEL):
+    for target in (keras_file, copy / layout.KERAS_MODEL):
         with open(target, "r+b") as f:
             f.truncate(target.stat().st_size // 2)
 
     size = keras_file.stat().st_size
     assert TrainEstimator().stale_reasons() == [
-        f"output file {paths.KERAS_MODEL} was altered (size {size}, recorded {_recorded(model_dir)})"
+        f"output file {layout.KERAS_MODEL} was altered (size {size}, recorded {_recorded(model_dir)})"
     ]
     # A stage about to read it refuses, naming the damage and the fix.
     with pytest.raises(
@@ -172,12 +173,12 @@ def test_a_truncated_model_is_stale_and_never_loaded(workspace: Path, tmp_path: 
     ):
         EvaluateEstimator().run()
     # Loaded directly (a copy outside any marker), it is one clear error too.
-    with pytest.raises(DataError, match=rf"{paths.KERAS_MODEL} in {copy} cannot be loaded"):
-        estimator.load_model(copy)
+    with pytest.raises(DataError, match=rf"{layout.KERAS_MODEL} in {copy} cannot be loaded"):
+        evaluate.load_model(copy)
     assert build(TrainEstimator()) == {"TrainEstimator"}  # retrained from its checkpoints' folder afresh
     assert TrainEstimator().complete()
 
 
 def _recorded(model_dir: Path) -> int:
-    marker = json.loads((model_dir / identity.MARKER).read_text())
-    return int(marker["files"][paths.KERAS_MODEL]["size"])
+    marker = json.loads((model_dir / markers.MARKER).read_text())
+    return int(marker["files"][layout.KERAS_MODEL]["size"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import luigi
 import pytest
 
-from pipeline import teardown
+from pipeline.runtime import teardown
 from pipeline.tasks import CreateShards, TrainEstimator
 from tests.conftest import Config, build
 

@@ -1,0 +1,199 @@
+"""What a `luigi` run of the pipeline says at its end, after Luigi's own summary.
+
+`luigi` is Luigi's command, not ours: `install()` (called when `pipeline` is
+imported) wraps the one function through which Luigi schedules and runs the
+tasks of a command line, as pipeline/scheduler.py wraps where Luigi makes its
+remote scheduler. A run from the command line (`luigi --module pipeline ...`,
+`make run`) then ends with a block that gives the absolute artifact root,
+every stage of the target's DAG with its output folder and whether this run
+made it or reused it, and the headline validation metrics. Programs calling
+`luigi.build()` get Luigi's result object as before, and no block.
+
+It also warns when `--<Task>-force` named a stage this run never checked
+(Luigi does not look above a complete stage): `Repro` is the way to rerun it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import luigi
+import luigi.interface
+from luigi.task import flatten
+
+from pipeline import layout, paths
+from pipeline.core import invocation, markers
+from pipeline.core.stage import Stage, dag
+
+logger = logging.getLogger("luigi-interface")
+
+# Task families the running command reached: the roots, the dependencies Luigi discovered
+# below an incomplete stage, and those it found complete or missing (Luigi's events).
+_checked: set[str] = set()
+
+
+@Stage.event_handler(luigi.Event.DEPENDENCY_PRESENT)
+@Stage.event_handler(luigi.Event.DEPENDENCY_MISSING)
+def _record_checked(task: Stage) -> None:
+    _checked.add(task.task_family)
+
+
+@Stage.event_handler(luigi.Event.DEPENDENCY_DISCOVERED)
+def _record_discovered(task: Stage, dependency: luigi.Task) -> None:
+    _checked.add(dependency.task_family)
+
+
+def stages_of(tasks: Iterable[luigi.Task]) -> list[Stage]:
+    """The stages of the DAGs of `tasks`, upstream first, each once (Repro: its target's DAG)."""
+    from pipeline.tasks import Repro
+
+    order: list[Stage] = []
+    for task in tasks:
+        root = task.stages()[-1] if isinstance(task, Repro) else task
+        if isinstance(root, Stage):
+            order += [stage for stage in dag(root) if stage not in order]
+    return order
+
+
+def headline_metrics(metrics: dict[str, Any]) -> list[str]:
+    """`name value` of every number of the validation report, one level deep (`macro_avg f1 0.98`)."""
+    shown = []
+    for name, value in metrics.get("validation", {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown.append(f"{name} {_number(value)}")
+        elif isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()):
+            shown += [f"{name} {key} {_number(v)}" for key, v in value.items()]
+    return shown
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.4g}"
+
+
+def forced_families() -> list[str]:
+    """The stages that `--<Task>-force` (or `force = true` in luigi.cfg) forces in this invocation."""
+    from pipeline.tasks import STAGES
+
+    forced = []
+    for family, cls in STAGES.items():
+        param = dict(cls.get_params())["force"]
+        try:
+            if param.task_value(family, "force"):
+                forced.append(family)
+        except (ValueError, TypeError):  # a malformed value: the task's own construction says so
+            continue
+    return forced
+
+
+def force_warnings(tasks: list[luigi.Task], checked: set[str]) -> list[str]:
+    """One warning per forced stage that this run did not check, so did not rerun."""
+    families = [stage.task_family for stage in stages_of(tasks)]
+    target = tasks[0].task_family if tasks else "the target"
+    warnings = []
+    for family in forced_families():
+        if family in checked:
+            continue
+        why = (
+            f"Luigi looks no further up than a complete stage, and {family} is above one"
+            if family in families
+            else f"{family} is not part of {target}'s DAG"
+        )
+        warnings.append(
+            f"--{family}-force did nothing: this run did not check {family} ({why}). To rerun it, and "
+            f"then whatever its new output changes below it: luigi --module pipeline Repro --{family}-force"
+        )
+    return warnings
+
+
+def results_block(tasks: list[luigi.Task], started: float) -> str:
+    """The end-of-run block: root, each stage's folder and whether it was made now or reused, metrics."""
+    stages = stages_of(tasks)
+    lines = ["", "===== Results =====", f"Artifact root: {paths.root()}"]
+    width = max((len(stage.task_family) for stage in stages), default=0)
+    made, reused, missing = [], [], []
+    metrics_line = ""
+    for stage in stages:
+        folder = stage.output_dir()
+        # The output of this identity, as published (Luigi has checked it against its files already).
+        marker = markers.read_marker(folder)
+        if marker is not None and marker.get("identity") != stage.identity().digest:
+            marker = None
+        if marker is None:
+            state = "not done"
+            missing.append(stage.task_family)
+        elif marker.get("created", 0) >= started:
+            state = "made now"
+            made.append(stage.task_family)
+        else:
+            state = f"reused (made {_date(marker.get('created', 0))})"
+            reused.append(stage.task_family)
+        lines.append(f"  {stage.task_family:<{width}}  {folder}  {state}")
+        if marker is not None and (folder / layout.METRICS).is_file():
+            try:
+                shown = headline_metrics(json.loads((folder / layout.METRICS).read_text()))
+            except (OSError, ValueError):
+                shown = []
+            if shown:
+                metrics_line = "Validation: " + ", ".join(shown)
+        last_eval = (marker or {}).get("info", {}).get("last_eval")
+        if not metrics_line and isinstance(last_eval, dict) and last_eval:  # a training without its evaluation
+            shown = headline_metrics({"validation": last_eval})
+            metrics_line = "Validation (the training's last evaluation): " + ", ".join(shown)
+    if metrics_line:
+        lines.append(metrics_line)
+    lines.append(
+        f"Ran: {', '.join(made) or 'nothing'}. Reused: {', '.join(reused) or 'nothing'}."
+        + (f" Not done: {', '.join(missing)}." if missing else "")
+    )
+    return "\n".join(lines)
+
+
+def _date(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def install() -> None:
+    """Make command-line runs end with the results block (and force warnings). Idempotent.
+
+    Two of Luigi's functions are wrapped: `_run`, which the `luigi` command and
+    `luigi.run()` go through (and `luigi.build()` does not), marks a run as the
+    command line's; `_schedule_and_run`, which every run goes through, prints
+    the block after Luigi's summary for such a run. A program's `luigi.build()`
+    (a test, a sweep with its own table) gets its result object and no block.
+    """
+    original_run, original_schedule = luigi.interface._run, luigi.interface._schedule_and_run
+    if getattr(original_schedule, "prints_results", False):
+        return
+    command_line = []  # non-empty while the command line's run is under way
+
+    def _run(*args: Any, **kwargs: Any) -> Any:
+        command_line.append(True)
+        try:
+            return original_run(*args, **kwargs)
+        finally:
+            command_line.pop()
+
+    def _schedule_and_run(tasks: list[luigi.Task], *args: Any, **kwargs: Any) -> Any:
+        started = time.time()
+        _checked.clear()
+        result = original_schedule(tasks, *args, **kwargs)
+        if not command_line:
+            return result
+        try:
+            roots = {task.task_family for task in flatten(tasks)}
+            with invocation.scope():  # each stage's identity computed once for the warnings and the block
+                for warning in force_warnings(list(flatten(tasks)), _checked | roots):
+                    logger.warning(warning)
+                print(results_block(list(flatten(tasks)), started), flush=True)
+        except Exception as error:  # the block must never change how the run ends (its exit code)
+            logger.warning("Could not summarise the results: %s: %s", type(error).__name__, error)
+        return result
+
+    _schedule_and_run.prints_results = True  # type: ignore[attr-defined]
+    luigi.interface._run = _run
+    luigi.interface._schedule_and_run = _schedule_and_run

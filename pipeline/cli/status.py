@@ -1,0 +1,76 @@
+"""`python -m pipeline status TASK`: every stage of TASK's DAG as up to date or stale, and why."""
+
+from __future__ import annotations
+
+from luigi.cmdline_parser import CmdlineParser
+
+from pipeline import layout, paths
+from pipeline.core import identity, listing, markers
+from pipeline.core.stage import Stage, dag
+from pipeline.etl import image_folder
+
+
+def previous_output(stage: Stage) -> dict | None:
+    """The marker of the newest published output of the same stage under another identity."""
+    folder = stage.output_dir()
+    found = [
+        markers.read_marker(candidate)
+        for candidate in folder.parent.glob(f"{stage.folder_prefix()}-*")
+        if candidate.is_dir() and candidate != folder
+    ]
+    same_stage = [m for m in found if m and m.get("stage") == stage.task_family]
+    return max(same_stage, key=lambda m: m.get("created", 0), default=None)
+
+
+def explain(stage: Stage) -> list[str]:
+    """Why `stage` would run now ([] when it is up to date)."""
+    reasons = []
+    if stage.force:
+        reasons.append("forced (--force)")
+    own = stage.stale_reasons()
+    if own == ["no output yet"]:
+        old = previous_output(stage)
+        if old is not None:
+            own = identity.explain_change(old, stage.identity().as_dict()) or [
+                "no output for this identity (the identity scheme changed since the last output)"
+            ]
+    return reasons + own
+
+
+def source_notes(stage: Stage) -> list[str]:
+    """What `stage` leaves out: files of its source folders that are not images of a class (now),
+    and unreadable files its output skipped (`--CreateShards-skip-unreadable`)."""
+    folders = [folder for folder in stage.source_folders().values() if folder.is_dir()]  # not a table's file
+    notes = [image_folder.describe_ignored(listing.of(folder)) for folder in folders]
+    marker = markers.read_marker(stage.output_dir())
+    skipped = marker["info"].get("skipped_unreadable", 0) if marker else 0
+    if skipped:
+        notes.append(
+            f"{skipped} unreadable file(s) skipped (--CreateShards-skip-unreadable); "
+            f"{stage.output_dir() / layout.MANIFEST} lists them"
+        )
+    return [note for note in notes if note]
+
+
+def status(argv: list[str]) -> int:
+    """Print every stage of a DAG as up to date or stale, with reasons; 0 if all are up to date, else 1."""
+    # Upstream tasks read the command line's --Task-param values while the
+    # parser is the global instance: the whole walk happens inside it.
+    stale = False
+    with CmdlineParser.global_instance(argv) as parser:
+        stages = dag(parser.get_task_obj())
+        print(f"Artifact root: {paths.root()}")
+        width = max(len(s.task_family) for s in stages)
+        for stage in stages:
+            reasons = explain(stage)
+            stale = stale or bool(reasons)
+            state = "stale" if reasons else "up to date"
+            print(f"{stage.task_family:<{width}}  {state:<10}  {stage.output_dir()}")
+            for reason in reasons:
+                print(f"{'':<{width}}    - {reason}")
+            for note in source_notes(stage):
+                print(f"{'':<{width}}    note: {note}")
+            if not reasons and stage.artifact_kind == "reports":  # where the results are
+                for rel in markers.list_files(stage.output_dir()):
+                    print(f"{'':<{width}}    {stage.output_dir() / rel}")
+    return 1 if stale else 0

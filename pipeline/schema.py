@@ -1,0 +1,34 @@
+"""The one contract between the ETL and training: what a source's shards hold.
+
+`Schema` is known before the shards are written (CreateShards' checks, the
+resolved training configuration); the manifest is what the written shards
+record (feature spec, counts, problem, classes, statistics), read by training,
+evaluation and figures. Standard library only: on the scheduling path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import layout
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a source's shards will hold, known before they are written."""
+
+    problem: str  # problems.get(problem)
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...] = ()  # classification
+    num_examples: Mapping[str, int] = field(default_factory=dict)  # by split, when known before writing
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a shards folder."""
+    with open(folder / layout.MANIFEST) as f:
+        data: dict[str, Any] = json.load(f)
+    return data

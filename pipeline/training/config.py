@@ -1,0 +1,151 @@
+"""The resolved training configuration: what TrainEstimator's parameters mean for these shards.
+
+Luigi's parsed parameters stay as parsed (`network=auto`, a learning rate per
+network). Resolution is a value computed from them, never written back:
+
+- `network`: `auto` becomes the problem's default for the input (a CNN for
+  images, else the MLP);
+- a per-network value (`{"mlp": 0.01, "cnn": 0.003}`) becomes the one of the
+  network used; a network of the user's takes the values of the built-in
+  network its input would get;
+- `network_args`: exactly the keyword arguments the builder receives besides
+  `input_shape`, `num_outputs` and `problem`: the parameters it declares (the
+  mlp's `hidden_units`) and `network_params`. Another network's sizes are not
+  part of it, so changing them changes nothing here;
+- `augment`: `auto` becomes the problem's default.
+
+The settings class is made from the task's parameters by name
+(`settings_class`): a parameter is declared once, as a Luigi parameter with
+its default in luigi.cfg, and reaches the estimator and the builder without
+hand-written copies. Standard library only: this runs on Luigi's scheduling path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from pipeline import builders, problems
+from pipeline.schema import Schema
+
+AUTO_BATCH_SIZE = 128  # `--TrainEstimator-batch-size auto`: this many, or the whole training split if smaller
+
+# Parameters that do not become fields: the force flag, and what resolves into network_args.
+NOT_SETTINGS = frozenset({"force", "network_params", "variant"})
+DERIVED = ("problem", "network_args")  # fields that are not parameters
+
+
+@functools.cache
+def network_argument_names() -> frozenset[str]:
+    """Parameters that are arguments of a built-in network (they reach only the network that takes them)."""
+    names: set[str] = set()
+    for network in builders.BUILT_IN:
+        names |= set(builders.find(network).parameters or ())
+    return frozenset(names - set(builders.CALL_ARGUMENTS))
+
+
+def settings_class(parameter_names: Collection[str], name: str = "TrainSettings", module: str = __name__) -> type:
+    """A frozen dataclass with a field per parameter (but network arguments) and the derived fields."""
+    skip = NOT_SETTINGS | network_argument_names()
+    fields = [(p, Any) for p in parameter_names if p not in skip] + [(d, Any) for d in DERIVED]
+    cls = dataclasses.make_dataclass(name, fields, frozen=True)
+    cls.__module__ = module  # where it is assigned to `name`: instances pickle
+    return cls
+
+
+def per_network(value: Any, network: str, fallback: str, flag: str) -> Any:
+    """One value of a per-network parameter: its own, or the fallback network's for a user's network."""
+    if not isinstance(value, Mapping):
+        return value
+    for key in (network, fallback):
+        if key in value:
+            return value[key]
+    raise ValueError(f"{flag} has no value for the {network} network. Received: {dict(value)}")
+
+
+def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
+    """An instance of the settings class `cls` for the task's `parameters` and the shards' `schema`.
+
+    Raises ValueError naming the flag when a value does not fit (an unknown
+    network, a network-params entry its builder does not take, an augmentation
+    that does not apply to these inputs).
+    """
+    problem = problems.get(schema.problem)
+    default_network = problem.default_network(schema.input_shape)
+    network = default_network if parameters["network"] == "auto" else parameters["network"]
+    builder = builders.find(network)
+    if network == "cnn" and problems.input_kind(schema.input_shape) != "image":
+        raise ValueError(
+            f"--TrainEstimator-network cnn takes images ([height, width, channels]); these inputs are "
+            f"{schema.input_shape[0]} numbers. Use mlp (or auto)."
+        )
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name in parameters:
+            flag = "--TrainEstimator-" + field.name.replace("_", "-")
+            values[field.name] = per_network(parameters[field.name], network, default_network, flag)
+    values["network"] = network
+    values["problem"] = problem.name
+    if values["batch_size"] == "auto":
+        values["batch_size"] = min(AUTO_BATCH_SIZE, schema.num_examples.get("train") or AUTO_BATCH_SIZE)
+    if values["max_epochs"] > 0 and values["batch_size"] > 0 and schema.num_examples.get("train"):
+        values["max_steps"] = math.ceil(values["max_epochs"] * schema.num_examples["train"] / values["batch_size"])
+    values["augment"] = _augmentations(parameters["augment"], problem, schema)
+    network_parameters = {
+        name: value for name, value in parameters.items() if name not in NOT_SETTINGS and name != "network"
+    }
+    values["network_args"] = builders.arguments(builder, network_parameters, parameters["network_params"])
+    return cls(**values)
+
+
+def _augmentations(value: Any, problem: problems.Problem, schema: Schema) -> tuple[str, ...]:
+    if value == "auto":
+        return problem.default_augment(schema.input_shape)
+    names = tuple(value)
+    unknown = [name for name in names if name not in problems.AUGMENTATIONS]
+    if unknown:
+        raise ValueError(
+            f"--TrainEstimator-augment: unknown augmentation {unknown[0]!r}. Expected auto, or a JSON list of "
+            f"{', '.join(problems.AUGMENTATIONS)} (e.g. {list(problems.AUGMENTATIONS[:2])}, [] for none)."
+        )
+    if names and problems.input_kind(schema.input_shape) != "image":
+        raise ValueError(
+            f"--TrainEstimator-augment {list(names)}: augmentations apply to images, and these inputs are "
+            f"{schema.input_shape[0]} numbers. Use [] (or auto)."
+        )
+    return names
+
+
+def describe(settings: Any) -> str:
+    """The network and the key hyperparameters in one line, for figure titles and logs."""
+    arguments = ", ".join(f"{name} {_compact(value)}" for name, value in sorted(settings.network_args.items()))
+    parts = [
+        f"{settings.network} ({arguments})" if arguments else settings.network,
+        f"learning rate {settings.learning_rate:g}{', cosine decay' if settings.lr_decay else ''}",
+        f"{settings.max_steps} steps of {settings.batch_size}",
+        f"seed {settings.seed}",
+    ]
+    if settings.augment:
+        parts.append("augmented: " + ", ".join(settings.augment))
+    if settings.patience:
+        parts.append(f"patience {settings.patience}")
+    return "; ".join(parts)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return str(value)
+
+
+def as_dict(settings: Any) -> dict[str, Any]:
+    """The settings as plain data (what the identity hashes, the marker records and status shows)."""
+    return {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)}
+
+
+def significant(settings: Any, insignificant: Collection[str]) -> dict[str, Any]:
+    """The settings that decide the result: all but the insignificant parameters."""
+    return {name: value for name, value in as_dict(settings).items() if name not in insignificant}

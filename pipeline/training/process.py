@@ -1,0 +1,145 @@
+"""Training on a GPU slot, in a fresh child process that sees only its slot's GPUs.
+
+`CUDA_VISIBLE_DEVICES` only counts when it is set before TensorFlow starts
+CUDA, and the Luigi worker process that runs TrainEstimator may have imported
+TensorFlow already (an earlier stage of the same run). So on a host with GPUs
+the training runs in a child started afresh (`python -m pipeline.training.process`):
+it takes its slot lock (pipeline/gpu_slots.py), sets the variable, and only
+then imports TensorFlow. The lock is the child's own, released when the child
+ends, however it ends. The child is killed when its parent dies
+(PR_SET_PDEATHSIG): a stage that is killed leaves no training behind. Its
+progress reaches Luigi through the parent, as JSON lines on a pipe, and its
+user errors (a diverged loss, a corrupt shard) are raised again in the parent
+as they were, one line each.
+
+On a host without GPUs (none detected, none configured) nothing changes: the
+training runs in the worker process, as it always did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline import errors
+from pipeline.runtime import gpu_slots, orphans
+
+Progress = Callable[[float, str], None]
+
+
+def train(
+    config: Any, shards_dir: Path, model_dir: Path, progress: Progress | None = None, gpus_per_training: int = 1
+) -> dict[str, Any]:
+    """`estimator.train(config, shards_dir, model_dir, progress)`, on `gpus_per_training` GPUs of its own.
+
+    Without GPUs on this host, in this process, as before. With GPUs, in a
+    child process holding a slot; returns what `estimator.train` returned
+    there, plus `gpu_slot`: the devices that process saw and its pid.
+    """
+    gpus = gpu_slots.host_gpus()
+    if not gpus:
+        from pipeline.training import estimator
+
+        return estimator.train(config, shards_dir, model_dir, progress)
+    gpu_slots.check_count(gpus_per_training, gpus)  # before a process is started
+    slot = {"gpus": gpus, "count": gpus_per_training, "lock_dir": str(gpu_slots.lock_folder())}
+    return _in_child(slot, (config, shards_dir, model_dir), progress or (lambda fraction, message: None))
+
+
+def _in_child(slot: dict[str, Any], arguments: tuple[Any, ...], progress: Progress) -> dict[str, Any]:
+    """Start the child, feed it the slot (JSON) and the training arguments (pickled), relay what it says."""
+    read_fd, write_fd = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.training.process", str(write_fd), str(os.getpid())],
+        stdin=subprocess.PIPE,
+        pass_fds=(write_fd,),
+    )
+    os.close(write_fd)
+    result: dict[str, Any] | None = None
+    failure: dict[str, str] | None = None
+    try:
+        assert child.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a child that died at once: its exit status says why
+            # The slot first, as JSON: the child takes it before it unpickles anything (the
+            # configuration's class lives in a module that imports TensorFlow).
+            child.stdin.write(json.dumps(slot).encode() + b"\n")
+            child.stdin.write(pickle.dumps(arguments))  # our own objects, to our own child
+            child.stdin.close()
+        with os.fdopen(read_fd, encoding="utf-8") as channel:
+            for line in channel:
+                message = json.loads(line)
+                if "progress" in message:
+                    progress(*message["progress"])
+                elif "result" in message:
+                    result = message["result"]
+                elif "error" in message:
+                    failure = message["error"]
+        code = child.wait()
+    finally:
+        if child.poll() is None:  # this process is being interrupted: the training ends with it
+            child.kill()
+            child.wait()
+    if result is not None and code == 0:
+        return result
+    if failure is not None:
+        kind = getattr(errors, failure["type"], None)
+        if isinstance(kind, type) and issubclass(kind, errors.PipelineError):
+            raise kind(failure["message"])
+        raise RuntimeError(f"Training failed in process {child.pid} ({failure['type']}: {failure['message']}).")
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    raise errors.PipelineError(
+        f"The training process {child.pid} {how} before it finished. Its staging folder keeps the last "
+        "checkpoint: run the same command again to resume from it."
+    )
+
+
+def main(argv: list[str]) -> int:
+    """The child: take the slot, set CUDA_VISIBLE_DEVICES, then import TensorFlow and train."""
+    channel_fd, parent = int(argv[0]), int(argv[1])
+    orphans.die_with_parent(parent, watch=True)
+    with os.fdopen(channel_fd, "w", buffering=1, encoding="utf-8") as channel:
+
+        def send(**message: Any) -> None:
+            channel.write(json.dumps(message) + "\n")
+
+        try:
+            slot = json.loads(sys.stdin.buffer.readline())
+
+            def waiting(message: str) -> None:
+                send(progress=[0.0, message])
+
+            with gpu_slots.take(slot["gpus"], slot["count"], Path(slot["lock_dir"]), waiting) as devices:
+                tensorflow_before = "tensorflow" in sys.modules  # must stay False: the variable would come too late
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+                config, shards_dir, model_dir = pickle.load(sys.stdin.buffer)  # imports TensorFlow
+
+                from pipeline.training import estimator
+
+                result = estimator.train(config, shards_dir, model_dir, lambda f, m: send(progress=[f, m]))
+                result["gpu_slot"] = {
+                    "CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"],
+                    "pid": os.getpid(),
+                    "tensorflow_imported_before": tensorflow_before,
+                }
+                send(result=result)
+        except errors.PipelineError as error:
+            send(error={"type": type(error).__name__, "message": str(error)})
+            return 1
+        except Exception as error:
+            traceback.print_exc()  # to the worker's log: a bug, not a user's mistake
+            send(error={"type": type(error).__name__, "message": str(error)})
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
