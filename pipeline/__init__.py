@@ -30,8 +30,8 @@ if not logging.root.handlers:
     logging.root.addHandler(logging.NullHandler())
 
 from pipeline.cli import scheduler  # noqa: E402
+from pipeline.cli.interface import install_filter  # noqa: E402
 from pipeline.core import parameters  # noqa: E402
-from pipeline.errors import install_filter  # noqa: E402
 
 install_filter()  # a user's mistake prints as one message, not a traceback
 parameters.install()  # ... also a bad value for the flags of the task named on the command line

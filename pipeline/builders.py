@@ -10,27 +10,26 @@ metrics.
 
 Standard library only at import: on Luigi's scheduling path a builder is found
 and its signature read from the module's AST, without importing the module
-(which imports Keras). Whether it returns a fitting model is checked once per
-version of its code, in a child process (`python -m pipeline.builders`), and
-remembered in `<root>/.cache/network_checks.json`.
+(which imports Keras). Whether it returns a fitting model is checked before any
+work by TrainEstimator (training/builder_check.py), not here: this module is in
+the training's code identity, the check is not.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib
-import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import paths
-from pipeline.core import identity, values
+from pipeline.core import modules
+
+# The folder that holds the package: where the built-in builders' module is found.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 BUILT_IN_MODULE = "pipeline.networks"
 BUILT_IN = ("mlp", "cnn")  # `build_<name>` in pipeline/networks.py
@@ -69,9 +68,9 @@ def find(network: str, flag: str = "--TrainEstimator-network") -> Builder:
         module, _, function = network.partition(":")
         if not module or not function or not all(part.isidentifier() for part in [*module.split("."), function]):
             raise ValueError(f"{flag} must look like module:function, e.g. my_models:build_tiny. Received: {network!r}")
-    located = identity.find_module(module, [os.fspath(paths.PROJECT_DIR)] if ":" not in network else paths.user_roots())
+    located = modules.find_module(module, [os.fspath(PROJECT_DIR)] if ":" not in network else user_roots())
     if located is None:
-        where = ", ".join(paths.user_roots())
+        where = ", ".join(user_roots())
         raise ValueError(
             f"{flag} {network}: no module {module!r} in the working directory or on PYTHONPATH ({where}). "
             f"Put {module.replace('.', '/')}.py there (or add its folder to PYTHONPATH)."
@@ -139,83 +138,9 @@ def arguments(builder: Builder, parameters: Mapping[str, Any], network_params: M
     return dict(sorted(chosen.items()))
 
 
-# --- the check: does it build a model that fits? ----------------------------------------
-
-CHECKS_FILE = "network_checks.json"
-
-
-def check(builder: Builder, call: Mapping[str, Any], code: Mapping[str, str]) -> None:
-    """Build the user's network once per version of its code and arguments; raise ValueError if it does not fit.
-
-    `call` holds every keyword argument (CALL_ARGUMENTS and the rest), `code`
-    the digests of the builder's module and the modules it imports. The
-    verdict is remembered under the artifact root, so an up-to-date run
-    imports no Keras.
-    """
-    key = values.digest({"network": builder.network, "call": call, "code": code, "versions": _versions()})
-    cache_path = paths.cache_dir() / CHECKS_FILE
-    try:
-        verdicts = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        verdicts = {}
-    if key not in verdicts:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(paths.user_roots()))
-        request = json.dumps({"network": builder.network, "call": call})
-        out = subprocess.run(
-            [sys.executable, "-m", "pipeline.builders", request], capture_output=True, text=True, env=env
-        )
-        try:
-            verdicts[key] = json.loads(out.stdout.strip().splitlines()[-1])["error"]
-        except (ValueError, KeyError, IndexError):
-            raise ValueError(
-                f"--TrainEstimator-network {builder.network}: checking it failed:\n{out.stderr[-2000:]}"
-            ) from None
-        with contextlib.suppress(OSError):
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_name(f"{CHECKS_FILE}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(verdicts, indent=1))
-            os.replace(tmp, cache_path)
-    if verdicts[key]:
-        raise ValueError(f"--TrainEstimator-network {builder.network}: {verdicts[key]}")
-
-
-def _versions() -> dict[str, str]:
-    return identity.framework_versions()
-
-
-def verdict(network: str, call: Mapping[str, Any]) -> str | None:
-    """Build the network (imports Keras) and say why it does not fit, or None. Run by `check` in a child."""
-    import numpy as np
-
-    from pipeline import problems
-
-    builder = find(network)
-    function = load(builder.network)
-    arguments = dict(call, input_shape=tuple(call["input_shape"]))
-    shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
-    try:
-        model = function(**arguments)
-    except Exception as error:  # the user's code: any failure is theirs to see
-        return f"{builder.function}({shown}) raised {type(error).__name__}: {error}"
-    import keras
-
-    if not isinstance(model, keras.Model):
-        return f"{builder.function}() returned a {type(model).__name__}, not a keras.Model."
-    problem = problems.get(call["problem"])
-    sample = np.random.default_rng(0).uniform(size=(2, *arguments["input_shape"])).astype("float32")
-    try:
-        outputs = np.asarray(model(sample, training=False), dtype=np.float64)
-    except Exception as error:
-        return f"the model from {builder.function}() fails on inputs of shape {sample.shape[1:]}: {error}"
-    wrong = problem.check_outputs(outputs, call["num_outputs"])
-    if wrong:
-        return f"the model from {builder.function}() does not fit the {problem.name}: {wrong}."
-    return None
-
-
 def load(network: str) -> Callable[..., Any]:
     """The builder function `network` names (`find`: `mlp`, `cnn` or a user's `module:function`), imported:
-    a user's with the working directory and PYTHONPATH (paths.user_roots) first on the path; raise
+    a user's with the working directory and PYTHONPATH (user_roots) first on the path; raise
     ValueError for a missing module or function."""
     from pipeline import networks  # Keras: only where a network is built
 
@@ -223,13 +148,19 @@ def load(network: str) -> Callable[..., Any]:
     if found.built_in:
         built_in: Callable[..., Any] = getattr(networks, found.function)
         return built_in
-    for root in reversed(paths.user_roots()):
+    for root in reversed(user_roots()):
         if root not in sys.path:
             sys.path.insert(0, root)
     function: Callable[..., Any] = getattr(importlib.import_module(found.module), found.function)
     return function
 
 
-if __name__ == "__main__":
-    request = json.loads(sys.argv[1])
-    print(json.dumps({"error": verdict(request["network"], request["call"])}))
+def user_roots() -> list[str]:
+    """Folders a user's modules (a network of their own) are found in: the working directory, then PYTHONPATH."""
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    roots = []
+    for root in [os.getcwd(), *extra]:
+        root = os.path.abspath(root)
+        if root not in roots and root != os.fspath(PROJECT_DIR):
+            roots.append(root)
+    return roots

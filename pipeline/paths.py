@@ -19,6 +19,8 @@ from pathlib import Path
 import luigi
 from luigi.configuration import LuigiConfigParser
 
+from pipeline.core import invocation
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -127,17 +129,9 @@ def raw_dir(name: str) -> Path:
     return stage_parents(root())["raw"] / name
 
 
-def user_roots() -> list[str]:
-    """Folders a user's modules (a network of their own) are found in: the working directory, then PYTHONPATH."""
-    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    roots = []
-    for root in [os.getcwd(), *extra]:
-        root = os.path.abspath(root)
-        if root not in roots and root != os.fspath(PROJECT_DIR):
-            roots.append(root)
-    return roots
-
-
 def cache_dir() -> Path:
     """Small remembered verdicts (a user's network checked once per version), under the artifact root."""
     return root() / ".cache"
+
+
+invocation.publish_log = publish_log  # the memo of each invocation checks it (core/invocation.py)

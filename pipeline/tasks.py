@@ -20,29 +20,26 @@ folder, `data/raw/shapes`.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import luigi
-from luigi.freezing import FrozenOrderedDict
 
 from pipeline import builders, layout, paths, problems
 from pipeline.core import identity, invocation, markers
-from pipeline.core.parameters import CheckedParameters
+from pipeline.core.parameters import AugmentParameter, BatchSizeParameter, CheckedParameters, PerNetworkParameter
 from pipeline.core.stage import Stage, dag
 from pipeline.errors import ParameterError
 from pipeline.etl import sources
 from pipeline.runtime import gpu_slots
 from pipeline.schema import Schema
-from pipeline.training import cluster, config
+from pipeline.training import builder_check, cluster, config
 
 logger = logging.getLogger("luigi-interface")
 MANY_EPOCHS = 100  # a training budget above this many passes over the split is worth a warning
@@ -75,89 +72,6 @@ def _check_memory(hidden_units: Any, conv_filters: Any, dense_units: int) -> Non
             f"--TrainEstimator-{flag} makes a network of {weights:.3g} weights ({16 * weights / 1e9:.3g} GB with "
             f"Adam's state), more than this machine's {memory / 1e9:.3g} GB of memory. Received: {list(units)}",
         )
-
-
-class PerNetworkParameter(luigi.Parameter[Any]):
-    """One value for every network, or one per network as JSON: `0.01` or `{"mlp": 0.01, "cnn": 0.003}`."""
-
-    def __init__(self, *, value_type: type, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.value_type = value_type
-
-    def parse(self, x: str) -> Any:
-        with contextlib.suppress(ValueError):
-            return self.value_type(x)  # one number, as Python spells it: 0.01, 1e-2, nan, 6000
-        try:
-            value = json.loads(x)
-        except ValueError:
-            raise ValueError(self._expected(x)) from None
-        return self._checked(value)
-
-    def normalize(self, x: Any) -> Any:
-        return self.parse(x) if isinstance(x, str) else self._checked(x)
-
-    def _checked(self, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return FrozenOrderedDict(sorted((str(k), self._number(v)) for k, v in value.items()))
-        return self._number(value)
-
-    def _number(self, v: Any) -> Any:
-        integral = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v == int(v))
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.value_type is int and not integral):
-            raise ValueError(self._expected(v))
-        return self.value_type(v)
-
-    def _expected(self, received: Any) -> str:
-        one, many = ("an integer", "integers") if self.value_type is int else ("a number", "numbers")
-        example = '{"mlp": ..., "cnn": ...}'
-        return f"Expected {one}, or a JSON object of {many} by network like {example}. Received: {received!r}"
-
-    def serialize(self, x: Any) -> str:
-        return json.dumps(dict(x) if isinstance(x, Mapping) else x)
-
-
-class BatchSizeParameter(luigi.Parameter[Any]):
-    """`auto` (config.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
-
-    def parse(self, x: str) -> Any:
-        return "auto" if x.strip() == "auto" else self.normalize(x)
-
-    def normalize(self, x: Any) -> Any:
-        if x == "auto":
-            return "auto"
-        try:
-            if isinstance(x, bool) or float(x) != int(float(x)):
-                raise ValueError
-            return int(float(x)) if isinstance(x, str) else int(x)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"Expected auto or an integer. Received: {x!r}") from None
-
-    def serialize(self, x: Any) -> str:
-        return str(x)
-
-
-class AugmentParameter(luigi.Parameter[Any]):
-    """`auto` (the problem's default), or a JSON list of augmentation names: `["flip_horizontal", "shift"]`, `[]`."""
-
-    def parse(self, x: str) -> Any:
-        if x.strip() == "auto":
-            return "auto"
-        try:
-            value = json.loads(x)
-        except ValueError:
-            value = None
-        return self.normalize(value if value is not None else x)
-
-    def normalize(self, x: Any) -> Any:
-        if x == "auto":
-            return "auto"
-        if not isinstance(x, (list, tuple)) or not all(isinstance(name, str) for name in x):
-            example = '["flip_horizontal", "shift", "brightness"]'
-            raise ValueError(f"Expected auto or a JSON list of augmentation names like {example}. Received: {x!r}")
-        return tuple(x)
-
-    def serialize(self, x: Any) -> str:
-        return "auto" if x == "auto" else json.dumps(list(x))
 
 
 class MakeShapes(Stage):
@@ -487,7 +401,7 @@ class TrainEstimator(Stage):
         builder = self.builder()
         if not builder.built_in:
             call = {**args, **self.call_arguments()}
-            builders.check(builder, call, self.user_code())
+            builder_check.check(builder, call, self.user_code())
 
     def builder(self) -> builders.Builder:
         return builders.find(self.settings().network)
@@ -524,7 +438,7 @@ class TrainEstimator(Stage):
         builder = self.builder()
         if builder.built_in:
             return {}
-        closure = identity.code_closure([builder.module], paths.user_roots())
+        closure = identity.code_closure([builder.module], builders.user_roots())
         return {label: identity.file_code_digest(path) for label, path in closure.items()}
 
     def code_digests(self) -> dict[str, str]:

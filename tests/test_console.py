@@ -25,8 +25,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import layout
-from pipeline.cli import console
-from pipeline.runtime import clock
+from pipeline.runtime import clock, console
 from tests.conftest import PROJECT_DIR, SMALL_TRAINING, VENV_BIN
 
 

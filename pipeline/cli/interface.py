@@ -18,6 +18,7 @@ the same lines; `run_command` turns its other errors into the same one line.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -247,3 +248,25 @@ class Arguments(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise ParameterError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")
+
+
+class QuietPipelineErrors(logging.Filter):
+    """Turn a logged PipelineError's traceback into its one-line message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, PipelineError):
+            context = record.getMessage()
+            context = "" if context == "Uncaught exception in luigi" else context + "\n\n  "
+            record.msg = f"{context}{type(error).__name__}: {error}\n"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def install_filter() -> None:
+    """Attach the filter to Luigi's logger (idempotent)."""
+    logger = logging.getLogger("luigi-interface")
+    if not any(isinstance(f, QuietPipelineErrors) for f in logger.filters):
+        logger.addFilter(QuietPipelineErrors())

@@ -31,7 +31,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from luigi.cmdline_parser import CmdlineParser
 
-from pipeline import paths
+# Where the publish log is: `paths.publish_log`, which sets itself here when paths.py is imported (it
+# always is: pipeline/__init__.py imports it). Not imported from paths: the ETL's code imports this
+# module, and paths (lock folders, caches) must stay out of every stage's code identity.
+publish_log: Callable[[], Path] = lambda: Path(os.devnull)  # noqa: E731
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -42,7 +45,7 @@ class _Memo:
 
     def __init__(self) -> None:
         self.values: dict[Any, Any] = {}
-        self.log = paths.publish_log()
+        self.log = publish_log()
         self.log_size = _size(self.log)
 
     def current(self) -> dict[Any, Any]:
@@ -127,7 +130,7 @@ def published(keep: dict[Any, Any] | None = None) -> None:
     `keep`: entries of this invocation's memo that the publish did not change
     (the publishing stage's own identity: its output is none of its inputs).
     """
-    log = paths.publish_log()
+    log = publish_log()
     log.parent.mkdir(parents=True, exist_ok=True)
     # One byte appended (O_APPEND: atomic between processes): the size only grows.
     with open(log, "ab") as f:

@@ -23,12 +23,15 @@ checked by the stage's `validate()`. Standard library and Luigi only.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import luigi
 from luigi.cmdline_parser import CmdlineParser
+from luigi.freezing import FrozenOrderedDict
 
 from pipeline.errors import ParameterError
 
@@ -171,3 +174,89 @@ def install() -> None:
 
     _get_task_kwargs.names_flags = True  # type: ignore[attr-defined]
     CmdlineParser._get_task_kwargs = _get_task_kwargs  # type: ignore[method-assign]
+
+
+# --- TrainEstimator's parameter types -------------------------------------------------
+
+
+class PerNetworkParameter(luigi.Parameter[Any]):
+    """One value for every network, or one per network as JSON: `0.01` or `{"mlp": 0.01, "cnn": 0.003}`."""
+
+    def __init__(self, *, value_type: type, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.value_type = value_type
+
+    def parse(self, x: str) -> Any:
+        with contextlib.suppress(ValueError):
+            return self.value_type(x)  # one number, as Python spells it: 0.01, 1e-2, nan, 6000
+        try:
+            value = json.loads(x)
+        except ValueError:
+            raise ValueError(self._expected(x)) from None
+        return self._checked(value)
+
+    def normalize(self, x: Any) -> Any:
+        return self.parse(x) if isinstance(x, str) else self._checked(x)
+
+    def _checked(self, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return FrozenOrderedDict(sorted((str(k), self._number(v)) for k, v in value.items()))
+        return self._number(value)
+
+    def _number(self, v: Any) -> Any:
+        integral = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v == int(v))
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (self.value_type is int and not integral):
+            raise ValueError(self._expected(v))
+        return self.value_type(v)
+
+    def _expected(self, received: Any) -> str:
+        one, many = ("an integer", "integers") if self.value_type is int else ("a number", "numbers")
+        example = '{"mlp": ..., "cnn": ...}'
+        return f"Expected {one}, or a JSON object of {many} by network like {example}. Received: {received!r}"
+
+    def serialize(self, x: Any) -> str:
+        return json.dumps(dict(x) if isinstance(x, Mapping) else x)
+
+
+class BatchSizeParameter(luigi.Parameter[Any]):
+    """`auto` (config.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
+
+    def parse(self, x: str) -> Any:
+        return "auto" if x.strip() == "auto" else self.normalize(x)
+
+    def normalize(self, x: Any) -> Any:
+        if x == "auto":
+            return "auto"
+        try:
+            if isinstance(x, bool) or float(x) != int(float(x)):
+                raise ValueError
+            return int(float(x)) if isinstance(x, str) else int(x)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"Expected auto or an integer. Received: {x!r}") from None
+
+    def serialize(self, x: Any) -> str:
+        return str(x)
+
+
+class AugmentParameter(luigi.Parameter[Any]):
+    """`auto` (the problem's default), or a JSON list of augmentation names: `["flip_horizontal", "shift"]`, `[]`."""
+
+    def parse(self, x: str) -> Any:
+        if x.strip() == "auto":
+            return "auto"
+        try:
+            value = json.loads(x)
+        except ValueError:
+            value = None
+        return self.normalize(value if value is not None else x)
+
+    def normalize(self, x: Any) -> Any:
+        if x == "auto":
+            return "auto"
+        if not isinstance(x, (list, tuple)) or not all(isinstance(name, str) for name in x):
+            example = '["flip_horizontal", "shift", "brightness"]'
+            raise ValueError(f"Expected auto or a JSON list of augmentation names like {example}. Received: {x!r}")
+        return tuple(x)
+
+    def serialize(self, x: Any) -> str:
+        return "auto" if x == "auto" else json.dumps(list(x))

@@ -25,12 +25,11 @@ from luigi.task import flatten
 from luigi.task_register import Register
 
 from pipeline import paths
-from pipeline.cli import console
 from pipeline.core import identity, invocation, listing, markers, publish, values
 from pipeline.core.identity import Identity, framework_versions
 from pipeline.core.parameters import CheckedParameters
 from pipeline.errors import DataError, ParameterError, PipelineError
-from pipeline.runtime import diskfull, locks, phases, teardown
+from pipeline.runtime import console, diskfull, locks, phases, teardown
 
 logger = logging.getLogger("luigi-interface")
 StageT = TypeVar("StageT", bound="Stage")
