@@ -1,6 +1,6 @@
 """Crash in every phase: SIGKILL stages at moments drawn inside each phase of their work, then check and rerun.
 
-The phases are the stages' own (`pipeline/phases.py`): the ETL writing shards,
+The phases are the stages' own (`pipeline/runtime/phases.py`): the ETL writing shards,
 training between checkpoints, a checkpoint save, the export, between the
 marker and the publishing rename, evaluation and plotting. An uninterrupted
 reference run (each stage a `luigi` process of its own, as in the trials) logs
@@ -99,7 +99,7 @@ def _write_cfg(root: Path) -> None:
     (root / "luigi.cfg").write_text("".join(lines))
 
 
-# One line of a phase log (pipeline/phases.py): (begin|end, phase, occurrence, seconds since the epoch).
+# One line of a phase log (pipeline/runtime/phases.py): (begin|end, phase, occurrence, seconds since the epoch).
 LogEntry = tuple[str, str, int, float]
 
 

@@ -22,7 +22,7 @@ if _project_cfg not in LuigiConfigParser._config_paths:
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 # On a GPU host, stages that run TensorFlow in the worker process (evaluation, plots) see
 # every GPU: let them take the memory they use, not all of it on every GPU, which the
-# trainings on their own slots (pipeline/gpu_slots.py) need.
+# trainings on their own slots (pipeline/runtime/gpu_slots.py) need.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 # TensorFlow and Keras call logging.warning() on the root logger, which makes
 # Python install a default root handler that then repeats every Luigi line.

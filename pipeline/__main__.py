@@ -19,7 +19,7 @@ gc [--yes] [--unused (--older-than DAYS | --keep-last N)] [TASK] [--Task-param v
     configurations, those older than DAYS days and/or all but the newest N
     of each stage. Raw data under data/raw is never touched, nor anything
     outside the artifact root: a folder that is a link is removed as a link,
-    its target never (pipeline/containment.py).
+    its target never (pipeline/runtime/containment.py).
 
 runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
     One row per trained model under the artifact root: the parameters that

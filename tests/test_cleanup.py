@@ -1,4 +1,4 @@
-"""`python -m pipeline gc` keeps experiments (pipeline/cleanup.py): by default only leftovers go.
+"""`python -m pipeline gc` keeps experiments (pipeline/cli/cleanup.py): by default only leftovers go.
 
 Leftovers are made the way runs make them: a staging folder prepared by a stage
 that then died, an older copy set aside, a lock whose folder is gone. Results of

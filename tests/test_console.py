@@ -1,4 +1,4 @@
-"""Progress at the console (pipeline/console.py): a live bar on a terminal, lines in a log, never silent.
+"""Progress at the console (pipeline/runtime/console.py): a live bar on a terminal, lines in a log, never silent.
 
 The last test runs the real `luigi` command on a pseudo-terminal, from a folder
 other than the project's, and reads what a person sees: the bar, the training

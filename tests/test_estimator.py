@@ -1,4 +1,4 @@
-"""Training into a model_dir: checkpoints, events, history, export, resume (pipeline/estimator.py)."""
+"""Training into a model_dir: checkpoints, events, history, export, resume (pipeline/training/estimator.py)."""
 
 from __future__ import annotations
 

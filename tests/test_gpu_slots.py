@@ -1,5 +1,5 @@
-"""One GPU (or N) per training: host-local slot locks (pipeline/gpu_slots.py), trainings in a
-process of their own that sees only its slot (pipeline/train_process.py), and `doctor`.
+"""One GPU (or N) per training: host-local slot locks (pipeline/runtime/gpu_slots.py), trainings in a
+process of their own that sees only its slot (pipeline/training/process.py), and `doctor`.
 
 This machine has no GPU: `[gpu_slots] gpus = N` configures N, and the tests look at what
 each training process saw (`CUDA_VISIBLE_DEVICES`, recorded in its model's marker) and
@@ -32,7 +32,7 @@ from tests.scheduler import running_luigid, start_luigi
 HOLD = (
     "import sys, time\n"
     "from pathlib import Path\n"
-    "from pipeline import gpu_slots\n"
+    "from pipeline.runtime import gpu_slots\n"
     "gpus = sys.argv[2].split(',')\n"
     "with gpu_slots.take(gpus, 1, Path(sys.argv[1]), lambda m: print('WAIT', m, flush=True)) as taken:\n"
     "    print('GOT', ','.join(taken), flush=True)\n"

@@ -1,4 +1,4 @@
-"""HParams summaries in every model_dir (pipeline/hparams.py), read back by TensorBoard's own
+"""HParams summaries in every model_dir (pipeline/training/hparams.py), read back by TensorBoard's own
 HParams backend: what its HParams tab shows for `tensorboard --logdir models/`."""
 
 from __future__ import annotations

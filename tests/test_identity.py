@@ -1,4 +1,4 @@
-"""Stage identity, markers and publishing (pipeline/identity.py)."""
+"""Stage identity, markers and publishing (pipeline/core/identity.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Images as users have them (pipeline/sources.py, image_folder.py, listing.py): every extension Keras reads,
+"""Images as users have them (pipeline/etl/sources.py, image_folder.py, listing.py): every extension Keras reads,
 in any letter case, every Pillow mode as the RGB picture it shows, nested class folders, other files named
 and not silently dropped, unreadable files skipped on request. Pixel values are checked through the ETL."""
 

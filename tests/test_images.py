@@ -1,5 +1,5 @@
 """Image classification from a folder of images: demo data, source, shards, input pipeline,
-CNN, evaluation, plots and the whole DAG (pipeline/shapes.py, image_folder.py, sources.py,
+CNN, evaluation, plots and the whole DAG (pipeline/etl/shapes.py, image_folder.py, sources.py,
 inputs.py, networks.py, metrics.py, figures.py, tasks.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Once per invocation (pipeline/invocation.py): a source folder is listed once and each stage's identity is
+"""Once per invocation (pipeline/core/invocation.py): a source folder is listed once and each stage's identity is
 computed once per command, and what the command itself writes (the demo images) is seen."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One pass over a source folder (pipeline/listing.py), made once per invocation (pipeline/invocation.py):
+"""One pass over a source folder (pipeline/core/listing.py), made once per invocation (pipeline/core/invocation.py):
 what it finds, that it misses no change, and how often it runs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Output locks (pipeline/locks.py): one holder at a time, and no lock file left behind."""
+"""Output locks (pipeline/runtime/locks.py): one holder at a time, and no lock file left behind."""
 
 from __future__ import annotations
 

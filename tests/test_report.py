@@ -1,4 +1,4 @@
-"""The HTML report of runs (pipeline/report.py, `python -m pipeline report`), opened in headless Chromium."""
+"""The HTML report of runs (experiments/report.py, `python -m pipeline report`), opened in headless Chromium."""
 
 from __future__ import annotations
 

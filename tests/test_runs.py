@@ -1,5 +1,5 @@
-"""Runs side by side (pipeline/runs.py, `python -m pipeline runs`) and what differs between two
-(pipeline/diff.py, `python -m pipeline diff`), on three real sine runs."""
+"""Runs side by side (pipeline/experiments/runs.py, `python -m pipeline runs`) and what differs between two
+(pipeline/experiments/diff.py, `python -m pipeline diff`), on three real sine runs."""
 
 from __future__ import annotations
 

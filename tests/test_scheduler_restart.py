@@ -3,7 +3,7 @@
 Luigi retries a call `[core] rpc_retry_attempts` times, `rpc_retry_wait` seconds
 apart (3 x 30 s by default, 12 x 5 s in the project's luigi.cfg); the runs here
 retry every second, so that the test is short. The running stage is never held
-up: its progress reports are not retried (pipeline/scheduler.py).
+up: its progress reports are not retried (pipeline/cli/scheduler.py).
 """
 
 from __future__ import annotations

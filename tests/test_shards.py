@@ -1,4 +1,4 @@
-"""The sine source and the TFRecord shards (pipeline/sources.py, pipeline/shards.py)."""
+"""The sine source and the TFRecord shards (pipeline/etl/sources.py, pipeline/etl/shards.py)."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ def test_corrupt_record_is_detected(tmp_path: Path) -> None:
 
 
 def test_a_killed_etl_leaves_no_writer_process_behind(tmp_path: Path) -> None:
-    """SIGKILL on the stage: its forkserver, writers and resource tracker die with it (pipeline/forkserver_init.py)."""
+    """SIGKILL on the stage: its forkserver, writers and resource tracker die with it (etl/forkserver_init.py)."""
     folder = tmp_path / "pictures"
     for name in ("circle", "square"):
         (folder / name).mkdir(parents=True)

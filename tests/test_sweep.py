@@ -1,4 +1,4 @@
-"""`python -m pipeline sweep`: a grid of variants in one Luigi invocation (pipeline/sweep.py, Stage.variant)."""
+"""`python -m pipeline sweep`: a grid of variants in one Luigi invocation (experiments/sweep.py, Stage.variant)."""
 
 from __future__ import annotations
 

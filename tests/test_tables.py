@@ -1,4 +1,4 @@
-"""A user's table: `--CreateShards-csv FILE --CreateShards-label-column NAME` (pipeline/tables.py, sources.py).
+"""A user's table: `--CreateShards-csv FILE --CreateShards-label-column NAME` (pipeline/etl/tables.py, sources.py).
 
 Real public tables (scikit-learn ships them: no download) are written as CSV
 files, as a user would have them, and run through the whole DAG; the model is

@@ -1,4 +1,4 @@
-"""A stage that ran TensorFlow frees what it leaves behind at once, off the main thread (pipeline/teardown.py)."""
+"""A stage that ran TensorFlow frees what it leaves behind at once, off the main thread (runtime/teardown.py)."""
 
 from __future__ import annotations
 

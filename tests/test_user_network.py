@@ -1,4 +1,4 @@
-"""A network of the user's own: `--TrainEstimator-network my_models:build_tiny` (pipeline/plugins.py).
+"""A network of the user's own: `--TrainEstimator-network my_models:build_tiny` (pipeline/builders.py).
 
 Everything runs through the real `luigi` command in a folder holding the
 user's module, as a user would: the README's example trains, evaluates,

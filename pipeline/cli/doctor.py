@@ -2,7 +2,7 @@
 
 Four parts: what TensorFlow sees in this process (its devices, whether it is
 a CUDA build and of which CUDA/cuDNN, whether mixed precision is fast on these
-devices), the GPU slots of this host (pipeline/gpu_slots.py: how many, who
+devices), the GPU slots of this host (pipeline/runtime/gpu_slots.py: how many, who
 holds them now), the resource pools of luigi.cfg, and the central scheduler
 the `luigi` command would use (whether it answers, and its own pools). This
 command imports TensorFlow: it is the one place that asks it.

@@ -2,7 +2,7 @@
 
 `luigi` is Luigi's command, not ours: `install()` (called when `pipeline` is
 imported) wraps the one function through which Luigi schedules and runs the
-tasks of a command line, as pipeline/scheduler.py wraps where Luigi makes its
+tasks of a command line, as pipeline/cli/scheduler.py wraps where Luigi makes its
 remote scheduler. A run from the command line (`luigi --module pipeline ...`,
 `make run`) then ends with a block that gives the absolute artifact root,
 every stage of the target's DAG with its output folder and whether this run

@@ -6,7 +6,7 @@ gives up with a stack trace. `install_check()` (called when `pipeline` is
 imported) makes Luigi ask once, with a short timeout, right where it builds its
 remote scheduler, and exit at once with a hint when nobody answers. Importing
 makes no network call, and `--local-scheduler` runs never reach the check.
-Starting and stopping a `luigid` is `pipeline/luigid.py`.
+Starting and stopping a `luigid` is `pipeline/cli/luigid.py`.
 
 `ReconnectingScheduler` is the client every run uses (also made there). When
 `luigid` stops answering in the middle of a run (killed, restarted), the

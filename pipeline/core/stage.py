@@ -293,7 +293,7 @@ class Stage(CheckedParameters, luigi.Task):
     # --- running ---
 
     def progress(self, fraction: float, message: str) -> None:
-        """Report progress to the scheduler (shown in Luigi's UI) and at the console (pipeline/console.py)."""
+        """Report progress to the scheduler (shown in Luigi's UI) and at the console (pipeline/runtime/console.py)."""
         set_percentage = getattr(self, "set_progress_percentage", None)
         set_message = getattr(self, "set_status_message", None)
         if set_percentage is not None and set_message is not None:

@@ -4,7 +4,7 @@
 CUDA, and the Luigi worker process that runs TrainEstimator may have imported
 TensorFlow already (an earlier stage of the same run). So on a host with GPUs
 the training runs in a child started afresh (`python -m pipeline.training.process`):
-it takes its slot lock (pipeline/gpu_slots.py), sets the variable, and only
+it takes its slot lock (pipeline/runtime/gpu_slots.py), sets the variable, and only
 then imports TensorFlow. The lock is the child's own, released when the child
 ends, however it ends. The child is killed when its parent dies
 (PR_SET_PDEATHSIG): a stage that is killed leaves no training behind. Its
