@@ -167,7 +167,7 @@ def main(argv: list[str]) -> int:
     else:
         best = outcome.best
         print(
-            f"Best: trial {best.number}, {wanted.objective} {best.value:.6g} ({search_report.values_of(best, wanted)})"
+            f"Best: trial {best.number}, {wanted.objective} {best.value:.4g} ({search_report.values_of(best, wanted)})"
         )
         width = max(len(family) for family in outcome.best_folders)
         for family, folder in outcome.best_folders.items():
