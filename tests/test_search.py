@@ -16,6 +16,7 @@ import pytest
 from pipeline.core import markers
 from pipeline.errors import ParameterError
 from pipeline.experiments import space
+from pipeline.runtime import gpu_slots
 from pipeline.tasks import TrainEstimator
 from pipeline.training import pruning
 from tests.conftest import VENV_BIN, make_root, run_cli
@@ -132,6 +133,9 @@ def test_a_search_reuses_what_was_trained_prunes_resumes_and_adds_trials(tmp_pat
     work = tmp_path / "work"
     work.mkdir()
     write_run_config(work, TINY)
+    # One GPU slot (this host has none, the slot is its lock): each training runs in a child holding it.
+    with open(work / "luigi.cfg", "a") as cfg:
+        cfg.write(f"\n[gpu_slots]\ngpus = 1\nlock_dir = {tmp_path / 'slots'}\n")
     by_hand = run_cli(
         [
             "luigi",
@@ -167,6 +171,7 @@ def test_a_search_reuses_what_was_trained_prunes_resumes_and_adds_trials(tmp_pat
     history = json.loads((staging / "history.json").read_text())
     assert [h["step"] for h in history] == [100]
     assert "pruned at step 100" in first.stderr
+    assert gpu_slots.holders(["0"], tmp_path / "slots") == {"0": None}  # the pruned training let its slot go
     # The study in its journal under the root, and the command's end: the report and the best trial's folders.
     journal = Path(re.search(r"^Study \S+: (.+)$", first.stdout, re.MULTILINE)[1])  # type: ignore[index]
     assert journal.is_file() and journal.is_relative_to(work / "searches")
