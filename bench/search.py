@@ -150,7 +150,11 @@ def plain(problem: str, table: Path, trials: int) -> dict[str, Any]:
         for width in units:
             hidden = keras.layers.Dense(width, activation="relu")(hidden)
         model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
-        model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(rate, STEPS)), "mse", ["mse"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(rate, STEPS)),
+            loss="mse",
+            metrics=["mse"],
+        )
         train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(1024, seed=42).repeat().batch(BATCH)
         val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256)
         history = model.fit(
