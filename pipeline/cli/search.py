@@ -156,6 +156,9 @@ def main(argv: list[str]) -> int:
     """Run a search; print its trials, write its report, end with the best trial's folders."""
     from pipeline.experiments import search, search_report
 
+    if any(word in ("-h", "--help") for word in argv):
+        print(__doc__)
+        return 0
     wanted = parse(argv)
     outcome = search.run(wanted)
     print(search_report.table(outcome.rows, wanted))
