@@ -266,3 +266,14 @@ def test_a_search_killed_during_a_trial_goes_on_where_it_stopped(tmp_path: Path)
     (model,) = (work / "models").iterdir()
     marker = markers.read_marker(model)
     assert marker is not None and marker["info"]["resumed_from_step"] >= 100
+
+
+def test_importing_the_pipeline_and_the_search_imports_no_optuna(tmp_path: Path) -> None:
+    """Optuna takes a while to import: only a running search (and a training with a trial) imports it."""
+    code = (
+        "import sys, pipeline, pipeline.__main__, pipeline.cli.search, pipeline.experiments.search\n"
+        "print('optuna' in sys.modules, 'tensorflow' in sys.modules)\n"
+    )
+    out = run_cli(["python", "-c", code], cwd=make_root(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "False"]

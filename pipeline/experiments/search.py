@@ -12,7 +12,7 @@ a pruned trial stops there; its checkpoints stay in the staging folder and its
 configuration is never published as trained.
 
 The study lives under the artifact root, in Optuna's journal file
-(`searches/<study>/study.journal`, see paths.search_folder), so a search stopped by
+(`searches/<study>/study.journal`, paths.search_journal), so a search stopped by
 Ctrl-C or a crash goes on where it was when started again (an interrupted trial's
 values are tried first, and its training resumes from its checkpoints), and a second
 host sharing the root adds trials to it. The study is named after what is searched:
