@@ -277,3 +277,31 @@ def test_importing_the_pipeline_and_the_search_imports_no_optuna(tmp_path: Path)
     out = run_cli(["python", "-c", code], cwd=make_root(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_two_searches_sharing_the_root_add_trials_to_one_study(tmp_path: Path) -> None:
+    """Point 1: what a second host sharing the artifact root does, as two processes at once: one study, one
+    budget for both, each adding trials, the shards made once."""
+    import optuna
+
+    work = tmp_path / "work"
+    work.mkdir()
+    write_run_config(work, TINY)
+    command = [
+        str(VENV_BIN / "python"), "-m", "pipeline", "search", "EvaluateEstimator", "--TrainEstimator-learning-rate",
+        "loguniform(0.003, 0.03)", "--trials", "4", "--sampler", "random", "--pruner", "none", "--local-scheduler",
+    ]  # fmt: skip
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    searches = [
+        subprocess.Popen(command, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [search.communicate(timeout=900) for search in searches]
+    assert [search.returncode for search in searches] == [0, 0], [err[-2000:] for _, err in outputs]
+    (journal,) = (work / "searches").glob("*/study.journal")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name=journal.parent.name, storage=storage)
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert 4 <= len(finished) <= 5  # one budget (two asks at the very same moment may add one)
+    assert len({t.user_attrs["asked_by"]["pid"] for t in finished}) == 2  # both added trials
+    assert len(list((work / "data" / "shards").iterdir())) == 1
