@@ -1,6 +1,6 @@
-"""Helper commands: `python -m pipeline status|gc|worker|runs|diff|report|sweep|doctor ...`.
+"""Helper commands: `python -m pipeline status|gc|worker|runs|diff|report|sweep|search|doctor ...`.
 
-None imports TensorFlow but doctor (and the trainings a sweep runs).
+None imports TensorFlow but doctor (and the trainings a sweep or a search runs); only search imports Optuna.
 
 status TASK [--Task-param value ...]
     Every stage of TASK's DAG as up to date or stale, with the reason, and
@@ -37,6 +37,12 @@ sweep TASK --Task-param A,B [--Task-param C,D ...] [--workers N] [luigi flags]
     invocation (a value with top-level commas is several values; [64],[128]
     is two lists). Stages the variants share run once. Ends with Luigi's
     summary, the table of the sweep's runs and the path of their report.
+search TASK --Task-param 'loguniform(1e-4, 1e-1)' [...] [--trials N] [--sampler tpe|random]
+       [--pruner median|...] [--objective validation.mse] [--workers N] [luigi flags]
+    Optuna's search over TASK's DAG (uniform, loguniform, int, choice), its
+    study under the artifact root: trials trained before are reused, shared
+    stages made once, bad trials pruned. Ends with the table of the trials,
+    the path of the report and the best trial's folders (docs/search.md).
 doctor
     What TensorFlow sees (devices, CUDA/cuDNN build, mixed precision), the
     GPU slots of this host, the resource pools and the scheduler.
@@ -67,6 +73,7 @@ COMMANDS: dict[str, str] = {
     "diff": "experiments:diff_command",
     "report": "experiments:report_command",
     "sweep": "experiments:sweep_command",
+    "search": "search:main",
     "doctor": "doctor:doctor_command",
 }
 

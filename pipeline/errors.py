@@ -21,3 +21,7 @@ class DataError(PipelineError, ValueError):
 
 class TrainingDivergedError(PipelineError):
     """The loss became NaN or infinite."""
+
+
+class TrialPrunedError(PipelineError):
+    """A search's pruner stopped this training: it is kept unpublished, and resumes when trained again."""

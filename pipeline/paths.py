@@ -129,6 +129,14 @@ def raw_dir(name: str) -> Path:
     return stage_parents(root())["raw"] / name
 
 
+SEARCHES = "searches"  # below the root: one folder per search's study (its journal, its trials' logs)
+
+
+def search_journal(study: str) -> Path:
+    """The journal file of a search's Optuna study, `<root>/searches/<study>/study.journal`."""
+    return root() / SEARCHES / study / "study.journal"
+
+
 def cache_dir() -> Path:
     """Small remembered verdicts (a user's network checked once per version), under the artifact root."""
     return root() / ".cache"

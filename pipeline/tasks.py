@@ -342,6 +342,12 @@ class TrainEstimator(Stage):
     gpus_per_training = luigi.IntParameter(
         significant=False, description="GPUs of one training (MirroredStrategy); see [gpu_slots]."
     )
+    trial = luigi.Parameter(
+        default="",
+        significant=False,
+        description="Set by python -m pipeline search: STUDY/NUMBER, the search's trial this training reports its "
+        "evaluations to, which may stop (prune) it; empty: none.",
+    )
 
     def validate(self) -> None:
         try:
@@ -372,6 +378,10 @@ class TrainEstimator(Stage):
             value = getattr(settings, name)
             flag = "--TrainEstimator-" + name.replace("_", "-")
             _require(value >= 0, f"{flag} must be 0 (off) or more. Received: {value}")
+        _require(
+            not self.trial or re.fullmatch(r"[A-Za-z0-9_.-]+/\d+", self.trial) is not None,
+            f"--TrainEstimator-trial is STUDY/NUMBER, as python -m pipeline search sets it. Received: {self.trial!r}",
+        )
         _require(
             self.gpus_per_training >= 1,
             f"--TrainEstimator-gpus-per-training must be a positive integer. Received: {self.gpus_per_training}",
@@ -464,7 +474,11 @@ class TrainEstimator(Stage):
                 settings.max_steps, settings.batch_size, epochs, examples, MANY_EPOCHS,
             )  # fmt: skip
         shards_dir = self.requires().output_dir()
-        return process.train(settings, shards_dir, staging, self.progress, self.gpus_per_training)
+        trial = None
+        if self.trial:  # the search's journal, where the training reports its evaluations (pruning.py)
+            study, _, number = self.trial.rpartition("/")
+            trial = {"study": study, "number": int(number), "journal": str(paths.search_journal(study))}
+        return process.train(settings, shards_dir, staging, self.progress, self.gpus_per_training, trial)
 
 
 TrainSettings = config.settings_class(

@@ -69,6 +69,7 @@ CLOSURES = {
             "training/export.py",
             "training/hparams.py",
             "training/multiworker.py",
+            "training/pruning.py",  # a search's trial: each evaluation reported, a pruned training stopped
         ]
     ),
     "EvaluateEstimator": sorted(

@@ -56,7 +56,7 @@ figcaption { font-size: 12px; color: #555; }
 """
 
 
-def _png(figure: Figure) -> str:
+def png(figure: Figure) -> str:
     """A figure as a data: URL (and closed)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -140,7 +140,7 @@ def curves_figure(runs: Sequence[Run], params: Sequence[Column], colours: Sequen
     handles += [Line2D([], [], color="0.3", ls="--", label="train"), Line2D([], [], color="0.3", label="eval")]
     figure.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)), fontsize="small")
     figure.suptitle(f"Training curves of {len(runs)} runs (train dashed, eval solid)")
-    return _png(figure)
+    return png(figure)
 
 
 def _numeric(values: Sequence[Any]) -> bool:
@@ -207,7 +207,7 @@ def metrics_figure(
         for column in range(len(against), width):
             axes[row][column].axis("off")
     figure.suptitle("Metrics against the parameters that differ\n(one point per run, colours as in the table)")
-    return _png(figure)
+    return png(figure)
 
 
 def _cell(column: Column, run: Run, colour: Any | None) -> str:
@@ -219,8 +219,14 @@ def _cell(column: Column, run: Run, colour: Any | None) -> str:
     return f"<td{number}>{text}</td>"
 
 
-def render(runs: Sequence[Run], swept: Sequence[str] | None = None) -> str:
-    """The report page as HTML text (see the module docstring)."""
+def render(
+    runs: Sequence[Run],
+    swept: Sequence[str] | None = None,
+    title: str = "",
+    sections: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The report page as HTML text (see the module docstring); `title` heads it (default: "N runs") and
+    `sections`, (heading, HTML) pairs, come before the runs (a search's trials and figures)."""
     columns, ordered = runs_module.table(runs, swept=swept)
     params = [c for c in columns if c.kind == "param"]
     metrics = [c for c in columns if c.kind == "metric"]
@@ -230,9 +236,10 @@ def render(runs: Sequence[Run], swept: Sequence[str] | None = None) -> str:
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">',
-        f"<title>{len(ordered)} runs</title><style>{STYLE}</style></head><body>",
-        f"<h1>{len(ordered)} runs</h1>",
+        f"<title>{html.escape(title or f'{len(ordered)} runs')}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title or f'{len(ordered)} runs')}</h1>",
         f"<p>Written {html.escape(time.strftime('%Y-%m-%d %H:%M'))} by <code>python -m pipeline report</code>.</p>",
+        *(f"<h2>{html.escape(heading)}</h2>\n{body}" for heading, body in sections),
         "<h2>Runs</h2>",
         '<div class="scroll"><table id="runs"><thead><tr>'
         + "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
@@ -275,9 +282,15 @@ def render(runs: Sequence[Run], swept: Sequence[str] | None = None) -> str:
     return "\n".join(parts)
 
 
-def write_report(runs: Sequence[Run], out: Path, swept: Sequence[str] | None = None) -> Path:
+def write_report(
+    runs: Sequence[Run],
+    out: Path,
+    swept: Sequence[str] | None = None,
+    title: str = "",
+    sections: Sequence[tuple[str, str]] = (),
+) -> Path:
     """Write the report page of `runs` to `out` (atomically: a half-written page is never left there); return `out`."""
-    page = render(runs, swept)
+    page = render(runs, swept, title, sections)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:

@@ -54,7 +54,7 @@ def split_top_level(text: str) -> list[str]:
     return [part.strip() for part in parts]
 
 
-def _stage_flag(flag: str) -> tuple[type[Stage], str] | None:
+def stage_flag(flag: str) -> tuple[type[Stage], str] | None:
     """(stage class, parameter name) of a `--Family-param-name` flag, or None for any other flag."""
     for family in sorted(Register.task_names(), key=len, reverse=True):
         prefix = f"--{family}-"
@@ -81,7 +81,7 @@ def parse(argv: Sequence[str]) -> tuple[type[Stage], list[Axis], list[str]]:
     rest = list(argv[1:])
     while rest:
         flag = rest.pop(0)
-        found = _stage_flag(flag.split("=", 1)[0])
+        found = stage_flag(flag.split("=", 1)[0])
         if found is None or (not rest and "=" not in flag) or (rest and rest[0].startswith("--") and "=" not in flag):
             passthrough.append(flag)
             continue

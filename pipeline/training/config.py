@@ -34,7 +34,7 @@ from pipeline.schema import Schema
 AUTO_BATCH_SIZE = 128  # `--TrainEstimator-batch-size auto`: this many, or the whole training split if smaller
 
 # Parameters that do not become fields: the force flag, and what resolves into network_args.
-NOT_SETTINGS = frozenset({"force", "network_params", "variant"})
+NOT_SETTINGS = frozenset({"force", "network_params", "variant", "trial"})
 DERIVED = ("problem", "network_args")  # fields that are not parameters
 
 

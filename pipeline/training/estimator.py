@@ -152,8 +152,12 @@ def train(
     model_dir: Path,
     progress: Progress | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    trial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train into `model_dir`, resuming from its latest checkpoint, then export.
+
+    `trial`: the search's trial this training reports each evaluation to, which may
+    stop it (pipeline/training/pruning.py; on one host only), or None.
 
     Every worker of a cluster calls this with the same arguments; the chief
     writes `model_dir`, the others a scratch folder that is removed at the
@@ -173,7 +177,7 @@ def train(
     try:
         with inputs.corrupt_shards_named(shards_dir):
             result = _train(
-                config, manifest, shards_dir, model_dir, write_dir, strategy, progress, role.num_workers > 1
+                config, manifest, shards_dir, model_dir, write_dir, strategy, progress, role.num_workers > 1, trial
             )
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -237,6 +241,7 @@ def _train(
     strategy: tf.distribute.Strategy,
     progress: Progress | None,
     multi_worker: bool,
+    trial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     with strategy.scope():
         model = build_model(config, manifest, strategy.num_replicas_in_sync)
@@ -287,13 +292,18 @@ def _train(
                 config.max_steps, config.checkpoint_steps, callback,
             )  # fmt: skip
         else:
+            callbacks = [callback]
+            if trial is not None:  # after the checkpoint of the step: a pruned training resumes from it
+                from pipeline.training import pruning
+
+                callbacks.append(pruning.reporter(trial))
             model.fit(
                 train_ds,
                 initial_epoch=start_step // config.checkpoint_steps,
                 epochs=math.ceil(config.max_steps / config.checkpoint_steps),
                 steps_per_epoch=config.checkpoint_steps,
                 validation_data=val_ds,
-                callbacks=[callback],
+                callbacks=callbacks,
                 shuffle=False,  # the dataset is shuffled already
                 verbose=0,
             )

@@ -37,9 +37,14 @@ Progress = Callable[[float, str], None]
 
 
 def train(
-    config: Any, shards_dir: Path, model_dir: Path, progress: Progress | None = None, gpus_per_training: int = 1
+    config: Any,
+    shards_dir: Path,
+    model_dir: Path,
+    progress: Progress | None = None,
+    gpus_per_training: int = 1,
+    trial: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`estimator.train(config, shards_dir, model_dir, progress)`, on `gpus_per_training` GPUs of its own.
+    """`estimator.train(config, shards_dir, model_dir, progress, trial=trial)`, on `gpus_per_training` GPUs of its own.
 
     Without GPUs on this host, in this process, as before. With GPUs, in a
     child process holding a slot; returns what `estimator.train` returned
@@ -49,10 +54,10 @@ def train(
     if not gpus:
         from pipeline.training import estimator
 
-        return estimator.train(config, shards_dir, model_dir, progress)
+        return estimator.train(config, shards_dir, model_dir, progress, trial=trial)
     gpu_slots.check_count(gpus_per_training, gpus)  # before a process is started
     slot = {"gpus": gpus, "count": gpus_per_training, "lock_dir": str(gpu_slots.lock_folder())}
-    return _in_child(slot, (config, shards_dir, model_dir), progress or (lambda fraction, message: None))
+    return _in_child(slot, (config, shards_dir, model_dir, trial), progress or (lambda fraction, message: None))
 
 
 def _in_child(slot: dict[str, Any], arguments: tuple[Any, ...], progress: Progress) -> dict[str, Any]:
@@ -120,11 +125,11 @@ def main(argv: list[str]) -> int:
             with gpu_slots.take(slot["gpus"], slot["count"], Path(slot["lock_dir"]), waiting) as devices:
                 tensorflow_before = "tensorflow" in sys.modules  # must stay False: the variable would come too late
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
-                config, shards_dir, model_dir = pickle.load(sys.stdin.buffer)  # imports TensorFlow
+                config, shards_dir, model_dir, trial = pickle.load(sys.stdin.buffer)  # imports TensorFlow
 
                 from pipeline.training import estimator
 
-                result = estimator.train(config, shards_dir, model_dir, lambda f, m: send(progress=[f, m]))
+                result = estimator.train(config, shards_dir, model_dir, lambda f, m: send(progress=[f, m]), trial=trial)
                 result["gpu_slot"] = {
                     "CUDA_VISIBLE_DEVICES": os.environ["CUDA_VISIBLE_DEVICES"],
                     "pid": os.getpid(),
