@@ -237,3 +237,32 @@ def test_of_puts_racing_on_one_marker_one_creates_it(aws: SeaweedFS, workspace: 
         created = list(pool.map(put, range(8)))
     assert created.count(True) == 1
     assert store.get("puts/marker") == f"writer {created.index(True)}".encode()
+
+
+def test_a_deleted_remote_object_is_a_miss_that_reruns_the_stage(server: SeaweedFS, tmp_path: Path) -> None:
+    """Host A publishes the shards; one shard goes from the bucket; host B builds them anew (never a stale
+    hit, never an error), and its push makes the remote whole again."""
+    a = host_folder(tmp_path / "a", f"s3://{BUCKET}/deleted")
+    assert _run_shards(server, a, server.env()).returncode == 0
+    (folder,) = (a / "data" / "shards").iterdir()
+    marker = markers.read_marker(folder)
+    assert marker is not None
+    shard = next(rel for rel in marker["files"] if rel.endswith(".tfrecord"))
+    key = f"deleted/data/shards/{folder.name}/{marker['run_id']}/{shard}"
+    server.client().delete_object(Bucket=BUCKET, Key=key)
+
+    # B names the remote on the command line (--paths-remote), its luigi.cfg does not.
+    b = host_folder(tmp_path / "b", "")
+    flag = ["--paths-remote", f"s3://{BUCKET}/deleted"]
+    status = run(["python", "-m", "pipeline", "status", "CreateShards", *flag], b, server.env())
+    assert status.returncode == 1 and f"remote file {shard} is missing" in status.stdout, status.stdout
+    out = run(["luigi", "--module", "pipeline", "CreateShards", "--local-scheduler", *flag], b, server.env())
+    assert out.returncode == 0 and "Ran: CreateShards." in out.stdout, out.stdout + out.stderr
+    rebuilt = markers.read_marker(b / "data" / "shards" / folder.name)
+    assert rebuilt is not None and rebuilt["run_id"] != marker["run_id"]
+    remote_marker = json.loads(
+        server.client()
+        .get_object(Bucket=BUCKET, Key=f"deleted/data/shards/{folder.name}/{markers.MARKER}")["Body"]
+        .read()
+    )
+    assert remote_marker == rebuilt  # B's run replaced the broken copy
