@@ -18,14 +18,15 @@ publish. A pulled folder is a cached copy (pipeline/core/pulled.py).
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import logging
 import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pipeline import paths
 from pipeline.core import markers, publish, pulled
@@ -35,7 +36,6 @@ from pipeline.errors import DataError
 from pipeline.runtime import locks
 
 logger = logging.getLogger("luigi-interface")
-T = TypeVar("T")
 
 PUSHED, ALREADY, ADOPTED = "pushed", "already in the remote", "another host's copy adopted"
 KEPT = "the remote keeps another host's copy; the local one stays"
@@ -54,14 +54,6 @@ def _transfer(remote: Remote, jobs: Mapping[str, Callable[[Any], Any]]) -> None:
         futures = {name: job(manager) for name, job in jobs.items()}
         for name, future in futures.items():
             remote.call("transfer " + name, future.result)
-
-
-def _parallel(function: Callable[[str], T], items: list[str]) -> list[T]:
-    """`function` over `items` on MAX_TRANSFERS threads (hashing: hashlib lets go of the GIL)."""
-    if len(items) <= 1:
-        return [function(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(MAX_TRANSFERS, len(items))) as pool:
-        return list(pool.map(function, items))
 
 
 def push(remote: Remote, folder: Path, adopt: bool = True) -> str:
@@ -117,8 +109,32 @@ def _upload(manager: Any, path: str, bucket: str, key: str) -> Any:
     return manager.upload(path, bucket, key)
 
 
-def _download(manager: Any, path: str, bucket: str, key: str) -> Any:
-    return manager.download(bucket, key, path)
+def _download(manager: Any, writer: _HashingWriter, bucket: str, key: str) -> Any:
+    return manager.download(bucket, key, writer)
+
+
+class _HashingWriter(io.RawIOBase):
+    """A file that hashes what is written to it. Not seekable, so s3transfer writes it in order (the parts of
+    a large file too): a pulled file is hashed as it arrives, not read again."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.file = open(path, "wb")  # noqa: SIM115 (closed by close(), after the transfer)
+        self.sha256 = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        return self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
 
 
 def _put_if_absent(remote: Remote, key: str, body: bytes) -> bool:
@@ -186,16 +202,22 @@ def pull(remote: Remote, folder: Path) -> None:
     files: dict[str, dict[str, Any]] = marker["files"]
 
     def fetch(names: list[str]) -> list[str]:
-        """Download `names` into the staging folder; those whose sha256 is not the marker's."""
-        for rel in names:
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        jobs = {
-            rel: functools.partial(_download, path=str(staging / rel), bucket=remote.bucket, key=f"{base}/{rel}")
-            for rel in names
-        }
-        _transfer(remote, jobs)
-        matches = _parallel(lambda rel: markers.file_sha256(staging / rel) == files[rel]["sha256"], names)
-        return [rel for rel, match in zip(names, matches, strict=True) if not match]
+        """Download `names` into the staging folder, hashing as they arrive; those whose sha256 is not the
+        marker's."""
+        writers = {}
+        try:
+            for rel in names:
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                writers[rel] = _HashingWriter(staging / rel)
+            jobs = {
+                rel: functools.partial(_download, writer=writers[rel], bucket=remote.bucket, key=f"{base}/{rel}")
+                for rel in names
+            }
+            _transfer(remote, jobs)
+        finally:
+            for writer in writers.values():
+                writer.close()
+        return [rel for rel in names if writers[rel].sha256.hexdigest() != files[rel]["sha256"]]
 
     def download_checked() -> None:
         refused = fetch(list(files))
