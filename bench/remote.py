@@ -139,11 +139,11 @@ def checks(base: Path, repeat: int) -> None:
     wall(run, local, env)
     wall(run, a, env)
     wall(run, b, env)  # B: nothing runs; the reports are pulled
-    times = {
-        "no remote": [wall(run, local, env) for _ in range(repeat)],
-        "remote, outputs local": [wall(run, a, env) for _ in range(repeat)],
-        "remote, outputs remote": [wall(run, b, env) for _ in range(repeat)],
-    }
+    folders = {"no remote": local, "remote, outputs local": a, "remote, outputs remote": b}
+    times: dict[str, list[float]] = {name: [] for name in folders}
+    for _ in range(repeat):  # the three side by side in each round: the machine's drift hits them alike
+        for name, folder in folders.items():
+            times[name].append(wall(run, folder, env))
     floor = median(times["no remote"])
     print(f"\nUp-to-date check of the whole DAG (luigi PlotInference --local-scheduler), median of {repeat}:")
     for name, values in times.items():
