@@ -151,7 +151,7 @@ def test_secrets_are_written_nowhere(hosts: Hosts) -> None:
     assert hosts.logs, "runs after test_two_hosts_share_work_through_the_remote"
     for text in hosts.logs:
         assert secret not in text and access not in text
-    for root in (hosts.a, hosts.b):
+    for root in (hosts.a, hosts.b, hosts.scheduler.folder):  # the artifact roots, their state, luigid's
         for path in root.rglob("*"):
             if path.is_file() and "aws" not in path.parts:  # B's own credentials file is the user's
                 data = path.read_bytes()
