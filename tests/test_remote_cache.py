@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +92,13 @@ def test_the_pulled_copies_stay_within_their_limit_locally_only(remote: remotes.
     aside = markers.read_marker(copies[1].with_name(copies[1].name + ".elsewhere"))
     assert aside is not None and remote.check(copies[1], aside["identity"], None) == []  # the remote keeps it
     assert pulled.evict(pulled.limit_bytes(), keep=set(copies)) == [] and made_here.is_dir()
+
+
+def test_importing_the_pipeline_and_its_commands_imports_no_botocore(tmp_path: Path) -> None:
+    """A run without a remote (and every up-to-date check of a host whose outputs are here) never loads it."""
+    code = (
+        "import sys, pipeline, pipeline.__main__, pipeline.cli.status, pipeline.cli.gc, pipeline.experiments.runs\n"
+        "print(sorted(name for name in ('boto3', 'botocore', 's3transfer') if name in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
