@@ -35,6 +35,16 @@ class paths(luigi.Config):  # noqa: N801 (Luigi names config sections after the 
         default=".",
         description="Folder holding data/, models/ and reports/; relative to the folder of the luigi.cfg that sets it.",
     )
+    remote = luigi.Parameter(
+        default="",
+        description="s3://bucket/prefix shared by hosts without a shared folder (pipeline/core/remote.py); "
+        "empty: none. Access through the standard AWS configuration (environment, profiles, endpoint_url).",
+    )
+    pulled_limit_gb = luigi.FloatParameter(
+        default=0.0,
+        description="Size limit of the copies pulled from the remote into this root, in GB (0: none): the least "
+        "recently used are removed here, never from the remote.",
+    )
 
 
 def root() -> Path:
@@ -135,6 +145,11 @@ SEARCHES = "searches"  # below the root: one folder per search's study (its jour
 def search_journal(study: str) -> Path:
     """The journal file of a search's Optuna study, `<root>/searches/<study>/study.journal`."""
     return root() / SEARCHES / study / "study.journal"
+
+
+def remote_state() -> Path:
+    """What this host knows of the remote (its markers, what it pushed and pulled), under the artifact root."""
+    return root() / ".remote"
 
 
 def cache_dir() -> Path:

@@ -37,7 +37,7 @@ from pipeline.core import identity, markers, publish, values
 from pipeline.core.stage import STAGING_INFO
 from pipeline.runtime import containment, locks
 
-_ASIDE = re.compile(r"\.old-\d+-\d+$")
+_ASIDE = re.compile(r"\.(old|pull)-\d+-\d+$")  # set aside at publishing, or a pull cut off
 _STAGING_SUFFIX = publish.staging_path(Path("x")).name[1:]  # ".partial"
 
 
@@ -205,8 +205,9 @@ def _staging_stage(folder: Path) -> str:
         return ""
 
 
-LEFTOVER_KINDS = ("staging", "set aside", "orphaned lock", "link")
-RESULT_KINDS = ("result", "unreadable")  # complete outputs, or folders in their place: only with --unused
+LEFTOVER_KINDS = ("staging", "set aside", "orphaned lock", "link", "remote upload")
+# Complete outputs, or folders in their place (in the remote: `gc --remote`): only with --unused.
+RESULT_KINDS = ("result", "unreadable", "remote result")
 
 
 def select(entries: list[Entry], unused: bool, older_than_days: float | None, keep_last: int | None) -> list[Entry]:

@@ -8,7 +8,8 @@ import luigi
 
 from pipeline import paths
 from pipeline.cli import interface
-from pipeline.core import values
+from pipeline.core import remote as remotes
+from pipeline.core import transfer, values
 from pipeline.errors import DataError
 
 
@@ -61,6 +62,13 @@ def report_command(argv: list[str]) -> int:
     chosen = runs.select(found, args.runs) if args.runs else found
     if not chosen:  # no RUN given and an empty root (a RUN that names nothing is select's error)
         raise DataError(f"No trained models under {paths.artifact_root('models').resolve()}: nothing to report.")
+    remote = remotes.configured()
+    if remote is not None:  # the figures of other hosts' runs: their reports are pulled (small)
+        reports = paths.artifact_root("reports").resolve()
+        for run in chosen:
+            for artifact in run.downstream:
+                if artifact.folder.parent == reports and not artifact.folder.is_dir():
+                    transfer.pull_if_needed(remote, remote.root / artifact.folder.relative_to(reports.parent))
     from pipeline.experiments import report  # Matplotlib: only now
 
     out = args.out or paths.artifact_root("reports") / paths.RUNS_REPORT

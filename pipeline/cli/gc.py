@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from luigi.cmdline_parser import CmdlineParser
 
 from pipeline import paths
-from pipeline.cli import cleanup
+from pipeline.cli import cleanup, remote_gc
 from pipeline.core import markers, publish
+from pipeline.core import remote as remotes
 from pipeline.core.stage import dag
 from pipeline.errors import ParameterError
 
@@ -31,8 +33,8 @@ def _option(argv: list[str], name: str, convert: Callable[[str], float]) -> tupl
 
 def gc(argv: list[str]) -> int:
     """List (and with --yes remove) leftovers, and with --unused results of other configurations."""
-    remove, unused = "--yes" in argv, "--unused" in argv
-    argv = [a for a in argv if a not in ("--yes", "--unused")]
+    remove, unused, on_remote = "--yes" in argv, "--unused" in argv, "--remote" in argv
+    argv = [a for a in argv if a not in ("--yes", "--unused", "--remote")]
     older_than, argv = _option(argv, "--older-than", float)
     keep_last, argv = _option(argv, "--keep-last", int)
     if unused and older_than is None and keep_last is None:
@@ -56,9 +58,33 @@ def gc(argv: list[str]) -> int:
             and (s.resumable or markers.read_marker(staging) is not None)
         }
     root = paths.root()
+    print(f"Artifact root: {root}")
     entries = cleanup.scan(current, resumable)
     chosen = cleanup.select(entries, unused, older_than, None if keep_last is None else int(keep_last))
-    print(f"Artifact root: {root}")
+    _show(entries, chosen, root, remove, unused, f"not used by {argv[0]}'s DAG", lambda e: cleanup.remove(e, root))
+    if on_remote:  # only with --remote: the same rules, in the bucket
+        remote = remotes.configured()
+        if remote is None:
+            raise ParameterError("gc --remote: no remote is configured. Set [paths] remote or --paths-remote.")
+        print(f"\nRemote: {remote.url} at {remote.endpoint}")
+        entries = remote_gc.scan(remote, current)
+        chosen = cleanup.select(entries, unused, older_than, None if keep_last is None else int(keep_last))
+        _show(entries, chosen, root, remove, unused, "from the remote", lambda e: remote_gc.remove(remote, e))
+    if not remove:
+        print("Run again with --yes to remove them.")
+    return 0
+
+
+def _show(
+    entries: list[cleanup.Entry],
+    chosen: list[cleanup.Entry],
+    root: Path,
+    remove: bool,
+    unused: bool,
+    what: str,
+    remover: Callable[[cleanup.Entry], bool],
+) -> None:
+    """Print what is kept and what goes (`what`); with `remove`, remove it."""
     kept = [entry for entry in entries if entry not in chosen]
     if kept:
         print(f"Kept ({len(kept)}):")
@@ -68,17 +94,14 @@ def gc(argv: list[str]) -> int:
             print("  (results of other configurations go only with --unused and --older-than DAYS or --keep-last N)")
     if not chosen:
         print(f"Nothing to remove: no leftovers{' and no result chosen' if unused else ''}.")
-        return 0
+        return
     total = cleanup.human_size(sum(entry.size for entry in chosen))
-    print(f"{'Removing' if remove else 'Would remove'} {len(chosen)} ({total}), not used by {argv[0]}'s DAG:")
+    print(f"{'Removing' if remove else 'Would remove'} {len(chosen)} ({total}), {what}:")
     for entry in chosen:
         print(entry.describe(root))
         if remove:
             try:
-                if not cleanup.remove(entry, root):
+                if not remover(entry):
                     print("      (left: a run took it meanwhile)")
             except ValueError as error:  # outside the artifact root, whatever a marker or link says
                 print(f"      not removed: {error}")
-    if not remove:
-        print("Run again with --yes to remove them.")
-    return 0

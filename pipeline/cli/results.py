@@ -27,7 +27,8 @@ import luigi.interface
 from luigi.task import flatten
 
 from pipeline import layout, paths
-from pipeline.core import invocation, markers
+from pipeline.core import invocation, markers, transfer
+from pipeline.core import remote as remotes
 from pipeline.core.stage import Stage, dag
 
 logger = logging.getLogger("luigi-interface")
@@ -120,9 +121,7 @@ def results_block(tasks: list[luigi.Task], started: float) -> str:
     for stage in stages:
         folder = stage.output_dir()
         # The output of this identity, as published (Luigi has checked it against its files already).
-        marker = markers.read_marker(folder)
-        if marker is not None and marker.get("identity") != stage.identity().digest:
-            marker = None
+        marker, where = _published(stage)
         if marker is None:
             state = "not done"
             missing.append(stage.task_family)
@@ -130,7 +129,7 @@ def results_block(tasks: list[luigi.Task], started: float) -> str:
             state = "made now"
             made.append(stage.task_family)
         else:
-            state = f"reused (made {_date(marker.get('created', 0))})"
+            state = f"reused{where} (made {_date(marker.get('created', 0))})"
             reused.append(stage.task_family)
         lines.append(f"  {stage.task_family:<{width}}  {folder}  {state}")
         if marker is not None and (folder / layout.METRICS).is_file():
@@ -151,6 +150,22 @@ def results_block(tasks: list[luigi.Task], started: float) -> str:
         + (f" Not done: {', '.join(missing)}." if missing else "")
     )
     return "\n".join(lines)
+
+
+def _published(stage: Stage) -> tuple[dict[str, Any] | None, str]:
+    """The marker of `stage`'s output and where it is (" from the remote" or ""). A report (metrics,
+    figures: what a user opens next) that is only in the remote is pulled; of the rest the marker is read."""
+    folder, digest = stage.output_dir(), stage.identity().digest
+    marker = markers.read_marker(folder)
+    if marker is not None and marker.get("identity") == digest:
+        return marker, ""
+    remote = remotes.configured()
+    if remote is None or remote.check(folder, digest, None):
+        return None, ""
+    if stage.artifact_kind == "reports":
+        transfer.pull_if_needed(remote, folder, stage.identity())
+        return markers.read_marker(folder), " from the remote"
+    return remote.marker(folder)[0], " (in the remote)"
 
 
 def _date(timestamp: float) -> str:

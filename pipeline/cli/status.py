@@ -6,6 +6,7 @@ from luigi.cmdline_parser import CmdlineParser
 
 from pipeline import layout, paths
 from pipeline.core import identity, listing, markers
+from pipeline.core import remote as remotes
 from pipeline.core.stage import Stage, dag
 from pipeline.etl import image_folder
 
@@ -59,12 +60,15 @@ def status(argv: list[str]) -> int:
     stale = False
     with CmdlineParser.global_instance(argv) as parser:
         stages = dag(parser.get_task_obj())
-        print(f"Artifact root: {paths.root()}")
+        remote = remotes.configured()
+        print(f"Artifact root: {paths.root()}" + (f", remote: {remote.url} at {remote.endpoint}" if remote else ""))
         width = max(len(s.task_family) for s in stages)
         for stage in stages:
             reasons = explain(stage)
             stale = stale or bool(reasons)
             state = "stale" if reasons else "up to date"
+            if remote is not None and not reasons:  # where the output is: local, remote or both
+                state += f" ({stage.location()})"
             print(f"{stage.task_family:<{width}}  {state:<10}  {stage.output_dir()}")
             for reason in reasons:
                 print(f"{'':<{width}}    - {reason}")

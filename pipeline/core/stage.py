@@ -25,7 +25,8 @@ from luigi.task import flatten
 from luigi.task_register import Register
 
 from pipeline import paths
-from pipeline.core import identity, invocation, listing, markers, publish, values
+from pipeline.core import identity, invocation, listing, markers, publish, pulled, transfer, values
+from pipeline.core import remote as remotes
 from pipeline.core.identity import Identity, framework_versions
 from pipeline.core.parameters import CheckedParameters
 from pipeline.errors import DataError, ParameterError, PipelineError
@@ -264,14 +265,36 @@ class Stage(CheckedParameters, luigi.Task):
         return luigi.LocalTarget(str(self.output_dir() / markers.MARKER))
 
     def upstream_content(self) -> dict[str, str | None]:
-        """The content digests of the upstream outputs as published now."""
-        return {name: markers.published_content(task.output_dir()) for name, task in self.upstream().items()}
+        """The content digests of the upstream outputs as published now (locally, else in the remote)."""
+        remote = remotes.configured()
+        content = {name: markers.published_content(task.output_dir()) for name, task in self.upstream().items()}
+        for name, task in self.upstream().items():
+            if content[name] is None and remote is not None:
+                content[name] = remote.published_content(task.output_dir())
+        return content
 
     # --- completion ---
 
     def stale_reasons(self) -> list[str]:
-        """Why this stage's own output is not up to date ([] if it is)."""
-        return markers.check_output(self.output_dir(), self.identity(), self.upstream_content())
+        """Why this stage's own output is not up to date ([] if it is): up to date locally and, with a
+        remote, pushed there; or, not here, whole in the remote."""
+        folder, upstream_content = self.output_dir(), self.upstream_content()
+        reasons = markers.check_output(folder, self.identity(), upstream_content)
+        remote = remotes.configured()
+        if remote is None:
+            return reasons
+        if not reasons:
+            return [] if remote.is_pushed(folder) else [f"not in the remote {remote.url} yet"]
+        in_remote = remote.check(folder, self.identity().digest, upstream_content)
+        return [] if not in_remote else reasons + [r for r in in_remote if r != remotes.NOT_IN_REMOTE]
+
+    def location(self) -> str:
+        """Where the output of this identity is whole: "local", "remote", "both" or "" (nowhere)."""
+        folder, upstream_content = self.output_dir(), self.upstream_content()
+        here = not markers.check_output(folder, self.identity(), upstream_content)
+        remote = remotes.configured()
+        there = remote is not None and not remote.check(folder, self.identity().digest, upstream_content)
+        return {(True, True): "both", (True, False): "local", (False, True): "remote"}.get((here, there), "")
 
     @invocation.scoped
     def complete(self) -> bool:
@@ -283,8 +306,17 @@ class Stage(CheckedParameters, luigi.Task):
         since: its inputs did not change. `Repro` rebuilds such stages. A
         forced stage is complete only once it has published again since this
         task object was made (that is, in this invocation).
+
+        A remote that fails while the run is being scheduled (it does not
+        answer, refuses the credentials) ends the run before any work, in one
+        line, as a missing luigid does; while this stage runs, it fails the stage.
         """
-        return not self.stale_reasons() and (not self.force or self._published_since_created())
+        try:
+            return not self.stale_reasons() and (not self.force or self._published_since_created())
+        except remotes.RemoteError as error:
+            if self.__dict__.get("_running"):
+                raise
+            raise remotes.scheduling_exit(error) from None
 
     def _published_since_created(self) -> bool:
         marker = markers.read_marker(self.output_dir())
@@ -306,8 +338,12 @@ class Stage(CheckedParameters, luigi.Task):
         # What this invocation computed before may be out of date now (the demo images
         # MakeShapes just wrote are a source folder of CreateShards): computed afresh.
         invocation.forget()
-        with console.running(self.task_family):
-            self._run()
+        self._running = True
+        try:
+            with console.running(self.task_family):
+                self._run()
+        finally:
+            self._running = False
 
     def _run(self) -> None:
         final = self.output_dir()
@@ -319,6 +355,12 @@ class Stage(CheckedParameters, luigi.Task):
                 self.progress(1.0, "up to date: published by another run meanwhile")
                 logger.info("%s was published meanwhile by another run; reusing %s", self, final)
                 return
+            remote = remotes.configured()
+            if remote is not None:
+                if not self.force and not markers.check_output(final, self.identity(), self.upstream_content()):
+                    self._push(remote, final)  # published here before, not in the remote yet
+                    return
+                self._pull_inputs(remote)
             self._check_inputs()
             try:
                 self._build_and_publish(final)
@@ -331,6 +373,22 @@ class Stage(CheckedParameters, luigi.Task):
                         f"and run again{kept}; nothing was published."
                     ) from None
                 raise
+
+    def _pull_inputs(self, remote: remotes.Remote) -> None:
+        """Pull the upstream outputs that are only in the remote into the local root, then keep the
+        pulled copies within [paths] pulled_limit_gb (never evicting one this stage reads)."""
+        folders = [task.output_dir() for task in self.upstream().values()]
+        for task in self.upstream().values():
+            if markers.check_output(task.output_dir(), task.identity(), None):
+                self.progress(0.0, f"pulling {task.task_family}'s output from {remote.url}")
+                transfer.pull_if_needed(remote, task.output_dir(), task.identity())
+            pulled.used(task.output_dir())
+        pulled.evict(pulled.limit_bytes(), keep=folders)
+
+    def _push(self, remote: remotes.Remote, final: Path) -> None:
+        self.progress(1.0, f"pushing to {remote.url}")
+        outcome = transfer.push(remote, final, adopt=not self.force)
+        logger.info("%s: %s (%s)", self, outcome, remote.url)
 
     def _check_inputs(self) -> None:
         """Refuse to read an upstream output that was damaged since it was published."""
@@ -376,8 +434,13 @@ class Stage(CheckedParameters, luigi.Task):
         """Rename the complete staging folder into place, and tell every memo (invocation.published)."""
         with phases.phase("publish"):  # a crash here: a complete staging folder, nothing published
             publish.publish(staging, final)
-        # Its own output is none of its inputs: its identity stays (log lines show it).
-        invocation.published(keep={self._memo_key(): (self, self.identity())})
+        try:
+            remote = remotes.configured()
+            if remote is not None:  # files first, the marker last and create-only: pipeline/core/transfer.py
+                self._push(remote, final)
+        finally:
+            # Its own output is none of its inputs: its identity stays (log lines show it).
+            invocation.published(keep={self._memo_key(): (self, self.identity())})
 
     def _prepare_staging(self, staging: Path, upstream_content: dict[str, str | None]) -> None:
         """Start staging afresh, unless a resumable stage crashed on the same inputs."""

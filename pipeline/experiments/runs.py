@@ -32,6 +32,7 @@ from typing import Any
 
 from pipeline import layout, paths
 from pipeline.core import markers
+from pipeline.core import remote as remotes
 from pipeline.core.values import flatten
 from pipeline.errors import ParameterError
 
@@ -275,6 +276,12 @@ def index(root: Path) -> Index:
     root = root.resolve()
     parents = paths.stage_parents(root)
     artifacts = [a for kind, parent in parents.items() for a in _published(parent, raw=kind == "raw")]
+    remote = remotes.configured()
+    if remote is not None:  # and the runs of other hosts, from their markers in the remote
+        local = {artifact.folder.relative_to(root).as_posix() for artifact in artifacts}
+        for rel, marker in remote.published().items():
+            if rel not in local:
+                artifacts.append(Artifact(root / rel, marker))
     return Index(root, tuple(artifacts))
 
 
