@@ -162,5 +162,9 @@ def test_each_mistake_is_one_line_with_exit_code_40_before_any_work(work: Path, 
 
 
 def test_the_readme_shows_this_example() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"```python\n{MY_MODELS}```" in readme
+    """The README's tour (indented in its list) and docs/your-experiment.md show the network tested here."""
+    project = Path(__file__).resolve().parent.parent
+    readme, page = (project / "README.md").read_text(), (project / "docs" / "your-experiment.md").read_text()
+    assert f"```python\n{MY_MODELS}```" in page
+    indented = textwrap.indent(MY_MODELS, "   ")
+    assert f"   ```python\n{indented}   ```" in readme
