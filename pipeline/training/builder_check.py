@@ -205,8 +205,8 @@ def verdict(request: Mapping[str, Any]) -> dict[str, Any]:
         labels = rng.integers(0, call["num_outputs"], size=(batch, *request["label_shape"]))
     else:
         labels = rng.uniform(size=(batch, *request["label_shape"])).astype("float32")
-    config = types.SimpleNamespace(**{**request, "problem": problem.name, "learning_rate": 0.001, "lr_decay": False,
-                                      "warmup_steps": 0, "max_steps": 100, "checkpoint_steps": 10})  # fmt: skip
+    run = {"learning_rate": 0.001, "lr_decay": False, "warmup_steps": 0, "max_steps": 100, "checkpoint_steps": 10}
+    config = types.SimpleNamespace(**request, **run, problem=problem.name)
     try:
         optimizer(config)
     except (TypeError, ValueError) as error:
@@ -219,6 +219,9 @@ def verdict(request: Mapping[str, Any]) -> dict[str, Any]:
             if isinstance(made, keras.metrics.Metric):
                 made.update_state(labels, outputs)
                 result = np.asarray(made.result())
+                if result.size != 1:  # a vector (one value per class): not one number a curve or a table shows
+                    return {"error": f"{FLAG}{what} {spec}: its result has shape {result.shape}, not one number."}
+                continue
             elif isinstance(made, keras.losses.Loss):
                 result = np.asarray(made.call(labels, outputs))  # unreduced: one value per example
             else:

@@ -42,7 +42,7 @@ LOSSES = (
     "poisson", "sparse_categorical_crossentropy", "squared_hinge", "tversky",
 )  # fmt: skip
 METRICS = (
-    "accuracy", "auc", "bce", "binary_accuracy", "binary_crossentropy", "categorical_accuracy",
+    "accuracy", "auc", "bce", "binary_accuracy", "binary_crossentropy", "binary_io_u", "categorical_accuracy",
     "categorical_crossentropy", "categorical_hinge", "concordance_correlation", "cosine_similarity", "f1_score",
     "f_beta_score", "false_negatives", "false_positives", "hinge", "kl_divergence", "log_cosh_error", "mae",
     "mape", "mean_absolute_error", "mean_absolute_percentage_error", "mean_squared_error",

@@ -157,6 +157,8 @@ def describe(settings: Any) -> str:
         parts += [f"{name} {value}" for name, value in chosen.items() if value != defaults[name]]
     if settings.metrics:
         parts.append("metrics: " + ", ".join(str(metric) for metric in settings.metrics))
+    if settings.callbacks:
+        parts.append(f"callbacks {settings.callbacks}")
     if settings.augment:
         parts.append("augmented: " + ", ".join(settings.augment))
     if settings.patience:
