@@ -80,3 +80,19 @@ def test_an_unknown_name_is_one_line_with_a_suggestion_and_exit_code_40_before_a
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert not (work / "data").exists() and not (work / "models").exists()
+
+
+def test_the_learning_rate_warms_up_then_decays_or_stays() -> None:
+    from types import SimpleNamespace
+
+    run = {"learning_rate": 0.01, "max_steps": 1000}
+    decayed = compiling.learning_rate(SimpleNamespace(**run, lr_decay=True, warmup_steps=100))
+    constant = compiling.learning_rate(SimpleNamespace(**run, lr_decay=False, warmup_steps=100))
+    assert [float(decayed(step)) for step in (0, 50, 100)] == pytest.approx([0.0, 0.005, 0.01])
+    assert float(decayed(550)) == pytest.approx(0.005) and float(decayed(1000)) == pytest.approx(0.0, abs=1e-9)
+    assert [float(constant(step)) for step in (50, 100, 550, 1000)] == pytest.approx([0.005, 0.01, 0.01, 0.01])
+    # Without a warm-up: the cosine decay from the start, as before; or the rate itself.
+    assert float(compiling.learning_rate(SimpleNamespace(**run, lr_decay=True, warmup_steps=0))(500)) == (
+        pytest.approx(0.005)
+    )
+    assert compiling.learning_rate(SimpleNamespace(**run, lr_decay=False, warmup_steps=0)) == 0.01
