@@ -23,7 +23,7 @@ from tests.test_rerun import ran_in_summary
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 BELOW = {"TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
-# docs/your-model.md's examples, word for word (test_the_docs_show_these_examples checks they agree).
+# docs/your-experiment.md's examples, word for word (test_the_docs_show_these_examples checks they agree).
 MY_LOSSES = """\
 from keras import ops
 
@@ -363,6 +363,6 @@ def test_a_subclassed_model_with_its_own_train_step_checkpoints_resumes_and_expo
 
 def test_the_docs_show_these_examples() -> None:
     project = Path(__file__).resolve().parent.parent
-    docs = (project / "docs" / "your-model.md").read_text()
+    docs = (project / "docs" / "your-experiment.md").read_text()
     assert f"```python\n{MY_LOSSES}```" in docs and f"```python\n{MY_CALLBACKS}```" in docs
-    assert "[docs/your-model.md](docs/your-model.md)" in (project / "README.md").read_text()
+    assert "your model_fn (loss, metrics, optimizer, callbacks)" in (project / "README.md").read_text()
