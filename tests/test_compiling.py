@@ -8,6 +8,7 @@ code 40, nothing written.
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from pipeline.training import compiling
 from tests.conftest import ROOT_HERE, SMALL_TRAINING, run_cli
 
 
-def _keras_names(module: object, skip: set[str]) -> set[str]:
+def _keras_names(module: types.ModuleType, skip: set[str]) -> set[str]:
     import keras
 
     names = set()
