@@ -1,7 +1,7 @@
 """A network of the user's own: `--TrainEstimator-network my_models:build_tiny` (pipeline/builders.py).
 
 Everything runs through the real `luigi` command in a folder holding the
-user's module, as a user would: the README's example trains, evaluates,
+user's module, as a user would: the docs' example trains, evaluates,
 exports and plots; edits of the function (and of a module it imports) rerun
 training, comment-only edits nothing; every mistake is one line with exit code 40.
 """
@@ -20,7 +20,7 @@ from tests.test_rerun import ran_in_summary
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
-# The README's example, word for word (test_the_readme_shows_this_example checks they agree).
+# docs/your-experiment.md's example, word for word (test_the_docs_show_this_example checks they agree).
 MY_MODELS = """\
 import keras
 
@@ -166,9 +166,9 @@ def test_each_mistake_is_one_line_with_exit_code_40_before_any_work(work: Path, 
     assert not (work / "data").exists() and not (work / "models").exists()  # nothing written, not even shards
 
 
-def test_the_readme_shows_this_example() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert f"```python\n{MY_MODELS}```" in readme
+def test_the_docs_show_this_example() -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "your-experiment.md").read_text()
+    assert f"```python\n{MY_MODELS}```" in page
 
 
 def test_a_module_in_the_project_folder_itself_is_found(tmp_path: Path) -> None:
