@@ -117,6 +117,8 @@ def callbacks_name(value: str) -> str:
 
 
 def instance(spec: str) -> Any:
+    """The user's loss or metric `spec` names: their function, or an instance of their class (made with no
+    arguments)."""
     value = builders.import_user(spec)
     return value() if inspect.isclass(value) else value
 
