@@ -25,3 +25,7 @@ class TrainingDivergedError(PipelineError):
 
 class TrialPrunedError(PipelineError):
     """A search's pruner stopped this training: it is kept unpublished, and resumes when trained again."""
+
+
+class UserCodeError(PipelineError):
+    """The user's code (a callback, a loss, a metric) raised while the training ran."""

@@ -42,6 +42,10 @@ class Problem:
 
     name: ClassVar[str]
     output_activation: ClassVar[str]  # what the last layer of a network must end in
+    # The defaults a training is compiled with (training/compiling.py: any can be overridden):
+    default_loss: ClassVar[str]  # `--TrainEstimator-loss auto`, as Keras names it
+    metric_names: ClassVar[tuple[str, ...]]  # the names of `metrics()`, always computed
+    label_shape: ClassVar[tuple[int, ...]]  # one example's label as the shards hold it
 
     def default_network(self, input_shape: Sequence[int]) -> str:
         """The built-in network `--TrainEstimator-network auto` picks: a CNN for images, else the MLP."""
@@ -84,6 +88,9 @@ class Regression(Problem):
 
     name = "regression"
     output_activation = "linear"
+    default_loss = "mse"
+    metric_names = ("mse", "rmse", "mae")
+    label_shape = (1,)
 
     def num_outputs(self, class_names: Sequence[str]) -> int:
         return 1
@@ -118,6 +125,9 @@ class Classification(Problem):
 
     name = "classification"
     output_activation = "softmax"
+    default_loss = "sparse_categorical_crossentropy"
+    metric_names = ("accuracy",)
+    label_shape = ()
 
     def default_augment(self, input_shape: Sequence[int]) -> tuple[str, ...]:
         return ("flip_horizontal", "shift", "brightness") if input_kind(input_shape) == "image" else ()

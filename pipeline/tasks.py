@@ -310,7 +310,7 @@ class TrainEstimator(Stage):
     hidden_units = luigi.ListParameter(description="mlp: units of each hidden layer, e.g. [100, 100].")
     conv_filters = luigi.ListParameter(description="cnn: filters of each convolution block, e.g. [16, 32, 64].")
     dense_units = luigi.IntParameter(description="cnn: units of the dense layer before the output.")
-    learning_rate = PerNetworkParameter(value_type=float, description="Adam's (initial) learning rate.")
+    learning_rate = PerNetworkParameter(value_type=float, description="The optimizer's (initial) learning rate.")
     lr_decay = luigi.BoolParameter(
         parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Cosine-decay the rate to 0 over max_steps."
     )
@@ -336,6 +336,19 @@ class TrainEstimator(Stage):
     augment = AugmentParameter(
         description="Augmentations of training images: auto (by problem), or a JSON list such as "
         '["flip_horizontal", "shift"], [] for none.'
+    )
+    # The Estimator's model_fn beside the network (training/compiling.py): auto is the problem's choice.
+    optimizer = luigi.Parameter(description="auto (adam), or a Keras optimizer: adamw, sgd, rmsprop, ...")
+    optimizer_params = luigi.DictParameter(
+        description='Keyword arguments of the optimizer as a JSON object, e.g. {"weight_decay": 0.004}.'
+    )
+    loss = luigi.Parameter(description="auto (the problem's), a Keras loss (huber, mae, ...) or module:function.")
+    metrics = luigi.ListParameter(
+        description='Metrics beside the problem\'s own: a JSON list of Keras names or module:function, e.g. ["mape"].'
+    )
+    warmup_steps = luigi.IntParameter(description="Raise the learning rate linearly from 0 over this many steps.")
+    callbacks = luigi.Parameter(
+        description="module:function returning a list of Keras callbacks run beside the pipeline's own; empty: none."
     )
     keep_checkpoints = luigi.IntParameter(significant=False, description="Checkpoints kept.")
     steps_per_execution = luigi.IntParameter(significant=False, description="Steps per tf.function call (speed only).")
@@ -408,10 +421,13 @@ class TrainEstimator(Stage):
                 f"too many for --CreateShards-image-size {size}. Use at most {size.bit_length() - 1} blocks or "
                 "larger images.",
             )
-        builder = self.builder()
-        if not builder.built_in:
-            call = {**args, **self.call_arguments()}
-            builder_check.check(builder, call, self.user_code())
+        own = settings.loss != problems.get(settings.problem).default_loss or settings.metrics or settings.callbacks
+        if cluster.role().num_workers > 1 and (settings.network_compiles or own):
+            raise ParameterError(
+                "Across hosts (TF_CONFIG) the pipeline's own loop trains with the problem's loss and metrics: a "
+                "network that compiles itself, or a chosen loss, metrics or callbacks, train on one host (unset "
+                "TF_CONFIG)."
+            )
 
     def builder(self) -> builders.Builder:
         return builders.find(self.settings().network)
@@ -433,7 +449,9 @@ class TrainEstimator(Stage):
         def resolve() -> tuple[TrainEstimator, Any]:
             parameters = {name: getattr(self, name) for name, _ in self.get_params()}
             try:
-                return self, config.resolve(TrainSettings, parameters, self.requires().schema())
+                resolved = config.resolve(TrainSettings, parameters, self.requires().schema())
+                # The user's code, run once per version of it (cached): what it compiles, that it fits.
+                return self, builder_check.checked(resolved, parameters, self.call_arguments())
             except ValueError as error:
                 raise ParameterError(str(error)) from None
 
@@ -444,12 +462,8 @@ class TrainEstimator(Stage):
         return config.significant(self.settings(), insignificant)
 
     def user_code(self) -> dict[str, str]:
-        """Code digests of a user's network module and the modules of theirs it imports ({} for built-ins)."""
-        builder = self.builder()
-        if builder.built_in:
-            return {}
-        closure = identity.code_closure([builder.module], builders.user_roots())
-        return {label: identity.file_code_digest(path) for label, path in closure.items()}
+        """Code digests of the user's modules (network, loss, metrics, callbacks) and those they import."""
+        return builder_check.user_code(self.settings())
 
     def code_digests(self) -> dict[str, str]:
         return {**super().code_digests(), **self.user_code()}
@@ -509,6 +523,7 @@ class EvaluateEstimator(Stage):
         report = evaluate.evaluate(upstream["model"].output_dir(), upstream["shards"].output_dir())
         (staging / layout.METRICS).write_text(json.dumps(report, indent=1, sort_keys=True))
         headline = scoring.of(report["problem"]).headline(report["validation"])
+        headline.update({name: report["validation"][name] for name in report.get("chosen_metrics", [])})
         self.progress(1.0, "validation " + ", ".join(f"{name} {value:.4g}" for name, value in headline.items()))
         return {"validation": headline}
 

@@ -92,9 +92,11 @@ def build(*tasks: luigi.Task) -> set[str]:
     return {task.task_family for task in ran}
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run a command of the venv (luigi, python) in `cwd`, capturing its output."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of the venv (luigi, python) in `cwd`, capturing its output; `env`: variables to add."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     exe = str(VENV_BIN / args[0])
     return subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

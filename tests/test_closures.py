@@ -64,6 +64,7 @@ CLOSURES = {
             "runtime/clock.py",  # the ETA in its progress messages
             "runtime/phases.py",  # the crash trials' kill points
             "training/cluster.py",
+            "training/compiling.py",  # the optimizer, loss, metrics and callbacks it is compiled and run with
             "training/config.py",
             "training/estimator.py",
             "training/export.py",

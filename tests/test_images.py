@@ -446,7 +446,7 @@ def test_plots_are_written(tmp_path: Path) -> None:
         tmp_path / "curves.png",
         "run-x",
         history,
-        metric=classification.curve_metric,
+        metrics=[classification.curve_metric or ""],
         loss_name=classification.loss_name,
         augmented=True,
     )

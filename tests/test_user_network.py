@@ -1,7 +1,7 @@
 """A network of the user's own: `--TrainEstimator-network my_models:build_tiny` (pipeline/builders.py).
 
 Everything runs through the real `luigi` command in a folder holding the
-user's module, as a user would: the README's example trains, evaluates,
+user's module, as a user would: the docs' example trains, evaluates,
 exports and plots; edits of the function (and of a module it imports) rerun
 training, comment-only edits nothing; every mistake is one line with exit code 40.
 """
@@ -9,17 +9,18 @@ training, comment-only edits nothing; every mistake is one line with exit code 4
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT_HERE, SMALL_TRAINING, UP_TO_DATE_RUN_IMPORTS, run_cli
+from tests.conftest import PROJECT_DIR, ROOT_HERE, SMALL_TRAINING, UP_TO_DATE_RUN_IMPORTS, run_cli
 from tests.test_rerun import ran_in_summary
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
 
-# The README's example, word for word (test_the_readme_shows_this_example checks they agree).
+# docs/your-experiment.md's example, word for word (test_the_docs_show_this_example checks they agree).
 MY_MODELS = """\
 import keras
 
@@ -122,7 +123,10 @@ def test_an_up_to_date_run_with_a_users_network_imports_no_tensorflow(work: Path
 
 
 BAD_NETWORKS = {
-    "no such module": (["--TrainEstimator-network", "nowhere:build"], "no module 'nowhere' in the working directory"),
+    "no such module": (
+        ["--TrainEstimator-network", "nowhere:build"],
+        "no module 'nowhere' in the folders searched: {work} (the working directory)",
+    ),
     "no such function": (["--TrainEstimator-network", "my_models:build_huge"], "defines no function 'build_huge'"),
     "not a keras.Model": (["--TrainEstimator-network", "my_models:not_a_model"], "returned a Dense, not a keras.Model"),
     "wrong output shape": (
@@ -152,6 +156,7 @@ def test_each_mistake_is_one_line_with_exit_code_40_before_any_work(work: Path, 
         """)
     )
     args, message = BAD_NETWORKS[case]
+    message = message.format(work=work)
     code, log = _luigi(work, *args)
     assert code == 40, log[-3000:]
     assert message in log
@@ -168,3 +173,32 @@ def test_the_readme_shows_this_example() -> None:
     assert f"```python\n{MY_MODELS}```" in page
     indented = textwrap.indent(MY_MODELS, "   ")
     assert f"   ```python\n{indented}   ```" in readme
+
+
+def test_a_module_in_the_project_folder_itself_is_found(tmp_path: Path) -> None:
+    """The README's command run where the project is (its luigi.cfg), the module beside it."""
+    module = PROJECT_DIR / f"my_models_{os.getpid()}.py"
+    module.write_text(MY_MODELS)
+    short = ["--TrainEstimator-max-steps", "100", "--TrainEstimator-checkpoint-steps", "100"]
+    try:
+        args = ["luigi", "--module", "pipeline", "TrainEstimator", "--local-scheduler", "--paths-root", str(tmp_path)]
+        out = run_cli([*args, "--TrainEstimator-network", f"{module.stem}:build_tiny", *short], cwd=PROJECT_DIR)
+    finally:
+        module.unlink()
+    assert out.returncode == 0, out.stderr[-3000:]
+    (model_dir,) = (tmp_path / "models").glob("sine-build_tiny-*")
+    assert f"{module.stem}.py" in json.loads((model_dir / "_SUCCESS.json").read_text())["code"]
+
+
+def test_a_missing_module_names_every_folder_searched(work: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    out = run_cli(
+        ["luigi", "--module", "pipeline", "PlotInference", "--local-scheduler", "--TrainEstimator-network", "no:f"],
+        cwd=work,
+        env={"PYTHONPATH": f"{elsewhere}{os.pathsep}{work}"},
+    )
+    assert out.returncode == 40, out.stderr[-3000:]
+    assert (
+        f"no module 'no' in the folders searched: {work} (the working directory), {elsewhere} (PYTHONPATH). "
+        "Put no.py in one of them (or add its folder to PYTHONPATH)."
+    ) in out.stderr

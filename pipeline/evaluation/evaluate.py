@@ -29,17 +29,20 @@ def load_model(model_dir: Path) -> keras.Model:
     """Reload the exported Keras model in safe mode (no arbitrary code is run).
 
     A network of the user's is imported first, so that layers of theirs that
-    it registers with Keras (`keras.saving.register_keras_serializable`) load.
+    it registers with Keras (`keras.saving.register_keras_serializable`) load,
+    and so are the losses and metrics of theirs the training was compiled with.
     A file that is not a whole Keras archive (truncated, overwritten) is a
     DataError naming it and the fix, not Keras' or zipfile's own error.
     """
     try:
-        network = json.loads((model_dir / layout.TRAIN_CONFIG).read_text()).get("config", {}).get("network", "")
+        config = json.loads((model_dir / layout.TRAIN_CONFIG).read_text()).get("config", {})
     except FileNotFoundError:
-        network = ""
+        config = {}
+    network = config.get("network", "")
     if ":" in network:
         with contextlib.suppress(ValueError, ImportError, AttributeError):  # gone: the model loads without it
             builders.load(network)
+    builders.register_user_objects(config)  # the user's losses and metrics, which the compiled model names
     path = model_dir / layout.KERAS_MODEL
     try:
         return keras.saving.load_model(path, safe_mode=True)
@@ -69,7 +72,27 @@ def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256) -> dict[s
         p = predict(model_dir, shards_dir, split, batch_size, keep_inputs=False, model=model)
         ids = p["ids"].tolist() if "ids" in p else None
         results[split] = scoring.report(p["labels"], p["predictions"], class_names, ids)
+        chosen = chosen_metrics(model, p["labels"], p["predictions"], batch_size)
+        chosen = {name: value for name, value in chosen.items() if name not in results[split]}
+        results[split].update(chosen)
+        results["chosen_metrics"] = sorted(chosen)
     return results
+
+
+def chosen_metrics(model: keras.Model, labels: np.ndarray, predictions: np.ndarray, batch: int) -> dict[str, float]:
+    """The compiled metrics of `model` (the problem's, and those chosen) over a whole split, batch by batch.
+
+    Keras' streaming metrics, updated with every batch of the split's labels
+    and predictions, are exact over the whole split; the loss is not one.
+    """
+    if not model.compiled:
+        return {}
+    model.reset_metrics()
+    result: dict[str, Any] = {}
+    for start in range(0, len(labels), batch):
+        end = start + batch
+        result = model.compute_metrics(None, labels[start:end], predictions[start:end], sample_weight=None)
+    return {name: float(value) for name, value in result.items() if name != "loss"}
 
 
 def predict(

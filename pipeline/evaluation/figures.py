@@ -244,23 +244,29 @@ def write_curves(
     run: str,
     history: Sequence[dict[str, Any]],
     *,
-    metric: str | None,
+    metrics: Sequence[str],
     loss_name: str,
     augmented: bool = False,
 ) -> None:
-    """The training curves of one model_dir: the loss and, beside it, the problem's `metric` if it has one
-    (Shown.curve_metric; `loss_name`: its loss in words, Shown.loss_name);
-    `augmented`: the training batches were augmented (their metric is measured on those)."""
-    if metric is None:
+    """The training curves of one model_dir: the loss, and a panel beside it for each of `metrics` (the
+    problem's curve metric, Shown.curve_metric, and those the user chose; `loss_name`: the loss in words);
+    `augmented`: the training batches were augmented (their metrics are measured on those)."""
+    if not metrics:
         fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
         plot_curves(ax, history)
         ax.set_title(_title(f"Training curves of {run}", 80))
     else:
-        fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+        columns = min(len(metrics) + 1, 3)
+        rows = -(-(len(metrics) + 1) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.5 * rows), layout="constrained", squeeze=False)
+        loss_ax, *metric_axes = axes.ravel()
         plot_curves(loss_ax, history)
         loss_ax.set_title(f"loss ({loss_name})")
-        plot_curves(metric_ax, history, metric, log=False)
-        metric_ax.set_title(f"{metric} (train: on augmented batches)" if augmented else metric)
+        for metric, metric_ax in zip(metrics, metric_axes, strict=False):
+            plot_curves(metric_ax, history, metric, log=False)
+            metric_ax.set_title(f"{metric} (train: on augmented batches)" if augmented else metric)
+        for unused in metric_axes[len(metrics) :]:
+            unused.set_visible(False)
         fig.suptitle(_title(f"Training curves of {run}", 130))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -296,10 +302,26 @@ class PlottedModel:
         result: list[dict[str, Any]] = json.loads((self.model_dir / layout.HISTORY).read_text())
         return result
 
+    def trained(self) -> dict[str, Any]:
+        """The configuration the model trained with (train_config.json's)."""
+        result: dict[str, Any] = json.loads((self.model_dir / layout.TRAIN_CONFIG).read_text())["config"]
+        return result
+
     def augmented(self) -> bool:
-        """Whether the training batches were augmented (the configuration the model trained with)."""
-        trained = json.loads((self.model_dir / layout.TRAIN_CONFIG).read_text())
-        return bool(trained["config"].get("augment"))
+        """Whether the training batches were augmented."""
+        return bool(self.trained().get("augment"))
+
+    def curve_metrics(self) -> list[str]:
+        """The metrics the training curves draw beside the loss: the problem's, then those chosen."""
+        own = [self.shown.curve_metric] if self.shown.curve_metric else []
+        return [*own, *[name for name in self.metrics().get("chosen_metrics", []) if name not in own]]
+
+    def loss_name(self) -> str:
+        """The loss in words: the problem's, or the one chosen (or compiled by the network)."""
+        loss = self.trained().get("loss")
+        if loss in (None, problems.get(self.manifest["problem"]).default_loss):
+            return self.shown.loss_name
+        return loss if isinstance(loss, str) else str(loss.get("class_name", loss))
 
     def label_name(self) -> str:
         return str(self.manifest.get("label_column", self.manifest["label"]))
@@ -342,8 +364,8 @@ def _curves(run: PlottedModel, path: Path) -> None:
         path,
         run.title,
         run.history(),
-        metric=run.shown.curve_metric,
-        loss_name=run.shown.loss_name,
+        metrics=run.curve_metrics(),
+        loss_name=run.loss_name(),
         augmented=run.augmented(),
     )
 

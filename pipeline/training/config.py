@@ -12,7 +12,11 @@ network). Resolution is a value computed from them, never written back:
   `input_shape`, `num_outputs` and `problem`: the parameters it declares (the
   mlp's `hidden_units`) and `network_params`. Another network's sizes are not
   part of it, so changing them changes nothing here;
-- `augment`: `auto` becomes the problem's default.
+- `augment`: `auto` becomes the problem's default;
+- `optimizer`, `loss`, `metrics`: `auto` becomes the problem's default (Adam,
+  its loss; the metrics listed are added beside the problem's own), a name is
+  checked against Keras' (training/compiling.py); `network_compiles` is true
+  when the user's network compiles itself, whose choices then replace them.
 
 The settings class is made from the task's parameters by name
 (`settings_class`): a parameter is declared once, as a Luigi parameter with
@@ -30,12 +34,14 @@ from typing import Any
 
 from pipeline import builders, problems
 from pipeline.schema import Schema
+from pipeline.training import compiling
 
 AUTO_BATCH_SIZE = 128  # `--TrainEstimator-batch-size auto`: this many, or the whole training split if smaller
 
 # Parameters that do not become fields: the force flag, and what resolves into network_args.
 NOT_SETTINGS = frozenset({"force", "network_params", "variant", "trial"})
-DERIVED = ("problem", "network_args")  # fields that are not parameters
+DERIVED = ("problem", "network_args", "network_compiles")  # fields that are not parameters
+NOT_PER_NETWORK = frozenset({"optimizer_params"})  # JSON objects that are not one value per network
 
 
 @functools.cache
@@ -84,7 +90,9 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
         )
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
-        if field.name in parameters:
+        if field.name in NOT_PER_NETWORK:
+            values[field.name] = parameters[field.name]
+        elif field.name in parameters:
             flag = "--TrainEstimator-" + field.name.replace("_", "-")
             values[field.name] = per_network(parameters[field.name], network, default_network, flag)
     values["network"] = network
@@ -94,6 +102,18 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
     if values["max_epochs"] > 0 and values["batch_size"] > 0 and schema.num_examples.get("train"):
         values["max_steps"] = math.ceil(values["max_epochs"] * schema.num_examples["train"] / values["batch_size"])
     values["augment"] = _augmentations(parameters["augment"], problem, schema)
+    # What the training is compiled with: the problem's defaults, or Keras' names or the user's (compiling.py).
+    values["optimizer"] = compiling.optimizer_name(parameters["optimizer"])
+    values["optimizer_params"] = compiling.optimizer_arguments(parameters["optimizer_params"])
+    values["loss"] = compiling.loss_name(parameters["loss"], problem)
+    values["metrics"] = compiling.metric_names(parameters["metrics"], problem)
+    values["callbacks"] = compiling.callbacks_name(parameters["callbacks"])
+    values["network_compiles"] = False  # until the user's network is run (builder_check.checked)
+    if not 0 <= values["warmup_steps"] < values["max_steps"]:
+        raise ValueError(
+            f"--TrainEstimator-warmup-steps must be 0 or more and less than the {values['max_steps']} training steps. "
+            f"Received: {values['warmup_steps']}"
+        )
     network_parameters = {
         name: value for name, value in parameters.items() if name not in NOT_SETTINGS and name != "network"
     }
@@ -124,10 +144,21 @@ def describe(settings: Any) -> str:
     arguments = ", ".join(f"{name} {_compact(value)}" for name, value in sorted(settings.network_args.items()))
     parts = [
         f"{settings.network} ({arguments})" if arguments else settings.network,
-        f"learning rate {settings.learning_rate:g}{', cosine decay' if settings.lr_decay else ''}",
+        f"learning rate {settings.learning_rate:g}{', cosine decay' if settings.lr_decay else ''}"
+        f"{f', {settings.warmup_steps} warm-up steps' if settings.warmup_steps else ''}",
         f"{settings.max_steps} steps of {settings.batch_size}",
         f"seed {settings.seed}",
     ]
+    if settings.network_compiles:
+        parts[1] = "compiled by the network"
+    else:
+        chosen = {"optimizer": settings.optimizer, "loss": settings.loss}
+        defaults = {"optimizer": compiling.DEFAULT_OPTIMIZER, "loss": problems.get(settings.problem).default_loss}
+        parts += [f"{name} {value}" for name, value in chosen.items() if value != defaults[name]]
+    if settings.metrics:
+        parts.append("metrics: " + ", ".join(str(metric) for metric in settings.metrics))
+    if settings.callbacks:
+        parts.append(f"callbacks {settings.callbacks}")
     if settings.augment:
         parts.append("augmented: " + ", ".join(settings.augment))
     if settings.patience:

@@ -13,12 +13,14 @@ that was killed restarts from the latest checkpoint's step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,11 @@ import tensorflow as tf
 
 from pipeline import builders, layout, problems
 from pipeline.core import values
-from pipeline.errors import TrainingDivergedError
+from pipeline.errors import PipelineError, TrainingDivergedError, UserCodeError
 from pipeline.runtime import phases
 from pipeline.runtime.clock import duration
 from pipeline.schema import read_manifest
-from pipeline.training import cluster, export, hparams, inputs, multiworker
+from pipeline.training import cluster, compiling, export, hparams, inputs, multiworker
 from pipeline.training.config import as_dict
 
 Progress = Callable[[float, str], None]
@@ -209,27 +211,22 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
         features = keras.Input(shape=input_shape, name="features")
         stats = manifest["normalization"]
         normalised = keras.layers.Normalization(mean=stats["mean"], variance=stats["variance"], name="normalise")
-        model = keras.Model(features, model(normalised(features)), name=model.name)
+        inner = model
+        model = keras.Model(features, inner(normalised(features)), name=inner.name)
+        if inner.compiled:  # the builder's own choices, kept for the model that wraps it
+            model.compile(**inner._compile_config.config)
     return model
 
 
 def build_model(config: Any, manifest: dict[str, Any], replicas: int = 1) -> keras.Model:
-    """`build_network` compiled with Adam and the problem's loss and metrics, as `train` builds it."""
-    problem = problems.get(manifest["problem"])
+    """`build_network` compiled as `train` compiles it (compiling.compile_model): the problem's optimizer,
+    loss and metrics, or the ones chosen, or those of a network that compiled itself."""
     model = build_network(config, manifest)
     spe = math.gcd(config.steps_per_execution, config.checkpoint_steps, config.max_steps)
     if replicas > 1:
         spe = 1  # Keras 3.15's multi-step loop fails on a distributed iterator; one step per call works
-    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
-    if config.lr_decay:
-        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.max_steps)
-    model.compile(
-        optimizer=keras.optimizers.Adam(rate, name="adam"),  # named: checkpoints byte-identical across runs
-        loss=problem.loss(),
-        metrics=problem.metrics(),
-        steps_per_execution=spe,
-    )
-    return model
+    compiled: keras.Model = compiling.compile_model(model, config, spe)
+    return compiled
 
 
 def _train(
@@ -286,27 +283,30 @@ def _train(
             write_dir, manager, history, config.max_steps, progress, best if config.patience else None,
             config.patience, start_step,
         )  # fmt: skip
+        users = compiling.callbacks(config, write_dir)
         if multi_worker:  # Keras 3's fit does not run under MultiWorkerMirroredStrategy
             multiworker.fit(
                 model, strategy, problems.get(manifest["problem"]), train_ds, val_ds, config.batch_size, start_step,
                 config.max_steps, config.checkpoint_steps, callback,
             )  # fmt: skip
         else:
+            # The pipeline's own first: an interval is checkpointed before the others run.
             callbacks = [callback]
             if trial is not None:  # after the checkpoint of the step: a pruned training resumes from it
                 from pipeline.training import pruning
 
                 callbacks.append(pruning.reporter(trial))
-            model.fit(
-                train_ds,
-                initial_epoch=start_step // config.checkpoint_steps,
-                epochs=math.ceil(config.max_steps / config.checkpoint_steps),
-                steps_per_epoch=config.checkpoint_steps,
-                validation_data=val_ds,
-                callbacks=callbacks,
-                shuffle=False,  # the dataset is shuffled already
-                verbose=0,
-            )
+            with users_code_named(config, model):
+                model.fit(
+                    train_ds,
+                    initial_epoch=start_step // config.checkpoint_steps,
+                    epochs=math.ceil(config.max_steps / config.checkpoint_steps),
+                    steps_per_epoch=config.checkpoint_steps,
+                    validation_data=val_ds,
+                    callbacks=[*callbacks, *users],
+                    shuffle=False,  # the dataset is shuffled already
+                    verbose=0,
+                )
     result: dict[str, Any] = {"resumed_from_step": start_step, "last_eval": history[-1]["eval"] if history else {}}
     if config.patience and best.latest_checkpoint:
         weights.restore(best.latest_checkpoint).expect_partial()  # the model as it was at its best evaluation
@@ -319,6 +319,36 @@ def _train(
     with phases.phase("export"):
         export.export(model, write_dir)
     return result
+
+
+@contextlib.contextmanager
+def users_code_named(config: Any, model: keras.Model) -> Iterator[None]:
+    """Turn an exception raised in the user's code (callbacks, loss, metrics, network) into one line naming it.
+
+    The training stops there (exit code 30); its staging folder keeps the
+    last checkpoint, from which the same command resumes once it is fixed.
+    """
+    try:
+        yield
+    except PipelineError:
+        raise
+    except Exception as error:
+        named = [("callbacks", config.callbacks), ("loss", config.loss), ("network", config.network)]
+        files: dict[str, tuple[str, str]] = {}
+        for what, spec in [*named[:2], *[("metrics", metric) for metric in config.metrics], named[2]]:
+            if isinstance(spec, str) and ":" in spec:
+                with contextlib.suppress(ValueError):
+                    files.setdefault(os.fspath(builders.locate(spec, "").path), (f"--TrainEstimator-{what}", spec))
+        frames = [frame for frame in traceback.extract_tb(error.__traceback__) if frame.filename in files]
+        if not frames:
+            raise
+        flag, spec = files[frames[-1].filename]
+        step = int(model.optimizer.iterations.numpy())
+        raise UserCodeError(
+            f"{flag} {spec} raised {type(error).__name__}: {error} (at step {step}, {frames[-1].filename}:"
+            f"{frames[-1].lineno}). The staging folder keeps the last checkpoint: fix it and run the same command "
+            "to resume."
+        ) from None
 
 
 def _read_json(path: Path, default: Any) -> Any:
