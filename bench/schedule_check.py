@@ -5,7 +5,11 @@ Runs the sine DAG once (short training) in a temporary folder, then times
 up-to-date DAG against `python -c "import luigi"` (the floor: Luigi's own
 import), and `python -m pipeline status PlotInference`.
 
-    .venv/bin/python bench/schedule_check.py [--repeat 7]
+    .venv/bin/python bench/schedule_check.py [--repeat 7] [--base DIR]
+
+With `--base DIR` (a checkout of another commit, e.g. a `git worktree`), the
+same checks of that commit's package run in the same rounds, interleaved with
+this one's: figures side by side under the same load.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ BIN = Path(sys.executable).parent
 SMALL = "[paths]\nroot = .\n[TrainEstimator]\nmax_steps = 200\ncheckpoint_steps = 100\n"
 
 
-def wall(args: list[str], cwd: Path) -> float:
+def wall(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
+    out = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=environment)
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-2000:]}")
@@ -45,27 +50,39 @@ def pipeline_dir() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
-    repeat = parser.parse_args().repeat
+    parser.add_argument("--base", type=Path, help="a checkout of another commit, measured in the same rounds")
+    args = parser.parse_args()
+    repeat = args.repeat
     luigi_run = [str(BIN / "luigi"), "--module", "pipeline", "PlotInference", "--local-scheduler"]
+    status = [str(BIN / "python"), "-m", "pipeline", "status", "PlotInference"]
+    trees = {"": Path(pipeline_dir()).parent}
+    if args.base:
+        trees[f" [base {args.base.name}]"] = args.base.resolve()
     # Luigi's own modules were compiled when pip installed them; the project's are by `make setup`
     # (with PYTHONDONTWRITEBYTECODE set, nothing else writes them): compared on equal terms.
-    subprocess.run([str(BIN / "python"), "-m", "compileall", "-q", str(Path(pipeline_dir()))], check=True)
+    for tree in trees.values():
+        subprocess.run([str(BIN / "python"), "-m", "compileall", "-q", str(tree / "pipeline")], check=True)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "luigi.cfg").write_text(SMALL)
-        wall(luigi_run, work)  # build everything once
-        commands = {
-            "luigi PlotInference (up to date)": luigi_run,
-            "python -m pipeline status": [str(BIN / "python"), "-m", "pipeline", "status", "PlotInference"],
-            'python -c "import luigi"': [str(BIN / "python"), "-c", "import luigi"],
-        }
-        times = {name: [wall(args, work) for _ in range(repeat)] for name, args in commands.items()}
+        commands: dict[str, tuple[list[str], Path, dict[str, str]]] = {}
+        for label, tree in trees.items():
+            work = Path(tmp) / (label.strip(" []").replace(" ", "-") or "this")
+            work.mkdir()
+            (work / "luigi.cfg").write_text(SMALL)
+            env = {"PYTHONPATH": str(tree)}
+            wall(luigi_run, work, env)  # build everything once
+            commands[f"luigi PlotInference (up to date){label}"] = (luigi_run, work, env)
+            commands[f"python -m pipeline status{label}"] = (status, work, env)
+        commands['python -c "import luigi"'] = ([str(BIN / "python"), "-c", "import luigi"], Path(tmp), {})
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(repeat):  # round-robin: each round measures every command under the same load
+            for name, (command, work, env) in commands.items():
+                times[name].append(wall(command, work, env))
     floor = statistics.median(times['python -c "import luigi"'])
     print(f"Up-to-date checks, median of {repeat} runs (min-max), {os.cpu_count()} cores:")
     for name, values in times.items():
         median = statistics.median(values)
         print(
-            f"  {name:<34} {median:6.3f} s  ({min(values):.3f}-{max(values):.3f})  {median / floor:4.2f}x import luigi"
+            f"  {name:<52} {median:6.3f} s  ({min(values):.3f}-{max(values):.3f})  {median / floor:4.2f}x import luigi"
         )
 
 
