@@ -33,12 +33,18 @@ import luigi
 
 from pipeline import builders, layout, paths, problems
 from pipeline.core import identity, invocation, markers
-from pipeline.core.parameters import AugmentParameter, BatchSizeParameter, CheckedParameters, PerNetworkParameter
+from pipeline.core.parameters import (
+    AugmentParameter,
+    AutoFloatParameter,
+    BatchSizeParameter,
+    CheckedParameters,
+    PerNetworkParameter,
+)
 from pipeline.core.stage import Stage, dag
 from pipeline.errors import ParameterError
 from pipeline.etl import sources
 from pipeline.runtime import gpu_slots
-from pipeline.schema import Schema
+from pipeline.schema import Schema, read_manifest
 from pipeline.training import builder_check, cluster, config
 
 logger = logging.getLogger("luigi-interface")
@@ -151,12 +157,17 @@ class CreateShards(Stage):
         description="A folder of images, one subfolder per class (classification); empty: not images."
     )
     csv = luigi.Parameter(
-        description="A CSV table with a header: label_column is the label, every other column a number."
+        description="A CSV table with a header: label_column is the label, the other columns features "
+        "(numbers, categories; missing cells imputed)."
     )
     label_column = luigi.Parameter(description="csv: the column to predict.")
     problem = luigi.ChoiceParameter(
         choices=("auto", "regression", "classification"),
         description="csv: auto (numeric labels: regression, others: classification) or the problem to pose.",
+    )
+    columns = luigi.DictParameter(
+        description='csv: column kinds that override the inferred ones, e.g. {"zip": "categorical", "name": '
+        '"ignore"} (numeric, categorical or ignore).'
     )
     image_size = luigi.IntParameter(description="Images: side in pixels every image is resized to.")
     num_examples = luigi.IntParameter(description="Sine: number of (x, y) examples.")
@@ -236,6 +247,9 @@ class CreateShards(Stage):
             shape = (self.image_size, self.image_size, 3)
             total = {split: count * len(demo.classes) for split, count in counts.items()}
             return Schema("classification", shape, tuple(sorted(demo.classes)), total)
+        manifest = self.output_dir() / layout.MANIFEST  # published: the shards of this very identity
+        if self.csv and manifest.exists():  # its schema, without inferring the table's columns again
+            return Schema.from_manifest(read_manifest(manifest.parent))
         found: Schema = self.source.schema()
         return found
 
@@ -272,6 +286,7 @@ class CreateShards(Stage):
         return {
             "examples": {split: s["num_examples"] for split, s in manifest["splits"].items()},
             "skipped_unreadable": len(manifest.get("skipped_unreadable", [])),  # python -m pipeline status says so
+            **(self.source.summary() if self.csv else {}),  # a table's columns by kind, its rows with no label
         }
 
 
@@ -322,9 +337,12 @@ class TrainEstimator(Stage):
     max_epochs = luigi.IntParameter(
         description="Train for this many passes over the training split instead of max_steps; 0: use max_steps."
     )
-    patience = luigi.IntParameter(
+    patience = BatchSizeParameter(  # auto or an integer, as the batch size
         description="Stop when this many evaluations in a row bring no lower eval loss, and export the best "
-        "checkpoint; 0: off."
+        f"checkpoint; 0: off; auto: {config.TABLE_PATIENCE} for a table (evaluated every epoch), else off."
+    )
+    dropout = AutoFloatParameter(
+        description=f"mlp: dropout rate after each hidden layer; auto: {config.TABLE_DROPOUT} for a table, else 0."
     )
     checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
@@ -466,7 +484,7 @@ class TrainEstimator(Stage):
 
         settings, examples = self.settings(), self.requires().schema().num_examples["train"]
         epochs = settings.max_steps * settings.batch_size / examples
-        if epochs > MANY_EPOCHS:
+        if epochs > MANY_EPOCHS and not settings.patience:
             logger.warning(
                 "TrainEstimator: %d steps of %d examples are %.0f epochs of the %d training examples (over %d). "
                 "If the eval loss stops falling early (training_curves.png), set --TrainEstimator-max-epochs, "

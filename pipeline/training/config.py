@@ -12,7 +12,10 @@ network). Resolution is a value computed from them, never written back:
   `input_shape`, `num_outputs` and `problem`: the parameters it declares (the
   mlp's `hidden_units`) and `network_params`. Another network's sizes are not
   part of it, so changing them changes nothing here;
-- `augment`: `auto` becomes the problem's default.
+- `augment`: `auto` becomes the problem's default;
+- `patience` and `dropout`: `auto` becomes the table defaults for a table
+  (early stopping evaluated every epoch, `TABLE_PATIENCE`; `TABLE_DROPOUT`),
+  and off for the sine and images (their results stay as they were).
 
 The settings class is made from the task's parameters by name
 (`settings_class`): a parameter is declared once, as a Luigi parameter with
@@ -32,6 +35,11 @@ from pipeline import builders, problems
 from pipeline.schema import Schema
 
 AUTO_BATCH_SIZE = 128  # `--TrainEstimator-batch-size auto`: this many, or the whole training split if smaller
+# A table's defaults (`auto`): small tables overfit in a few dozen epochs, so training is evaluated every
+# epoch, stops after this many evaluations without a lower eval loss (exporting the best checkpoint), and
+# the mlp drops out this share of its hidden units (bench/tables.py measures them against linear models).
+TABLE_PATIENCE = 20
+TABLE_DROPOUT = 0.5
 
 # Parameters that do not become fields: the force flag, and what resolves into network_args.
 NOT_SETTINGS = frozenset({"force", "network_params", "variant", "trial"})
@@ -93,10 +101,21 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
         values["batch_size"] = min(AUTO_BATCH_SIZE, schema.num_examples.get("train") or AUTO_BATCH_SIZE)
     if values["max_epochs"] > 0 and values["batch_size"] > 0 and schema.num_examples.get("train"):
         values["max_steps"] = math.ceil(values["max_epochs"] * schema.num_examples["train"] / values["batch_size"])
+    table = schema.source == "table"
+    if values["patience"] == "auto":  # a table: early stopping, evaluated every epoch; otherwise off
+        values["patience"] = TABLE_PATIENCE if table else 0
+        if table and values["batch_size"] > 0:
+            values["checkpoint_steps"] = max(1, math.ceil(schema.num_examples.get("train", 1) / values["batch_size"]))
     values["augment"] = _augmentations(parameters["augment"], problem, schema)
     network_parameters = {
         name: value for name, value in parameters.items() if name not in NOT_SETTINGS and name != "network"
     }
+    if network_parameters.get("dropout") == "auto":
+        network_parameters["dropout"] = TABLE_DROPOUT if table else 0.0
+    if "dropout" in network_parameters and not 0 <= network_parameters["dropout"] < 1:
+        raise ValueError(
+            f"--TrainEstimator-dropout must be auto or in [0, 1). Received: {network_parameters['dropout']}"
+        )
     values["network_args"] = builders.arguments(builder, network_parameters, parameters["network_params"])
     return cls(**values)
 

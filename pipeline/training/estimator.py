@@ -30,8 +30,8 @@ from pipeline.core import values
 from pipeline.errors import TrainingDivergedError
 from pipeline.runtime import phases
 from pipeline.runtime.clock import duration
-from pipeline.schema import read_manifest
-from pipeline.training import cluster, export, hparams, inputs, multiworker
+from pipeline.schema import named_inputs, read_manifest
+from pipeline.training import cluster, export, hparams, inputs, multiworker, preprocessing
 from pipeline.training.config import as_dict
 
 Progress = Callable[[float, str], None]
@@ -194,8 +194,8 @@ def train(
 
 def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
     """The uncompiled network: the builder `config.network` names, called with the problem's
-    input shape and outputs and `config.network_args`; inputs normalised first where the
-    manifest records feature statistics (tables)."""
+    input shape and outputs and `config.network_args`; behind the preprocessing of named inputs
+    (a table's columns: training/preprocessing.py), so that the model takes the raw columns."""
     problem = problems.get(manifest["problem"])
     builder = builders.load(config.network)
     input_shape = inputs.input_shape(manifest)
@@ -205,11 +205,8 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
         problem=problem.name,
         **values.normalise(config.network_args),  # Luigi's frozen values as plain lists and dicts
     )
-    if "normalization" in manifest:
-        features = keras.Input(shape=input_shape, name="features")
-        stats = manifest["normalization"]
-        normalised = keras.layers.Normalization(mean=stats["mean"], variance=stats["variance"], name="normalise")
-        model = keras.Model(features, model(normalised(features)), name=model.name)
+    if named_inputs(manifest):  # a table's raw columns: imputed, scaled and looked up inside the model
+        model = preprocessing.with_preprocessing(model, manifest)
     return model
 
 
