@@ -164,3 +164,9 @@ def user_roots() -> list[str]:
         if root not in roots and root != os.fspath(PROJECT_DIR):
             roots.append(root)
     return roots
+
+
+def takes_input_spec(builder: Builder) -> bool:
+    """Whether a builder names `input_spec` (named inputs: name -> {"dtype", "shape"}) among its arguments: it
+    then gets the raw named inputs of a source of the user's, not the vector the pipeline's preprocessing makes."""
+    return builder.parameters is not None and "input_spec" in builder.parameters

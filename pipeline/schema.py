@@ -26,6 +26,7 @@ class Schema:
     class_names: tuple[str, ...] = ()  # classification
     num_examples: Mapping[str, int] = field(default_factory=dict)  # by split, when known before writing
     source: str = ""  # the source's kind: "sine", "image_folder", "table" (the table defaults follow it)
+    inputs: Mapping[str, Any] = field(default_factory=dict)  # named inputs: name -> {"dtype", "shape"}
 
     @classmethod
     def from_manifest(cls, manifest: Mapping[str, Any]) -> Schema:
@@ -38,6 +39,7 @@ class Schema:
             tuple(manifest.get("class_names", ())),
             {split: entry["num_examples"] for split, entry in manifest["splits"].items()},
             manifest.get("source", ""),
+            {name: manifest["features"][name] for name in manifest["inputs"]} if named_inputs(manifest) else {},
         )
 
 

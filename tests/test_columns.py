@@ -15,8 +15,8 @@ def test_numbers_with_missing_cells_are_numeric_with_train_statistics_of_the_pre
     assert (column.kind, column.missing) == ("numeric", 6)
     assert column.mean == pytest.approx(2.5) and column.variance == pytest.approx(2 / 3)
     assert column.width == 2  # the value and its missing indicator
-    assert math.isnan(column.value("NA")) and column.value("7") == 7.0
-    assert math.isnan(column.value("seven"))  # a validation cell that is no number counts as missing
+    assert math.isnan(float(column.value("NA"))) and column.value("7") == 7.0
+    assert math.isnan(float(column.value("seven")))  # a validation cell that is no number counts as missing
 
 
 def test_text_is_categorical_with_a_vocabulary_by_count_and_missing_as_a_category_of_its_own() -> None:

@@ -199,13 +199,16 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
     problem = problems.get(manifest["problem"])
     builder = builders.load(config.network)
     input_shape = inputs.input_shape(manifest)
+    raw = named_inputs(manifest) and builders.takes_input_spec(builders.find(config.network))
+    spec = {"input_spec": {name: manifest["features"][name] for name in manifest["inputs"]}} if raw else {}
     model = builder(
         input_shape=input_shape,
         num_outputs=problem.num_outputs(manifest.get("class_names", [])),
         problem=problem.name,
+        **spec,  # a network that takes the named inputs as they are (a source of the user's)
         **values.normalise(config.network_args),  # Luigi's frozen values as plain lists and dicts
     )
-    if named_inputs(manifest):  # a table's raw columns: imputed, scaled and looked up inside the model
+    if named_inputs(manifest) and not raw:  # a table's raw columns: imputed, scaled and looked up inside the model
         model = preprocessing.with_preprocessing(model, manifest)
     return model
 

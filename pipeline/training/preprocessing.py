@@ -75,9 +75,16 @@ def encode(manifest: dict[str, Any], inputs: dict[str, Any]) -> Any:
                 vocabulary=vocabulary, num_oov_indices=1, output_mode="one_hot", name=f"{name}_lookup"
             )
             parts.append(lookup(tensor))
-        else:
+        elif column["kind"] == "numeric":
+            if len(tensor.shape) > 2:  # an array of the user's: flattened
+                tensor = keras.layers.Reshape((-1,), name=f"{name}_flat")(tensor)
             scale = ImputeAndScale(column["mean"], column["variance"], column["missing"] > 0, name=f"{name}_scaled")
             parts.append(scale(tensor))
+        else:
+            raise ValueError(
+                f"The input {name!r} holds {column['kind']}: the built-in networks take numbers and a table's "
+                "categories. Use a network of your own that takes input_spec (docs/your-experiment.md)."
+            )
     return parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="encoded")(parts)
 
 
