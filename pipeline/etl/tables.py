@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +321,13 @@ class TableSource:
             "unlabelled": {"count": len(table.unlabelled), "lines": list(table.unlabelled)},
             "source_sha256": {Path(self.csv).name: table.sha256},  # of the bytes the table was read from
         }
+        if not classification:  # the model predicts in these units: its output is rescaled from them
+            train = [float(table.labels[i]) for i in splits["train"]]
+            mean = math.fsum(train) / len(train)
+            manifest["label_statistics"] = {
+                "mean": mean,
+                "variance": math.fsum((v - mean) ** 2 for v in train) / len(train),
+            }
         if classification:
             manifest["class_names"] = list(table.class_names)
             manifest["class_counts"] = {

@@ -183,10 +183,13 @@ def load(module: str, function: str) -> Any:
 
 
 def _frames(error: BaseException) -> str:
-    """The last frames of an exception's traceback, one line each, and the exception."""
-    frames = traceback.extract_tb(error.__traceback__)[-TRACEBACK_FRAMES:]
+    """The last frames of an exception's traceback (the user's code, not this module), innermost first."""
+    frames = [
+        f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() != Path(__file__).resolve()
+    ]
     shown = " <- ".join(
-        f"{Path(f.filename).name}:{f.lineno} in {f.name}: {(f.line or '').strip()}" for f in reversed(frames)
+        f"{Path(f.filename).name}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+        for f in reversed(frames[-TRACEBACK_FRAMES:])
     )
     return f"{type(error).__name__}: {error} (at {shown})"
 
@@ -326,6 +329,7 @@ def check_in_child(request: Mapping[str, Any]) -> dict[str, Any]:
 
 # --- the source CreateShards reads --------------------------------------------------------------
 
+UNKNOWN_COUNT = 1 << 40  # examples per split of a function that raised, until the build says why
 LABEL = "label"  # the label's feature in the shards (the user's label name is recorded beside it)
 
 
@@ -409,7 +413,8 @@ class FunctionSource:
     def schema(self) -> Schema:
         verdict = self.check_schema()
         if "error" in verdict:  # the function raised: the build runs it again and says so (exit 30)
-            return Schema("regression", (1,), (), {"train": 1, "validation": 1}, self.kind)
+            unknown = {"train": UNKNOWN_COUNT, "validation": UNKNOWN_COUNT}  # no check of counts fails on it
+            return Schema("regression", (1,), (), unknown, self.kind)
         inputs = {name: spec for name, spec in verdict["schema"].items() if name != self.label_column}
         return Schema(
             verdict["problem"], (input_width(inputs),), tuple(verdict["class_names"]), verdict["counts"], self.kind,

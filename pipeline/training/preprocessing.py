@@ -13,6 +13,10 @@ vocabularies, `etl/columns.py`: nothing is fitted here):
   never had (Keras' `StringLookup`); a missing value is the category "", a
   slot of its own when the train split had missing values.
 
+A regression's network predicts the label standardised by its train mean and
+standard deviation, and a last `Rescaling` layer gives it back in the label's
+units (a body mass in grams starts near its mean, not near 0).
+
 Keras' `FeatureSpace` is the model for this; it fits its statistics itself
 (`adapt`) and has no imputation, hence `ImputeAndScale` beside Keras' lookup.
 """
@@ -91,4 +95,9 @@ def encode(manifest: dict[str, Any], inputs: dict[str, Any]) -> Any:
 def with_preprocessing(network: keras.Model, manifest: dict[str, Any]) -> keras.Model:
     """`network`, which takes the encoded [batch, width] vector, behind the preprocessing of the raw inputs."""
     inputs = raw_inputs(manifest)
-    return keras.Model(inputs, network(encode(manifest, inputs)), name=network.name)
+    outputs = network(encode(manifest, inputs))
+    if "label_statistics" in manifest:  # regression: the network predicts standardised labels
+        stats = manifest["label_statistics"]
+        std = max(stats["variance"], 1e-12) ** 0.5
+        outputs = keras.layers.Rescaling(std, offset=stats["mean"], name="label_units", dtype="float32")(outputs)
+    return keras.Model(inputs, outputs, name=network.name)
