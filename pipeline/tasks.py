@@ -42,7 +42,7 @@ from pipeline.core.parameters import (
 )
 from pipeline.core.stage import Stage, dag
 from pipeline.errors import ParameterError
-from pipeline.etl import sources, user_source
+from pipeline.etl import sources, tfrecords, user_source
 from pipeline.runtime import gpu_slots
 from pipeline.schema import Schema, read_manifest
 from pipeline.training import builder_check, cluster, config
@@ -165,6 +165,13 @@ class CreateShards(Stage):
         choices=("auto", "regression", "classification"),
         description="csv: auto (numeric labels: regression, others: classification) or the problem to pose.",
     )
+    tfrecords = luigi.Parameter(
+        description="A glob of TFRecord files of tf.train.Example (label_column names the label); empty: none."
+    )
+    tfrecords_validation = luigi.Parameter(
+        description="tfrecords: a glob of the validation split's files (then tfrecords is the train split); "
+        "empty: the pipeline splits the records."
+    )
     source = luigi.Parameter(
         description="module:function of your own that returns examples (dicts of feature name -> value), from a "
         "module in the working directory or on PYTHONPATH; empty: not a function."
@@ -210,6 +217,8 @@ class CreateShards(Stage):
             if self.csv
             else user_source.FunctionSource
             if self.source
+            else tfrecords.TFRecordSource
+            if self.tfrecords
             else sources.SineSource
         )
         return kind(**{field: getattr(self, field) for field in kind.__dataclass_fields__})
@@ -237,7 +246,8 @@ class CreateShards(Stage):
                     # A source function's messages name their flag, and may quote the user's code (`x=...`).
                     message = str(error) if self.source else _flagged(str(error), "CreateShards")
                     if "--CreateShards-" not in message:  # a message about the file or folder the user named
-                        message = f"{'--CreateShards-image-dir' if self.image_dir else '--CreateShards-csv'}: {message}"
+                        named = "image-dir" if self.image_dir else "tfrecords" if self.tfrecords else "csv"
+                        message = f"--CreateShards-{named}: {message}"
                     raise ParameterError(message) from None
             num_examples = self.schema().num_examples
         except OSError as error:  # a name too long for the file system, a folder that cannot be read
@@ -266,7 +276,9 @@ class CreateShards(Stage):
             total = {split: count * len(demo.classes) for split, count in counts.items()}
             return Schema("classification", shape, tuple(sorted(demo.classes)), total)
         manifest = self.output_dir() / layout.MANIFEST  # published: the shards of this very identity
-        if (self.csv or self.source) and manifest.exists():  # its schema, without inferring the table's columns again
+        if (
+            self.csv or self.source or self.tfrecords
+        ) and manifest.exists():  # its schema, without inferring the table's columns again
             return Schema.from_manifest(read_manifest(manifest.parent))
         found: Schema = self.example_source.schema()
         return found
@@ -289,7 +301,7 @@ class CreateShards(Stage):
         return [self.stage_above(MakeShapes)] if self.is_demo() else []
 
     def source_folders(self) -> dict[str, Path]:
-        if self.source:  # files the function's parameters name (an .npz, a database)
+        if self.source or self.tfrecords:  # the files a function's parameters name (an .npz, a database), TFRecords
             data_files: dict[str, Path] = self.example_source.data_files()
             return data_files
         return {"image_dir": Path(self.image_dir)} if self.image_dir else {"csv": Path(self.csv)} if self.csv else {}
@@ -304,6 +316,8 @@ class CreateShards(Stage):
             return _folder_prefix(Path(self.image_dir).resolve().name)
         if self.source:
             return _folder_prefix(self.source.rpartition(":")[2])
+        if self.tfrecords:
+            return "tfrecords"
         return _folder_prefix(Path(self.csv).stem) if self.csv else "sine"
 
     def build(self, staging: Path) -> dict[str, Any]:

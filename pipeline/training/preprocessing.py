@@ -23,9 +23,12 @@ Keras' `FeatureSpace` is the model for this; it fits its statistics itself
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import keras
+
+logger = logging.getLogger("luigi-interface")  # Luigi prints this logger in its run log
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
@@ -84,11 +87,17 @@ def encode(manifest: dict[str, Any], inputs: dict[str, Any]) -> Any:
                 tensor = keras.layers.Reshape((-1,), name=f"{name}_flat")(tensor)
             scale = ImputeAndScale(column["mean"], column["variance"], column["missing"] > 0, name=f"{name}_scaled")
             parts.append(scale(tensor))
-        else:
-            raise ValueError(
-                f"The input {name!r} holds {column['kind']}: the built-in networks take numbers and a table's "
-                "categories. Use a network of your own that takes input_spec (docs/your-experiment.md)."
+        else:  # strings of a source of the user's (an id, a text): a network of their own takes them
+            logger.warning(
+                "TrainEstimator: the input %r holds strings, which the built-in networks do not use. A network of "
+                "your own that takes input_spec gets it (docs/your-experiment.md).",
+                name,
             )
+    if not parts:
+        raise ValueError(
+            "No input is numbers or a table's categories: the built-in networks have nothing to take. Use a "
+            "network of your own that takes input_spec (docs/your-experiment.md)."
+        )
     return parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="encoded")(parts)
 
 
