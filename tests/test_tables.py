@@ -42,7 +42,7 @@ BAD_TABLES = [
     (["a", "b"], [[1, 2]], "label", "has no column 'label' (--CreateShards-label-column). Its columns: a, b"),
     (["a", "a", "y"], [[1, 2, "x"], [1, 3, "z"]], "y", "the header names column 'a' twice"),
     (["a", "y"], [[1, "NA"], [2, ""]], "y", "column 'y' has no value in any row: nothing to learn"),
-    (["a", "y"], [[1, 2.5], [2, "?"], [3, "x"]], "y", "line 4, column 'y': 'x' is not a number"),
+    (["a", "y"], [[1, "x"], [2]], "y", "line 3: 1 values, the header names 2 columns"),
     (["a", "y"], [[1, "x"], [2, "x"]], "y", "column 'y' holds a single class ('x')"),
 ]
 
