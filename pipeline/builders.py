@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import modules
+from pipeline.core.modules import user_roots  # where a user's modules are (a network, a source)
 
 # The folder that holds the package: where the built-in builders' module is found.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -153,17 +154,6 @@ def load(network: str) -> Callable[..., Any]:
             sys.path.insert(0, root)
     function: Callable[..., Any] = getattr(importlib.import_module(found.module), found.function)
     return function
-
-
-def user_roots() -> list[str]:
-    """Folders a user's modules (a network of their own) are found in: the working directory, then PYTHONPATH."""
-    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    roots = []
-    for root in [os.getcwd(), *extra]:
-        root = os.path.abspath(root)
-        if root not in roots and root != os.fspath(PROJECT_DIR):
-            roots.append(root)
-    return roots
 
 
 def takes_input_spec(builder: Builder) -> bool:

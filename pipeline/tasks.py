@@ -42,7 +42,7 @@ from pipeline.core.parameters import (
 )
 from pipeline.core.stage import Stage, dag
 from pipeline.errors import ParameterError
-from pipeline.etl import sources, tfrecords, user_source
+from pipeline.etl import source_check, sources, tfrecords, user_source
 from pipeline.runtime import gpu_slots
 from pipeline.schema import Schema, read_manifest
 from pipeline.training import builder_check, cluster, config
@@ -148,7 +148,7 @@ class CreateShards(Stage):
     """
 
     artifact_kind = "data"
-    code_entry = ("pipeline.etl.sources", "pipeline.etl.shards")
+    code_entry = ("pipeline.etl.sources", "pipeline.etl.shards", "pipeline.etl.user_source", "pipeline.etl.tfrecords")
     upstream_families = ("MakeShapes",)
     headline_params = ("source",)
     build_phase = "etl"
@@ -242,6 +242,8 @@ class CreateShards(Stage):
             if not self.is_demo() or Path(self.image_dir).exists():  # MakeShapes writes the demo first
                 try:
                     self.example_source.validate()
+                    if self.source:  # its examples, in a child process (cached)
+                        source_check.raise_for_schema(source_check.check(self.example_source))
                 except ValueError as error:
                     # A source function's messages name their flag, and may quote the user's code (`x=...`).
                     message = str(error) if self.source else _flagged(str(error), "CreateShards")
@@ -280,6 +282,9 @@ class CreateShards(Stage):
             self.csv or self.source or self.tfrecords
         ) and manifest.exists():  # its schema, without inferring the table's columns again
             return Schema.from_manifest(read_manifest(manifest.parent))
+        if self.source:
+            from_function: Schema = self.example_source.schema(source_check.check(self.example_source))
+            return from_function
         found: Schema = self.example_source.schema()
         return found
 
@@ -308,7 +313,7 @@ class CreateShards(Stage):
 
     def code_digests(self) -> dict[str, str]:
         """Our code, and a source function's module with the modules of the user's it imports."""
-        user_code: dict[str, str] = self.example_source.code() if self.source else {}
+        user_code: dict[str, str] = source_check.code(self.example_source) if self.source else {}
         return {**super().code_digests(), **user_code}
 
     def folder_prefix(self) -> str:

@@ -8,19 +8,16 @@ fixed shape, or image bytes), the label under `--CreateShards-label-column`.
 A user who has a split already returns `{"train": examples, "validation":
 examples}` instead. Standard library only at import: this module runs on the
 scheduling path, where the function is run once per version of its code and
-parameters in a child process (`python -m pipeline.etl.user_source`) that
-infers the schema and checks every example against it; the verdict is
-remembered under the artifact root (`.cache/source_checks.json`).
+parameters in a child process (etl/source_check.py, outside the shards' code
+identity) that infers the schema and checks every example against it.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import importlib
 import json
 import os
-import subprocess
 import sys
 import traceback
 from collections.abc import Iterable, Mapping
@@ -28,12 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import paths
-from pipeline.core import identity, values
+from pipeline.core import modules
 from pipeline.errors import DataError
 from pipeline.schema import Schema
 
-CHECKS_FILE = "source_checks.json"
 TRACEBACK_FRAMES = 4  # the last frames of a source function's traceback shown in its error
 
 
@@ -52,9 +47,9 @@ def locate(source: str) -> tuple[str, str, Path]:
         raise ValueError(
             f"--CreateShards-source must look like module:function, e.g. my_data:examples. Received: {source!r}"
         )
-    located = identity.find_module(module, paths.user_roots())
+    located = modules.find_module(module, modules.user_roots())
     if located is None:
-        where = ", ".join(paths.user_roots())
+        where = ", ".join(modules.user_roots())
         raise ValueError(
             f"--CreateShards-source {source}: no module {module!r} in the working directory or on PYTHONPATH "
             f"({where}). Put {module.replace('.', '/')}.py there (or add its folder to PYTHONPATH)."
@@ -176,7 +171,7 @@ def infer_schema(first: Any) -> dict[str, dict[str, Any]]:
 
 def load(module: str, function: str) -> Any:
     """The user's function, imported with the working directory and PYTHONPATH first on the path."""
-    for root in reversed(paths.user_roots()):
+    for root in reversed(modules.user_roots()):
         if root not in sys.path:
             sys.path.insert(0, root)
     return getattr(importlib.import_module(module), function)
@@ -355,12 +350,6 @@ class FunctionSource:
     def located(self) -> tuple[str, str, Path]:
         return locate(self.source)
 
-    def code(self) -> dict[str, str]:
-        """Code digests of the function's module and the modules of the user's it imports."""
-        module, _, _ = self.located()
-        closure = identity.code_closure([module], paths.user_roots())
-        return {label: identity.file_code_digest(path) for label, path in closure.items()}
-
     def data_files(self) -> dict[str, Path]:
         """Files or folders the parameters name (an .npz, a database): their listing joins the identity."""
         return {
@@ -369,49 +358,22 @@ class FunctionSource:
             if isinstance(value, str) and value and os.path.exists(value)
         }
 
-    def validate(self) -> None:
-        """Raise ValueError when the function cannot be found or its examples do not fit their schema."""
-        if not self.label_column:
-            raise ValueError("A source function needs the name of its label: --CreateShards-label-column NAME.")
-        verdict = self.check_schema()
-        if verdict.get("kind") == "schema":
-            raise ValueError(verdict["error"])
-
-    def check_schema(self) -> dict[str, Any]:
-        """What the child process found: the schema, problem, classes and counts, or the error."""
-        request = {
-            "source": self.source, "params": values.normalise(self.source_params), "label": self.label_column,
+    def request(self) -> dict[str, Any]:
+        """What the child process that checks the function is asked (etl/source_check.py)."""
+        return {
+            "source": self.source, "params": plain(self.source_params), "label": self.label_column,
             "problem": self.problem, "validation_fraction": self.validation_fraction, "seed": self.seed,
         }  # fmt: skip
-        files = {name: identity.file_stat(path) for name, path in self.data_files().items() if path.is_file()}
-        key = values.digest({"request": request, "code": self.code(), "files": files})
-        cache_path = paths.cache_dir() / CHECKS_FILE
-        try:
-            verdicts = json.loads(cache_path.read_text())
-        except (OSError, ValueError):
-            verdicts = {}
-        if key not in verdicts:
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(paths.user_roots()))
-            out = subprocess.run(
-                [sys.executable, "-m", "pipeline.etl.user_source", json.dumps(request)],
-                capture_output=True, text=True, env=env,
-            )  # fmt: skip
-            try:
-                verdicts[key] = json.loads(out.stdout.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                raise ValueError(
-                    f"--CreateShards-source {self.source}: checking it failed:\n{out.stderr[-2000:]}"
-                ) from None
-            with contextlib.suppress(OSError):
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_path.with_name(f"{CHECKS_FILE}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(verdicts, indent=1))
-                os.replace(tmp, cache_path)
-        verdict: dict[str, Any] = verdicts[key]
-        return verdict
 
-    def schema(self) -> Schema:
-        verdict = self.check_schema()
+    def validate(self) -> None:
+        """Raise ValueError when the function cannot be found or no label is named (its examples are
+        checked by etl/source_check.py, outside the shards' code identity, as a network's are)."""
+        if not self.label_column:
+            raise ValueError("A source function needs the name of its label: --CreateShards-label-column NAME.")
+        self.located()
+
+    def schema(self, verdict: Mapping[str, Any]) -> Schema:
+        """The schema the check found (`verdict`: source_check.check's answer)."""
         if "error" in verdict:  # the function raised: the build runs it again and says so (exit 30)
             unknown = {"train": UNKNOWN_COUNT, "validation": UNKNOWN_COUNT}  # no check of counts fails on it
             return Schema("regression", (1,), (), unknown, self.kind)
@@ -422,7 +384,7 @@ class FunctionSource:
         )  # fmt: skip
 
     def check(self) -> None:
-        self.validate()
+        self.validate()  # the examples themselves are checked as rows() makes them
 
     @property
     def to_features(self) -> Any:
@@ -431,7 +393,7 @@ class FunctionSource:
     def _collected(self) -> tuple[dict[str, list[Any]], list[Any], dict[str, Any]]:
         """The examples (train then validation), their labels and the run's schema, made in this process."""
         try:
-            collected, schema = collect(self.source, values.normalise(self.source_params), self.label_column)
+            collected, schema = collect(self.source, plain(self.source_params), self.label_column)
             labels = [example[self.label_column] for part in collected.values() for example in part]
             problem, class_names = label_problem(schema[self.label_column], labels, self.problem, self.label_column)
         except SourceError as error:
@@ -481,6 +443,12 @@ class FunctionSource:
         return manifest
 
 
+def plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Luigi's frozen parameters as plain JSON data (the function's keyword arguments)."""
+    data: dict[str, Any] = json.loads(json.dumps(params, default=dict))
+    return data
+
+
 def input_width(specs: Mapping[str, Mapping[str, Any]]) -> int:
     """Numbers the built-in mlp takes of the numeric inputs, flattened (strings are for a network of your own)."""
     import math
@@ -495,7 +463,3 @@ def example_features(
     specs, example, label = row
     features = {name: to_feature(example[name], spec) for name, spec in specs.items()}
     return {**features, LABEL: [label]}, {}
-
-
-if __name__ == "__main__":
-    print(json.dumps(check_in_child(json.loads(sys.argv[1]))))
