@@ -62,7 +62,7 @@ def test_rows_without_a_label_are_left_out_counted_and_named_by_line(
         unlabelled = [reader.line_num for row in reader if row[label] == "NA"]
     assert len(unlabelled) == 2  # the file as shipped
     use_table(config, path, label)
-    source = CreateShards().source
+    source = CreateShards().example_source
     with caplog.at_level(logging.WARNING, logger="luigi-interface"):
         source.check()
     assert f"2 row(s) of {path} have no 'body_mass_g' and are left out" in caplog.text

@@ -83,11 +83,21 @@ def verdict(network: str, call: Mapping[str, Any]) -> str | None:
     if not isinstance(model, keras.Model):
         return f"{builder.function}() returned a {type(model).__name__}, not a keras.Model."
     problem = problems.get(call["problem"])
-    sample = np.random.default_rng(0).uniform(size=(2, *arguments["input_shape"])).astype("float32")
+    sample: Any = np.random.default_rng(0).uniform(size=(2, *arguments["input_shape"])).astype("float32")
+    if "input_spec" in call:  # named inputs (a source of the user's): one sample tensor each
+        import tensorflow as tf
+
+        sample = {
+            name: tf.fill([2, *spec["shape"]], "a")
+            if spec["dtype"] == "string"
+            else tf.zeros([2, *spec["shape"]], spec["dtype"])
+            for name, spec in call["input_spec"].items()
+        }
     try:
         outputs = np.asarray(model(sample, training=False), dtype=np.float64)
     except Exception as error:
-        return f"the model from {builder.function}() fails on inputs of shape {sample.shape[1:]}: {error}"
+        shapes = {k: list(v.shape[1:]) for k, v in sample.items()} if isinstance(sample, dict) else sample.shape[1:]
+        return f"the model from {builder.function}() fails on inputs of shape {shapes}: {error}"
     wrong = problem.check_outputs(outputs, call["num_outputs"])
     if wrong:
         return f"the model from {builder.function}() does not fit the {problem.name}: {wrong}."
