@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core import modules
+from pipeline.core.modules import user_roots  # where a user's modules are (a network, a source)
 
 # The folder that holds the package: where the built-in builders' module is found.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -208,13 +209,7 @@ def register_user_objects(config: Mapping[str, Any]) -> None:
                 continue
 
 
-def user_roots() -> list[str]:
-    """Folders a user's modules (a network, a loss, metrics, callbacks of their own) are found in: the working
-    directory first (the project folder too, when `luigi` runs there), then PYTHONPATH's folders."""
-    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    roots = []
-    for root in [os.getcwd(), *extra]:
-        root = os.path.abspath(root)
-        if root not in roots:
-            roots.append(root)
-    return roots
+def takes_input_spec(builder: Builder) -> bool:
+    """Whether a builder names `input_spec` (named inputs: name -> {"dtype", "shape"}) among its arguments: it
+    then gets the raw named inputs of a source of the user's, not the vector the pipeline's preprocessing makes."""
+    return builder.parameters is not None and "input_spec" in builder.parameters

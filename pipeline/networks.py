@@ -24,13 +24,20 @@ def output_layer(num_outputs: int, problem: str, name: str = "outputs") -> keras
 
 
 def build_mlp(
-    input_shape: Sequence[int], num_outputs: int, problem: str, hidden_units: Sequence[int] = (100, 100)
+    input_shape: Sequence[int],
+    num_outputs: int,
+    problem: str,
+    hidden_units: Sequence[int] = (100, 100),
+    dropout: float = 0.0,
 ) -> keras.Model:
-    """Dense ReLU layers of `hidden_units`, then the output layer (the seed's network); images are flattened."""
+    """Dense ReLU layers of `hidden_units`, each followed by dropout at rate `dropout` if it is above 0,
+    then the output layer (the seed's network); images are flattened."""
     inputs = keras.Input(shape=tuple(input_shape), name="x")
     h = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
     for i, units in enumerate(hidden_units):
         h = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(h)
+        if dropout > 0:  # the sine and images: none, their networks as they were
+            h = keras.layers.Dropout(dropout, name=f"dropout_{i}")(h)
     return keras.Model(inputs, output_layer(num_outputs, problem, name="y")(h), name="mlp")
 
 

@@ -25,6 +25,27 @@ class Schema:
     input_shape: tuple[int, ...]
     class_names: tuple[str, ...] = ()  # classification
     num_examples: Mapping[str, int] = field(default_factory=dict)  # by split, when known before writing
+    source: str = ""  # the source's kind: "sine", "image_folder", "table" (the table defaults follow it)
+    inputs: Mapping[str, Any] = field(default_factory=dict)  # named inputs: name -> {"dtype", "shape"}
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Schema:
+        """The schema of written shards, from their manifest."""
+        features = manifest["features"]
+        shape = manifest.get("input_shape") or manifest.get("image_shape") or features[manifest["inputs"]]["shape"]
+        return cls(
+            manifest["problem"],
+            tuple(shape),
+            tuple(manifest.get("class_names", ())),
+            {split: entry["num_examples"] for split, entry in manifest["splits"].items()},
+            manifest.get("source", ""),
+            {name: manifest["features"][name] for name in manifest["inputs"]} if named_inputs(manifest) else {},
+        )
+
+
+def named_inputs(manifest: Mapping[str, Any]) -> bool:
+    """Whether the inputs are several named features (a table's columns) rather than one tensor."""
+    return not isinstance(manifest["inputs"], str)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

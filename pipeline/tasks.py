@@ -33,12 +33,18 @@ import luigi
 
 from pipeline import builders, layout, paths, problems
 from pipeline.core import identity, invocation, markers
-from pipeline.core.parameters import AugmentParameter, BatchSizeParameter, CheckedParameters, PerNetworkParameter
+from pipeline.core.parameters import (
+    AugmentParameter,
+    AutoFloatParameter,
+    BatchSizeParameter,
+    CheckedParameters,
+    PerNetworkParameter,
+)
 from pipeline.core.stage import Stage, dag
 from pipeline.errors import ParameterError
-from pipeline.etl import sources
+from pipeline.etl import source_check, sources, tfrecords, user_source
 from pipeline.runtime import gpu_slots
-from pipeline.schema import Schema
+from pipeline.schema import Schema, read_manifest
 from pipeline.training import builder_check, cluster, config
 
 logger = logging.getLogger("luigi-interface")
@@ -142,7 +148,7 @@ class CreateShards(Stage):
     """
 
     artifact_kind = "data"
-    code_entry = ("pipeline.etl.sources", "pipeline.etl.shards")
+    code_entry = ("pipeline.etl.sources", "pipeline.etl.shards", "pipeline.etl.user_source", "pipeline.etl.tfrecords")
     upstream_families = ("MakeShapes",)
     headline_params = ("source",)
     build_phase = "etl"
@@ -151,12 +157,31 @@ class CreateShards(Stage):
         description="A folder of images, one subfolder per class (classification); empty: not images."
     )
     csv = luigi.Parameter(
-        description="A CSV table with a header: label_column is the label, every other column a number."
+        description="A CSV table with a header: label_column is the label, the other columns features "
+        "(numbers, categories; missing cells imputed)."
     )
-    label_column = luigi.Parameter(description="csv: the column to predict.")
+    label_column = luigi.Parameter(description="csv: the column to predict; source: the label's feature name.")
     problem = luigi.ChoiceParameter(
         choices=("auto", "regression", "classification"),
         description="csv: auto (numeric labels: regression, others: classification) or the problem to pose.",
+    )
+    tfrecords = luigi.Parameter(
+        description="A glob of TFRecord files of tf.train.Example (label_column names the label); empty: none."
+    )
+    tfrecords_validation = luigi.Parameter(
+        description="tfrecords: a glob of the validation split's files (then tfrecords is the train split); "
+        "empty: the pipeline splits the records."
+    )
+    source = luigi.Parameter(
+        description="module:function of your own that returns examples (dicts of feature name -> value), from a "
+        "module in the working directory or on PYTHONPATH; empty: not a function."
+    )
+    source_params = luigi.DictParameter(
+        description='source: keyword arguments of the function, as a JSON object, e.g. {"path": "digits.npz"}.'
+    )
+    columns = luigi.DictParameter(
+        description='csv: column kinds that override the inferred ones, e.g. {"zip": "categorical", "name": '
+        '"ignore"} (numeric, categorical or ignore).'
     )
     image_size = luigi.IntParameter(description="Images: side in pixels every image is resized to.")
     num_examples = luigi.IntParameter(description="Sine: number of (x, y) examples.")
@@ -171,18 +196,30 @@ class CreateShards(Stage):
     writer_processes = luigi.IntParameter(significant=False, description="Shard writer processes.")
 
     @property
-    def source(self) -> Any:
+    def example_source(self) -> Any:
         """The source these parameters describe, built from them by name (it validates its own fields).
 
         Built anew at each use (it is a small value): what it reads, a folder's listing or a table,
         is the command's current one (pipeline.invocation, tables.read_table), not the one seen
         when the task was built."""
-        if self.image_dir and self.csv:
+        given = [
+            flag for flag, value in (("image-dir", self.image_dir), ("csv", self.csv), ("source", self.source)) if value
+        ]
+        if len(given) > 1:
             raise ParameterError(
-                "--CreateShards-image-dir and --CreateShards-csv are both set: a run reads one source. Empty one."
+                f"--CreateShards-{given[0]} and --CreateShards-{given[1]} are both set: a run reads one source. "
+                "Empty one."
             )
         kind: Any = (
-            sources.ImageFolderSource if self.image_dir else sources.TableSource if self.csv else sources.SineSource
+            sources.ImageFolderSource
+            if self.image_dir
+            else sources.TableSource
+            if self.csv
+            else user_source.FunctionSource
+            if self.source
+            else tfrecords.TFRecordSource
+            if self.tfrecords
+            else sources.SineSource
         )
         return kind(**{field: getattr(self, field) for field in kind.__dataclass_fields__})
 
@@ -204,11 +241,15 @@ class CreateShards(Stage):
         try:
             if not self.is_demo() or Path(self.image_dir).exists():  # MakeShapes writes the demo first
                 try:
-                    self.source.validate()
+                    self.example_source.validate()
+                    if self.source:  # its examples, in a child process (cached)
+                        source_check.raise_for_schema(source_check.check(self.example_source))
                 except ValueError as error:
-                    message = _flagged(str(error), "CreateShards")
+                    # A source function's messages name their flag, and may quote the user's code (`x=...`).
+                    message = str(error) if self.source else _flagged(str(error), "CreateShards")
                     if "--CreateShards-" not in message:  # a message about the file or folder the user named
-                        message = f"{'--CreateShards-image-dir' if self.image_dir else '--CreateShards-csv'}: {message}"
+                        named = "image-dir" if self.image_dir else "tfrecords" if self.tfrecords else "csv"
+                        message = f"--CreateShards-{named}: {message}"
                     raise ParameterError(message) from None
             num_examples = self.schema().num_examples
         except OSError as error:  # a name too long for the file system, a folder that cannot be read
@@ -236,14 +277,22 @@ class CreateShards(Stage):
             shape = (self.image_size, self.image_size, 3)
             total = {split: count * len(demo.classes) for split, count in counts.items()}
             return Schema("classification", shape, tuple(sorted(demo.classes)), total)
-        found: Schema = self.source.schema()
+        manifest = self.output_dir() / layout.MANIFEST  # published: the shards of this very identity
+        if (
+            self.csv or self.source or self.tfrecords
+        ) and manifest.exists():  # its schema, without inferring the table's columns again
+            return Schema.from_manifest(read_manifest(manifest.parent))
+        if self.source:
+            from_function: Schema = self.example_source.schema(source_check.check(self.example_source))
+            return from_function
+        found: Schema = self.example_source.schema()
         return found
 
     def resolved(self) -> dict[str, Any]:
         """The source's own fields (another source's parameters play no part) and the sharding."""
         return {
-            "source": self.source.kind,
-            **{field: getattr(self, field) for field in self.source.__dataclass_fields__},
+            "source": self.example_source.kind,
+            **{field: getattr(self, field) for field in self.example_source.__dataclass_fields__},
             "num_train_shards": self.num_train_shards,
             "num_validation_shards": self.num_validation_shards,
         }
@@ -257,21 +306,34 @@ class CreateShards(Stage):
         return [self.stage_above(MakeShapes)] if self.is_demo() else []
 
     def source_folders(self) -> dict[str, Path]:
+        if self.source or self.tfrecords:  # the files a function's parameters name (an .npz, a database), TFRecords
+            data_files: dict[str, Path] = self.example_source.data_files()
+            return data_files
         return {"image_dir": Path(self.image_dir)} if self.image_dir else {"csv": Path(self.csv)} if self.csv else {}
+
+    def code_digests(self) -> dict[str, str]:
+        """Our code, and a source function's module with the modules of the user's it imports."""
+        user_code: dict[str, str] = source_check.code(self.example_source) if self.source else {}
+        return {**super().code_digests(), **user_code}
 
     def folder_prefix(self) -> str:
         if self.image_dir:
             return _folder_prefix(Path(self.image_dir).resolve().name)
+        if self.source:
+            return _folder_prefix(self.source.rpartition(":")[2])
+        if self.tfrecords:
+            return "tfrecords"
         return _folder_prefix(Path(self.csv).stem) if self.csv else "sine"
 
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline.etl import shards
 
         num_shards = {"train": self.num_train_shards, "validation": self.num_validation_shards}
-        manifest = shards.create_shards(staging, self.source, num_shards, self.writer_processes, self.progress)
+        manifest = shards.create_shards(staging, self.example_source, num_shards, self.writer_processes, self.progress)
         return {
             "examples": {split: s["num_examples"] for split, s in manifest["splits"].items()},
             "skipped_unreadable": len(manifest.get("skipped_unreadable", [])),  # python -m pipeline status says so
+            **(self.example_source.summary() if self.csv else {}),  # a table's columns by kind, its rows with no label
         }
 
 
@@ -322,9 +384,12 @@ class TrainEstimator(Stage):
     max_epochs = luigi.IntParameter(
         description="Train for this many passes over the training split instead of max_steps; 0: use max_steps."
     )
-    patience = luigi.IntParameter(
+    patience = BatchSizeParameter(  # auto or an integer, as the batch size
         description="Stop when this many evaluations in a row bring no lower eval loss, and export the best "
-        "checkpoint; 0: off."
+        f"checkpoint; 0: off; auto: {config.TABLE_PATIENCE} for a table (evaluated every epoch), else off."
+    )
+    dropout = AutoFloatParameter(
+        description=f"mlp: dropout rate after each hidden layer; auto: {config.TABLE_DROPOUT} for a table, else 0."
     )
     checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
@@ -436,11 +501,14 @@ class TrainEstimator(Stage):
         """input_shape, num_outputs and problem: what every network builder is called with."""
         schema = self.requires().schema()
         problem = problems.get(schema.problem)
-        return {
+        call = {
             "input_shape": list(schema.input_shape),
             "num_outputs": problem.num_outputs(schema.class_names),
             "problem": problem.name,
         }
+        if schema.inputs and builders.takes_input_spec(self.builder()):  # named inputs, raw
+            call["input_spec"] = {name: dict(spec) for name, spec in schema.inputs.items()}
+        return call
 
     def settings(self) -> Any:
         """The resolved training configuration (TrainSettings), once per invocation: it depends on the
@@ -480,7 +548,7 @@ class TrainEstimator(Stage):
 
         settings, examples = self.settings(), self.requires().schema().num_examples["train"]
         epochs = settings.max_steps * settings.batch_size / examples
-        if epochs > MANY_EPOCHS:
+        if epochs > MANY_EPOCHS and not settings.patience:
             logger.warning(
                 "TrainEstimator: %d steps of %d examples are %.0f epochs of the %d training examples (over %d). "
                 "If the eval loss stops falling early (training_curves.png), set --TrainEstimator-max-epochs, "

@@ -38,6 +38,7 @@ SHARED_BY_TRAINING_AND_BELOW = [
     "schema.py",
     "training/__init__.py",
     "training/inputs.py",  # how shards are read
+    "training/preprocessing.py",  # a table's imputation, scaling and lookups: layers of the model it loads
 ]
 CLOSURES = {
     "MakeShapes": ["etl/shapes.py"],
@@ -45,12 +46,16 @@ CLOSURES = {
         "core/__init__.py",
         "core/invocation.py",  # a source is listed and read once per command
         "core/listing.py",
+        "core/modules.py",  # where a source function's module is
         "errors.py",
         "etl/__init__.py",
+        "etl/columns.py",  # a table's column kinds, statistics and vocabularies
         "etl/image_folder.py",
         "etl/shards.py",
         "etl/sources.py",
         "etl/tables.py",
+        "etl/tfrecords.py",  # TFRecords the user has
+        "etl/user_source.py",  # a source function of the user's
         "layout.py",
         "runtime/__init__.py",
         "runtime/orphans.py",  # the shard writers die with the stage

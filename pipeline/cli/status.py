@@ -41,7 +41,7 @@ def explain(stage: Stage) -> list[str]:
 def source_notes(stage: Stage) -> list[str]:
     """What `stage` leaves out: files of its source folders that are not images of a class (now),
     and unreadable files its output skipped (`--CreateShards-skip-unreadable`)."""
-    folders = [folder for folder in stage.source_folders().values() if folder.is_dir()]  # not a table's file
+    folders = [folder for name, folder in stage.source_folders().items() if name == "image_dir" and folder.is_dir()]
     notes = [image_folder.describe_ignored(listing.of(folder)) for folder in folders]
     marker = markers.read_marker(stage.output_dir())
     skipped = marker["info"].get("skipped_unreadable", 0) if marker else 0
@@ -50,6 +50,12 @@ def source_notes(stage: Stage) -> list[str]:
             f"{skipped} unreadable file(s) skipped (--CreateShards-skip-unreadable); "
             f"{stage.output_dir() / layout.MANIFEST} lists them"
         )
+    kinds = marker["info"].get("columns", {}) if marker else {}  # a table's columns by kind
+    if kinds:
+        notes.append("columns: " + "; ".join(f"{kind} {', '.join(names)}" for kind, names in kinds.items() if names))
+    unlabelled = marker["info"].get("unlabelled", 0) if marker else 0
+    if unlabelled:
+        notes.append(f"{unlabelled} row(s) with no label left out; {stage.output_dir() / layout.MANIFEST} lists them")
     return [note for note in notes if note]
 
 

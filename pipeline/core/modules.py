@@ -1,13 +1,15 @@
 """Where a module's source file is, found without importing or running it.
 
-For the code closure of a stage (core/identity.py) and for a user's network
-builder (builders.py). Standard library only: on the scheduling path.
+For the code closure of a stage (core/identity.py), a user's network builder
+(builders.py) and a user's source function (etl/user_source.py). Standard library only: on the scheduling path.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # the project's own modules are never a user's
 _found_modules: dict[tuple[str, tuple[str, ...]], tuple[Path, bool]] = {}  # where modules were found, this process
 
 
@@ -45,3 +47,15 @@ def _find_module(name: str, roots: list[str]) -> tuple[Path, bool] | None:
     if not spec.origin.endswith(".py"):
         return None
     return Path(spec.origin), bool(spec.submodule_search_locations)
+
+
+def user_roots() -> list[str]:
+    """Folders a user's modules (a network, a loss, metrics, callbacks of their own) are found in: the working
+    directory first (the project folder too, when `luigi` runs there), then PYTHONPATH's folders."""
+    extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    roots = []
+    for root in [os.getcwd(), *extra]:
+        root = os.path.abspath(root)
+        if root not in roots:
+            roots.append(root)
+    return roots

@@ -238,6 +238,26 @@ class BatchSizeParameter(luigi.Parameter[Any]):
         return str(x)
 
 
+class AutoFloatParameter(luigi.Parameter[Any]):
+    """`auto` (resolved by config.resolve for the shards) or a number."""
+
+    def parse(self, x: str) -> Any:
+        return "auto" if x.strip() == "auto" else self.normalize(x)
+
+    def normalize(self, x: Any) -> Any:
+        if x == "auto":
+            return "auto"
+        try:
+            if isinstance(x, bool):
+                raise ValueError
+            return float(x)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"Expected auto or a number. Received: {x!r}") from None
+
+    def serialize(self, x: Any) -> str:
+        return str(x)
+
+
 class AugmentParameter(luigi.Parameter[Any]):
     """`auto` (the problem's default), or a JSON list of augmentation names: `["flip_horizontal", "shift"]`, `[]`."""
 

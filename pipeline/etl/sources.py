@@ -27,18 +27,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 from pipeline.core import invocation, listing
-from pipeline.etl import image_folder, tables
+from pipeline.etl import image_folder
+from pipeline.etl.tables import TableSource, split_counts
 from pipeline.schema import Schema
+
+__all__ = ["ImageFolderSource", "SineSource", "TableSource", "split_counts"]
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
-
-
-def split_counts(count: int, validation_fraction: float) -> dict[str, int]:
-    """Examples of a set of `count` that go to each split."""
-    num_validation = image_folder.num_validation(count, validation_fraction)
-    return {"train": count - num_validation, "validation": num_validation}
 
 
 X_MIN, X_MAX = -4 * math.pi, 4 * math.pi
@@ -389,149 +386,3 @@ def image_features(row: ImageRow) -> tuple[dict[str, Any], dict[str, str]]:
     image.save(encoded, format="PNG")
     features = {"image": [encoded.getvalue()], "label": [label], "shape": [size, size, 3], "path": [rel.encode()]}
     return features, {rel: hashlib.sha256(data).hexdigest()}
-
-
-# --- a user's table: a CSV file with a label column -------------------------------------
-
-# What a row of a table is: (its features, its label: a number or a class index, its line in the file).
-TableRow = tuple[tuple[float, ...], float | int, int]
-
-
-@dataclass(frozen=True)
-class TableSource:
-    """A CSV table (tables.read_table): every column but `label_column` a numeric feature.
-
-    Classification splits each class on its own (as for images), regression
-    the whole table; each split is then shuffled globally. The manifest
-    records the mean and variance of every feature over the train split: the
-    network normalises its inputs with them (real columns differ in scale by
-    10⁴ and more).
-    """
-
-    kind = "table"
-
-    csv: Path
-    label_column: str
-    problem: str  # auto, regression or classification
-    validation_fraction: float
-    seed: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "csv", Path(self.csv))  # given as the parameter's string
-
-    @property
-    def table(self) -> tables.Table:
-        """The table, read and checked once per invocation and version of the file (raises ValueError
-        naming the file, line and column)."""
-        return tables.read_table(self.csv, self.label_column, self.problem)
-
-    def validate(self) -> None:
-        """Raise ValueError on a bad table, or a class too small for the split."""
-        if not self.label_column:
-            raise ValueError("A table needs its label column: --CreateShards-label-column NAME.")
-        table = self.table
-        needed = image_folder.min_images_per_class(self.validation_fraction)
-        if table.problem == "classification":
-            counts = {name: 0 for name in table.class_names}
-            for label in table.labels:
-                counts[str(label)] += 1
-            too_few = {name: count for name, count in counts.items() if count < needed}
-            if too_few:
-                listed = ", ".join(f"{name!r} ({count})" for name, count in too_few.items())
-                raise ValueError(
-                    f"{self.csv}: with --CreateShards-validation-fraction {self.validation_fraction} every class "
-                    f"needs at least {needed} rows (one for validation, the rest for training). Too few rows of "
-                    f"class {listed}."
-                )
-        elif len(table.labels) < needed:
-            raise ValueError(f"{self.csv} has {len(table.labels)} rows: at least {needed} are needed to split it.")
-
-    def check(self) -> None:
-        self.validate()
-
-    def schema(self) -> Schema:
-        counts = {"train": 0, "validation": 0}
-        for indices in self._groups():
-            for split, count in split_counts(len(indices), self.validation_fraction).items():
-                counts[split] += count
-        table = self.table
-        return Schema(table.problem, (len(table.feature_names),), table.class_names, counts)
-
-    @property
-    def to_features(self) -> Any:
-        return table_features
-
-    def _groups(self) -> list[list[int]]:
-        """Row indices split apart before the split: one group per class, or one group (regression)."""
-        table = self.table
-        if table.problem != "classification":
-            return [list(range(len(table.labels)))]
-        by_class: dict[str, list[int]] = {name: [] for name in table.class_names}
-        for i, label in enumerate(table.labels):
-            by_class[str(label)].append(i)
-        return list(by_class.values())
-
-    def split_indices(self) -> dict[str, list[int]]:
-        """Row indices per split: stratified by class, then shuffled globally."""
-        import numpy as np
-
-        rs = np.random.RandomState(self.seed)
-        splits: dict[str, list[int]] = {"train": [], "validation": []}
-        for indices in self._groups():
-            order = rs.permutation(len(indices))
-            n_val = split_counts(len(indices), self.validation_fraction)["validation"]
-            splits["validation"] += [indices[i] for i in order[:n_val]]
-            splits["train"] += [indices[i] for i in order[n_val:]]
-        return {split: [rows[i] for i in rs.permutation(len(rows))] for split, rows in splits.items()}
-
-    def rows(self) -> dict[str, list[TableRow]]:
-        table = self.table
-        index = {name: k for k, name in enumerate(table.class_names)}
-
-        def label(i: int) -> float | int:
-            value = table.labels[i]
-            return index[str(value)] if table.problem == "classification" else float(value)
-
-        return {
-            split: [(table.features[i], label(i), table.lines[i]) for i in indices]
-            for split, indices in self.split_indices().items()
-        }
-
-    def manifest(self) -> dict[str, Any]:
-        """Feature names and spec, classes, and each feature's mean and variance over the train split."""
-        import numpy as np
-
-        table = self.table
-        splits = self.split_indices()
-        train = np.asarray([table.features[i] for i in splits["train"]], dtype=np.float64)
-        classification = table.problem == "classification"
-        manifest: dict[str, Any] = {
-            "source": self.kind,
-            "csv": str(self.csv),
-            "problem": table.problem,
-            "feature_names": list(table.feature_names),
-            "label_column": self.label_column,
-            "features": {
-                "x": {"dtype": "float32", "shape": [len(table.feature_names)]},
-                "y": {"dtype": "int64", "shape": []} if classification else {"dtype": "float32", "shape": [1]},
-                "line": {"dtype": "int64", "shape": []},
-            },
-            "inputs": "x",
-            "label": "y",
-            "example_id": "line",
-            "normalization": {"mean": train.mean(axis=0).tolist(), "variance": train.var(axis=0).tolist()},
-            "source_sha256": {Path(self.csv).name: table.sha256},  # of the bytes the table was read from
-        }
-        if classification:
-            manifest["class_names"] = list(table.class_names)
-            manifest["class_counts"] = {
-                split: {name: sum(1 for i in rows if table.labels[i] == name) for name in table.class_names}
-                for split, rows in splits.items()
-            }
-        return manifest
-
-
-def table_features(row: TableRow) -> tuple[dict[str, Any], dict[str, str]]:
-    """The Example features of one row of a table (no file read: the table was read whole)."""
-    features, label, line = row
-    return {"x": list(features), "y": [label], "line": [line]}, {}

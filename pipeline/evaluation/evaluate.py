@@ -22,7 +22,7 @@ from pipeline import builders, layout
 from pipeline.errors import DataError
 from pipeline.evaluation.scoring import of as scoring_of
 from pipeline.schema import read_manifest
-from pipeline.training import inputs
+from pipeline.training import inputs, preprocessing
 
 
 def load_model(model_dir: Path) -> keras.Model:
@@ -45,7 +45,9 @@ def load_model(model_dir: Path) -> keras.Model:
     builders.register_user_objects(config)  # the user's losses and metrics, which the compiled model names
     path = model_dir / layout.KERAS_MODEL
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        # The pipeline's own preprocessing layers (a table's imputation), by their registered name.
+        custom = {"pipeline>ImputeAndScale": preprocessing.ImputeAndScale}
+        return keras.saving.load_model(path, custom_objects=custom, safe_mode=True)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise DataError(
             f"{layout.KERAS_MODEL} in {model_dir} cannot be loaded ({type(error).__name__}: {error}). "
@@ -122,8 +124,8 @@ def predict(
             x, y = batch[0], batch[1]
             ps.append(np.asarray(model(x, training=False)))
             ys.append(y.numpy())
-            if keep_inputs:
-                xs.append(x.numpy())
+            if keep_inputs:  # named inputs (a table's columns): the figure along one input draws a single column
+                xs.append(np.reshape(next(iter(x.values())), (-1, 1)) if isinstance(x, dict) else x.numpy())
             if with_ids:
                 ids += inputs.decode_ids(batch[2].numpy())
     out = {"labels": np.concatenate(ys), "predictions": np.concatenate(ps)}

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline import builders, paths, problems
-from pipeline.core import identity, values
+from pipeline.core import identity, modules, values
 from pipeline.training.compiling import COMPILE_FIELDS, FLAG, callbacks, instance, optimizer
 
 
@@ -37,7 +37,7 @@ def user_modules(config: Any) -> list[str]:
 
 def user_code(config: Any) -> dict[str, str]:
     """Code digests of the user's modules (`user_modules`) and the modules of theirs they import."""
-    closure = identity.code_closure(user_modules(config), builders.user_roots())
+    closure = identity.code_closure(user_modules(config), modules.user_roots())
     return {label: identity.file_code_digest(path) for label, path in closure.items()}
 
 
@@ -59,7 +59,7 @@ def check(request: Mapping[str, Any], code: Mapping[str, str]) -> dict[str, Any]
     except (OSError, ValueError):
         verdicts = {}
     if key not in verdicts:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(builders.user_roots()))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(modules.user_roots()))
         out = subprocess.run(
             [sys.executable, "-m", "pipeline.training.builder_check", json.dumps(request)],
             capture_output=True,
@@ -164,15 +164,33 @@ def build_checked(network: str, call: Mapping[str, Any]) -> tuple[Any, str | Non
     if not isinstance(model, keras.Model):
         return None, f"{builder.function}() returned a {type(model).__name__}, not a keras.Model."
     problem = problems.get(call["problem"])
-    sample = np.random.default_rng(0).uniform(size=(2, *arguments["input_shape"])).astype("float32")
+    sample = _sample(call, 2)
     try:
         outputs = np.asarray(model(sample, training=False), dtype=np.float64)
     except Exception as error:
-        return None, f"the model from {builder.function}() fails on inputs of shape {sample.shape[1:]}: {error}"
+        shapes = {k: list(v.shape[1:]) for k, v in sample.items()} if isinstance(sample, dict) else sample.shape[1:]
+        return None, f"the model from {builder.function}() fails on inputs of shape {shapes}: {error}"
     wrong = problem.check_outputs(outputs, call["num_outputs"])
     if wrong:
         return None, f"the model from {builder.function}() does not fit the {problem.name}: {wrong}."
     return model, None
+
+
+def _sample(call: Mapping[str, Any], batch: int) -> Any:
+    """A batch of sample inputs for the network `call` builds: uniform numbers, or with named inputs (a
+    source of the user's, `input_spec`) one tensor each."""
+    import numpy as np
+
+    if "input_spec" not in call:
+        return np.random.default_rng(0).uniform(size=(batch, *call["input_shape"])).astype("float32")
+    import tensorflow as tf
+
+    return {
+        name: tf.fill([batch, *spec["shape"]], "a")
+        if spec["dtype"] == "string"
+        else tf.zeros([batch, *spec["shape"]], spec["dtype"])
+        for name, spec in call["input_spec"].items()
+    }
 
 
 def verdict(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -192,8 +210,7 @@ def verdict(request: Mapping[str, Any]) -> dict[str, Any]:
         model, error = build_checked(request["network"], call)
         if error:
             return {"error": f"{FLAG}network {request['network']}: {error}"}
-        sample = rng.uniform(size=(batch, *call["input_shape"])).astype("float32")
-        outputs = np.asarray(model(sample, training=False), dtype="float32")
+        outputs = np.asarray(model(_sample(call, batch), training=False), dtype="float32")
         if model.compiled:
             config = model.get_compile_config()
             compiled = {name: _short(config.get(name)) for name in ("optimizer", "loss", "metrics")}

@@ -17,6 +17,9 @@ network). Resolution is a value computed from them, never written back:
   its loss; the metrics listed are added beside the problem's own), a name is
   checked against Keras' (training/compiling.py); `network_compiles` is true
   when the user's network compiles itself, whose choices then replace them.
+- `patience` and `dropout`: `auto` becomes the table defaults for a table
+  (early stopping evaluated every epoch, `TABLE_PATIENCE`; `TABLE_DROPOUT`),
+  and off for the sine and images (their results stay as they were).
 
 The settings class is made from the task's parameters by name
 (`settings_class`): a parameter is declared once, as a Luigi parameter with
@@ -37,6 +40,11 @@ from pipeline.schema import Schema
 from pipeline.training import compiling
 
 AUTO_BATCH_SIZE = 128  # `--TrainEstimator-batch-size auto`: this many, or the whole training split if smaller
+# A table's defaults (`auto`): small tables overfit in a few dozen epochs, so training is evaluated every
+# epoch, stops after this many evaluations without a lower eval loss (exporting the best checkpoint), and
+# the mlp drops out this share of its hidden units (bench/tables.py measures them against linear models).
+TABLE_PATIENCE = 20
+TABLE_DROPOUT = 0.5
 
 # Parameters that do not become fields: the force flag, and what resolves into network_args.
 NOT_SETTINGS = frozenset({"force", "network_params", "variant", "trial"})
@@ -101,6 +109,11 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
         values["batch_size"] = min(AUTO_BATCH_SIZE, schema.num_examples.get("train") or AUTO_BATCH_SIZE)
     if values["max_epochs"] > 0 and values["batch_size"] > 0 and schema.num_examples.get("train"):
         values["max_steps"] = math.ceil(values["max_epochs"] * schema.num_examples["train"] / values["batch_size"])
+    table = schema.source == "table"
+    if values["patience"] == "auto":  # a table: early stopping, evaluated every epoch; otherwise off
+        values["patience"] = TABLE_PATIENCE if table else 0
+        if table and values["batch_size"] > 0:
+            values["checkpoint_steps"] = max(1, math.ceil(schema.num_examples.get("train", 1) / values["batch_size"]))
     values["augment"] = _augmentations(parameters["augment"], problem, schema)
     # What the training is compiled with: the problem's defaults, or Keras' names or the user's (compiling.py).
     values["optimizer"] = compiling.optimizer_name(parameters["optimizer"])
@@ -117,6 +130,12 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
     network_parameters = {
         name: value for name, value in parameters.items() if name not in NOT_SETTINGS and name != "network"
     }
+    if network_parameters.get("dropout") == "auto":
+        network_parameters["dropout"] = TABLE_DROPOUT if table else 0.0
+    if "dropout" in network_parameters and not 0 <= network_parameters["dropout"] < 1:
+        raise ValueError(
+            f"--TrainEstimator-dropout must be auto or in [0, 1). Received: {network_parameters['dropout']}"
+        )
     values["network_args"] = builders.arguments(builder, network_parameters, parameters["network_params"])
     return cls(**values)
 

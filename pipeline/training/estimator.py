@@ -32,8 +32,8 @@ from pipeline.core import values
 from pipeline.errors import PipelineError, TrainingDivergedError, UserCodeError
 from pipeline.runtime import phases
 from pipeline.runtime.clock import duration
-from pipeline.schema import read_manifest
-from pipeline.training import cluster, compiling, export, hparams, inputs, multiworker
+from pipeline.schema import named_inputs, read_manifest
+from pipeline.training import cluster, compiling, export, hparams, inputs, multiworker, preprocessing
 from pipeline.training.config import as_dict
 
 Progress = Callable[[float, str], None]
@@ -196,23 +196,23 @@ def train(
 
 def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
     """The uncompiled network: the builder `config.network` names, called with the problem's
-    input shape and outputs and `config.network_args`; inputs normalised first where the
-    manifest records feature statistics (tables)."""
+    input shape and outputs and `config.network_args`; behind the preprocessing of named inputs
+    (a table's columns: training/preprocessing.py), so that the model takes the raw columns."""
     problem = problems.get(manifest["problem"])
     builder = builders.load(config.network)
     input_shape = inputs.input_shape(manifest)
+    raw = named_inputs(manifest) and builders.takes_input_spec(builders.find(config.network))
+    spec = {"input_spec": {name: manifest["features"][name] for name in manifest["inputs"]}} if raw else {}
     model = builder(
         input_shape=input_shape,
         num_outputs=problem.num_outputs(manifest.get("class_names", [])),
         problem=problem.name,
+        **spec,  # a network that takes the named inputs as they are (a source of the user's)
         **values.normalise(config.network_args),  # Luigi's frozen values as plain lists and dicts
     )
-    if "normalization" in manifest:
-        features = keras.Input(shape=input_shape, name="features")
-        stats = manifest["normalization"]
-        normalised = keras.layers.Normalization(mean=stats["mean"], variance=stats["variance"], name="normalise")
+    if named_inputs(manifest) and not raw:  # a table's raw columns: imputed, scaled and looked up inside the model
         inner = model
-        model = keras.Model(features, inner(normalised(features)), name=inner.name)
+        model = preprocessing.with_preprocessing(inner, manifest)
         if inner.compiled:  # the builder's own choices, kept for the model that wraps it
             model.compile(**inner._compile_config.config)
     return model

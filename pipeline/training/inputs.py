@@ -47,7 +47,9 @@ def parser(manifest: dict[str, Any]) -> Callable[[tf.Tensor], Parsed]:
 
     def parse(serialized: tf.Tensor) -> Parsed:
         features = tf.io.parse_example(serialized, spec)
-        return features[inputs], features[label]
+        if isinstance(inputs, str):
+            return features[inputs], features[label]
+        return {name: features[name] for name in inputs}, features[label]  # named inputs: a table's columns
 
     return parse
 
@@ -60,6 +62,8 @@ def _shards(folder: Path, split: str) -> list[str]:
         )
     return files
 
+
+STRING_BYTES = 64  # what a parsed string feature (a table's category) is taken to hold, for IN_MEMORY_BYTES
 
 # A train split whose parsed examples (images: decoded, uint8) take at most this
 # many bytes is read and parsed once and kept in memory; a larger one streams.
@@ -124,7 +128,8 @@ def parsed_bytes(manifest: dict[str, Any], split: str) -> int:
         per_example = math.prod(manifest["image_shape"]) + tf.int64.size
     else:
         per_example = sum(
-            math.prod(f["shape"]) * tf.dtypes.as_dtype(f["dtype"]).size for f in manifest["features"].values()
+            math.prod(f["shape"]) * (STRING_BYTES if f["dtype"] == "string" else tf.dtypes.as_dtype(f["dtype"]).size)
+            for f in manifest["features"].values()
         )
     return int(manifest["splits"][split]["num_examples"] * per_example)
 
@@ -144,7 +149,7 @@ def _in_memory_batches(files: list[str], manifest: dict[str, Any], batch_size: i
     def permute(epoch: tf.Tensor, parsed: Parsed) -> Parsed:
         count = tf.shape(parsed[1])[0]  # num_examples, or a worker's share if the files are sharded
         order = tf.random.experimental.stateless_shuffle(tf.range(count), tf.stack([tf.cast(seed, tf.int64), epoch]))
-        return tf.gather(parsed[0], order), tf.gather(parsed[1], order)
+        return tf.nest.map_structure(lambda tensor: tf.gather(tensor, order), parsed)
 
     return split.repeat().enumerate().map(permute).rebatch(batch_size, drop_remainder=True)
 
@@ -195,6 +200,8 @@ MAX_BRIGHTNESS_DELTA = 0.2
 
 def is_image(manifest: dict[str, Any]) -> bool:
     """Whether the inputs are encoded images (decoded per batch) rather than numbers."""
+    if not isinstance(manifest["inputs"], str):
+        return False
     return bool(manifest["features"][manifest["inputs"]].get("encoding") == "png")
 
 
@@ -202,6 +209,8 @@ def input_shape(manifest: dict[str, Any]) -> tuple[int, ...]:
     """The shape of one parsed input example (what the network takes)."""
     if is_image(manifest):
         return tuple(manifest["image_shape"])
+    if "input_shape" in manifest:  # named inputs: what preprocessing makes of them (training/preprocessing.py)
+        return tuple(manifest["input_shape"])
     return tuple(manifest["features"][manifest["inputs"]]["shape"])
 
 
