@@ -25,3 +25,9 @@ class TrainingDivergedError(PipelineError):
 
 class TrialPrunedError(PipelineError):
     """A search's pruner stopped this training: it is kept unpublished, and resumes when trained again."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a stage ran: a pause. Its message says where it stopped and how the same
+    command goes on, e.g. `TrainEstimator interrupted at step 600/1500; the same command resumes from its
+    checkpoint at step 500`. A KeyboardInterrupt, so that Luigi's worker lets it through as one."""
