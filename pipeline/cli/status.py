@@ -5,10 +5,20 @@ from __future__ import annotations
 from luigi.cmdline_parser import CmdlineParser
 
 from pipeline import layout, paths
+from pipeline.cli import interface
 from pipeline.core import identity, listing, markers
 from pipeline.core import remote as remotes
 from pipeline.core.stage import Stage, dag
+from pipeline.errors import ParameterError
 from pipeline.etl import image_folder
+
+USAGE = "python -m pipeline status TASK [--<Task>-<param> VALUE ...]"
+DESCRIPTION = """\
+Every stage of TASK's DAG as up to date or stale, with the reason (no output yet, parameter
+X changed from a to b, code of file F changed, upstream Y changed), and where its output is.
+Takes the parameters `luigi --module pipeline TASK` takes (`luigi --module pipeline TASK
+--help` lists them). Exits with 0 when every stage is up to date, 1 when one is stale.
+Imports no TensorFlow."""
 
 
 def previous_output(stage: Stage) -> dict | None:
@@ -53,8 +63,17 @@ def source_notes(stage: Stage) -> list[str]:
     return [note for note in notes if note]
 
 
-def status(argv: list[str]) -> int:
+def parser() -> interface.Arguments:
+    """The command's help (the parameters after TASK are Luigi's, read by its parser)."""
+    arguments = interface.Arguments("python -m pipeline status", DESCRIPTION, usage=USAGE)
+    arguments.add_argument("task", metavar="TASK", help="The last stage of the DAG, e.g. PlotInference.")
+    return arguments
+
+
+def main(argv: list[str]) -> int:
     """Print every stage of a DAG as up to date or stale, with reasons; 0 if all are up to date, else 1."""
+    if not argv or argv[0].startswith("-"):
+        raise ParameterError(f"status needs a task first, e.g. python -m pipeline status PlotInference. Usage: {USAGE}")
     # Upstream tasks read the command line's --Task-param values while the
     # parser is the global instance: the whole walk happens inside it.
     stale = False
