@@ -61,6 +61,10 @@ def closest(word: str, candidates: Sequence[str]) -> str | None:
     suffix = [c for c in candidates if key(c).endswith("-" + key(word).lstrip("-"))]  # a flag without its task
     if suffix:
         return " or ".join(suffix[:3])
+    stem = "-" + key(word).lstrip("-")
+    started = [c for c in candidates if stem in key(c)]  # the start of a name, without its task: --max-step
+    if 0 < len(started) <= 3 and len(stem) > 4:
+        return " or ".join(started)
     import difflib  # only when something is mistyped
 
     match = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
