@@ -80,7 +80,9 @@ def test_ctrl_c_against_luigid_is_a_pause_and_the_same_command_resumes_at_once(t
     assert "resumes from the staging folder" in log and "marked as running by disconnected worker" not in log
     (model,) = (tmp_path / "models").glob("sine-mlp-*")
     marker = markers.read_marker(model)
-    assert marker is not None and marker["info"]["resumed_from_step"] == saved, (reached, saved, marker["info"])
+    assert marker is not None
+    assert marker["info"]["resumed_from_step"] == saved, (reached, saved, marker["info"])
+    assert marker["info"].get("run") is None  # --name went with the run that was interrupted, not this one
 
 
 def test_sigterm_is_the_same_pause(tmp_path: Path) -> None:
