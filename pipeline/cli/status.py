@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from luigi.cmdline_parser import CmdlineParser
 
 from pipeline import layout, paths
@@ -48,11 +50,20 @@ def explain(stage: Stage) -> list[str]:
     return reasons + own
 
 
+def _users_files(found: listing.Listing) -> listing.Listing:
+    """The listing without the marker of the stage that wrote the folder (MakeShapes' demo images):
+    the pipeline's own file is no user's file that CreateShards ignores."""
+    if markers.MARKER not in found.ignored or markers.read_marker(found.folder) is None:
+        return found
+    ignored = tuple(name for name in found.ignored if name != markers.MARKER)
+    return dataclasses.replace(found, ignored=ignored, num_ignored=found.num_ignored - 1)
+
+
 def source_notes(stage: Stage) -> list[str]:
     """What `stage` leaves out: files of its source folders that are not images of a class (now),
     and unreadable files its output skipped (`--CreateShards-skip-unreadable`)."""
     folders = [folder for folder in stage.source_folders().values() if folder.is_dir()]  # not a table's file
-    notes = [image_folder.describe_ignored(listing.of(folder)) for folder in folders]
+    notes = [image_folder.describe_ignored(_users_files(listing.of(folder))) for folder in folders]
     marker = markers.read_marker(stage.output_dir())
     skipped = marker["info"].get("skipped_unreadable", 0) if marker else 0
     if skipped:
