@@ -139,6 +139,10 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
     for family, percentage, message in watched_run.seen_running:
         if family != "TrainEstimator" or message is None or message == f"step 0/{MAX_STEPS}: training":
             continue
+        between = re.fullmatch(rf"step (\d+)/{MAX_STEPS}: loss \S+, [\d.]+ steps/s, ETA (\d+:\d\d|\?)", message)
+        if between:  # between two evaluations (at most every estimator.PROGRESS_SECONDS): the step and the ETA
+            shown_steps.append(int(between[1]))
+            continue
         match = pattern.fullmatch(message)
         assert match, message
         step = int(match[1])

@@ -13,6 +13,7 @@ changes: the task's own parameters, ids and state are Luigi's.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,10 @@ def install() -> None:
 def main(argv: list[str]) -> None:
     """Run luigid with `argv` (its own options), progress shown in the task list."""
     install()
+    # Importing `pipeline` gave the root logger a NullHandler (pipeline/__init__.py), with which
+    # logging.basicConfig would not write luigid's log (<logdir>/luigi-server.log).
+    for handler in [h for h in logging.root.handlers if isinstance(h, logging.NullHandler)]:
+        logging.root.removeHandler(handler)
     luigi.cmdline.luigid(argv)
 
 
