@@ -35,8 +35,14 @@ def _port() -> int:
 
 def _luigi(folder: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     command = [str(VENV_BIN / "luigi"), "--module", "pipeline", "TrainEstimator", "--scheduler-port", str(port)]
-    with open(log, "wb") as out:
-        return subprocess.Popen(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+    with open(log, "wb") as out:  # SIGINT as at a terminal, also when this was started in the background
+        return subprocess.Popen(
+            command,
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
 
 def _wait_for(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> float:
@@ -69,6 +75,8 @@ def main() -> None:
             print(f"SIGINT to exit: {stopped:.1f} s (exit code {code})")
             line = re.search(r"^TrainEstimator interrupted at .*$", (folder / "log1").read_text(), re.MULTILINE)
             print(f"  {line[0] if line else 'no pause line'}")
+            if code != 130:
+                raise SystemExit("the training was not interrupted: no rerun to time")
             second = _luigi(folder, port, folder / "log2")
             waited = _wait_for(folder / "log2", r"running +TrainEstimator", second)
             print(f"rerun start to TrainEstimator running: {waited:.1f} s")
