@@ -21,15 +21,18 @@ gc [--yes] [--unused (--older-than DAYS | --keep-last N)] [TASK] [--Task-param v
     outside the artifact root: a folder that is a link is removed as a link,
     its target never (pipeline/runtime/containment.py).
 
-runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
-    One row per trained model under the artifact root: the parameters that
-    differ between the rows (--all: every parameter), the headline
-    validation metrics, when it finished, seconds per stage, its folder.
+runs [--where KEY OP VALUE ...] [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]
+    One row per trained model under the artifact root, one table per data
+    set and problem: its name (--name), the parameters that differ between
+    the rows (--all: every parameter), the headline validation metrics, when
+    it finished, seconds per stage. --where source=sine,
+    --where TrainEstimator.learning_rate<0.01: only the runs it holds for.
 diff A B
     What differs between two outputs (model folders, folder names or
     identity prefixes): parameters, code files, versions, upstream data.
-report [RUN ...] [--out FILE]
-    One self-contained HTML page of the runs (default: all): the table,
+report [RUN ...] [--where KEY OP VALUE ...] [--out FILE]
+    One self-contained HTML page of the runs (default: all), per data set
+    and problem: the table,
     the training curves overlaid, each metric against each parameter that
     differs, and each run's figures. Default FILE: reports/runs.html.
 sweep TASK --Task-param A,B [--Task-param C,D ...] [--workers N] [luigi flags]
@@ -47,15 +50,17 @@ doctor
     What TensorFlow sees (devices, CUDA/cuDNN build, mixed precision), the
     GPU slots of this host, the resource pools and the scheduler.
 
+`python -m pipeline COMMAND --help` prints the command's own usage and options.
 A mistake (an unknown task, command or parameter, a value not accepted) is one
 line naming it and what is meant, exit code 40.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
-from collections.abc import Callable
+from typing import Protocol
 
 import pipeline  # noqa: F401 (registers the tasks and the project's luigi.cfg)
 from pipeline.cli import interface
@@ -63,40 +68,39 @@ from pipeline.cli import interface
 USAGE = __doc__ or ""
 
 
-# Each command: its module below pipeline/cli and the function that takes its arguments.
-# A module is imported only when its command runs (`report` imports Matplotlib, `doctor` TensorFlow).
-COMMANDS: dict[str, str] = {
-    "status": "status:status",
-    "gc": "gc:gc",
-    "worker": "worker:worker",
-    "runs": "experiments:runs_command",
-    "diff": "experiments:diff_command",
-    "report": "experiments:report_command",
-    "sweep": "experiments:sweep_command",
-    "search": "search:main",
-    "doctor": "doctor:doctor_command",
-}
+# Each command is a module below pipeline/cli with `parser()` (its options: `<command> --help` prints
+# them) and `main(argv) -> int`. A module is imported only when its command runs (`report` imports
+# Matplotlib, `doctor` TensorFlow).
+COMMANDS: tuple[str, ...] = ("status", "gc", "worker", "runs", "diff", "report", "sweep", "search", "doctor")
+HELP = ("-h", "--help")
 
 
-def command(name: str) -> Callable[[list[str]], int]:
-    """The function that runs command `name` (COMMANDS)."""
-    module, _, function = COMMANDS[name].partition(":")
-    found: Callable[[list[str]], int] = getattr(importlib.import_module(f"pipeline.cli.{module}"), function)
-    return found
+class Command(Protocol):
+    """What a command module provides."""
+
+    def parser(self) -> argparse.ArgumentParser: ...
+
+    def main(self, argv: list[str]) -> int: ...
+
+
+def command(name: str) -> Command:
+    """The module of command `name` (COMMANDS)."""
+    module: Command = importlib.import_module(f"pipeline.cli.{name}")
+    return module
 
 
 def main(argv: list[str]) -> int:
     """Run one helper command; a user's mistake prints one line and exits with 40 (interface.run_command)."""
-    if argv and argv[0] in ("-h", "--help"):
+    if argv and argv[0] in HELP:
         return interface.run_command(lambda: print(USAGE, flush=True) or 0)
     if not argv:
         return interface.usage_error("No command given.", None, list(COMMANDS))
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         return interface.usage_error(f"Unknown command {name}.", name, list(COMMANDS))
-    if name == "status" and not rest:
-        return interface.usage_error("status needs a task, e.g. python -m pipeline status PlotInference.", None, [])
-    return interface.run_command(lambda: command(name)(rest))
+    if any(word in HELP for word in rest):  # the command's own usage and options, whatever else is given
+        return interface.run_command(lambda: print(command(name).parser().format_help(), end="", flush=True) or 0)
+    return interface.run_command(lambda: command(name).main(rest))
 
 
 if __name__ == "__main__":

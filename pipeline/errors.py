@@ -29,3 +29,9 @@ class TrialPrunedError(PipelineError):
 
 class UserCodeError(PipelineError):
     """The user's code (a callback, a loss, a metric) raised while the training ran."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a stage ran: a pause. Its message says where it stopped and how the same
+    command goes on, e.g. `TrainEstimator interrupted at step 600/1500; the same command resumes from its
+    checkpoint at step 500`. A KeyboardInterrupt, so that Luigi's worker lets it through as one."""

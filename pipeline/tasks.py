@@ -37,7 +37,9 @@ from pipeline.core.parameters import (
     AugmentParameter,
     AutoFloatParameter,
     BatchSizeParameter,
+    BooleanParameter,
     CheckedParameters,
+    DataPathParameter,
     PerNetworkParameter,
 )
 from pipeline.core.stage import Stage, dag
@@ -153,12 +155,13 @@ class CreateShards(Stage):
     headline_params = ("source",)
     build_phase = "etl"
 
-    image_dir = luigi.Parameter(
-        description="A folder of images, one subfolder per class (classification); empty: not images."
+    image_dir = DataPathParameter(
+        description="A folder of images, one subfolder per class (classification); empty: not images. "
+        "Held as the real path it names, however it is spelled."
     )
-    csv = luigi.Parameter(
+    csv = DataPathParameter(
         description="A CSV table with a header: label_column is the label, the other columns features "
-        "(numbers, categories; missing cells imputed)."
+        "(numbers, categories; missing cells imputed). Held as the real path it names, however it is spelled."
     )
     label_column = luigi.Parameter(description="csv: the column to predict; source: the label's feature name.")
     problem = luigi.ChoiceParameter(
@@ -190,7 +193,7 @@ class CreateShards(Stage):
     num_train_shards = luigi.IntParameter(description="Number of train TFRecord files.")
     num_validation_shards = luigi.IntParameter(description="Number of validation TFRecord files.")
     seed = luigi.IntParameter(description="Seed of the noise, of the split and of the global shuffle.")
-    skip_unreadable = luigi.BoolParameter(
+    skip_unreadable = BooleanParameter(
         description="Images: leave out the files that cannot be read (the manifest lists them) instead of failing.",
     )
     writer_processes = luigi.IntParameter(significant=False, description="Shard writer processes.")
@@ -373,9 +376,7 @@ class TrainEstimator(Stage):
     conv_filters = luigi.ListParameter(description="cnn: filters of each convolution block, e.g. [16, 32, 64].")
     dense_units = luigi.IntParameter(description="cnn: units of the dense layer before the output.")
     learning_rate = PerNetworkParameter(value_type=float, description="The optimizer's (initial) learning rate.")
-    lr_decay = luigi.BoolParameter(
-        parsing=luigi.BoolParameter.EXPLICIT_PARSING, description="Cosine-decay the rate to 0 over max_steps."
-    )
+    lr_decay = BooleanParameter(description="Cosine-decay the rate to 0 over max_steps.")
     batch_size = BatchSizeParameter(
         description=f"Examples per training step; auto: {config.AUTO_BATCH_SIZE}, or the whole training split when "
         "it is smaller."
@@ -394,8 +395,7 @@ class TrainEstimator(Stage):
     checkpoint_steps = PerNetworkParameter(value_type=int, description="Evaluate and checkpoint every N steps.")
     shuffle_buffer = luigi.IntParameter(description="Examples in the shuffle buffer.")
     seed = luigi.IntParameter(description="Seed of the initial weights, the data order and the augmentation.")
-    mixed_precision = luigi.BoolParameter(
-        parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+    mixed_precision = BooleanParameter(
         description="Compute in float16 on GPUs (bfloat16 on CPUs), keep weights in float32.",
     )
     augment = AugmentParameter(

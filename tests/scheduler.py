@@ -7,6 +7,7 @@ import configparser
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -87,8 +88,14 @@ def write_run_config(folder: Path, train: dict[str, str] | None = None) -> None:
         parser.write(f)
 
 
+def _default_sigint() -> None:
+    # A process started in the background of a shell (`make test &`) ignores SIGINT, and so do
+    # its children: Python then never raises KeyboardInterrupt. The run is Ctrl-C's as at a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_luigi(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start `luigi --module pipeline ...` in `cwd`, its output into `log`."""
+    """Start `luigi --module pipeline ...` in `cwd`, its output into `log` (SIGINT ends it as Ctrl-C would)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     with open(log, "wb") as out:
         return subprocess.Popen(
@@ -98,4 +105,5 @@ def start_luigi(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=_default_sigint,
         )

@@ -130,7 +130,8 @@ def test_only_a_users_mistake_is_one_line(
     assert commands.main(["runs", "--json", "--csv"]) == interface.BAD_PARAMETER_EXIT
     assert capsys.readouterr().err == (
         "ERROR: ParameterError: python -m pipeline runs: argument --csv: not allowed with argument --json. "
-        "Usage: python -m pipeline runs [--sort-by COLUMN] [--reverse] [--all] [--json | --csv]\n"
+        "Usage: python -m pipeline runs [-h] [--where KEY OP VALUE] [--sort-by COLUMN] [--reverse] [--all] "
+        "[--json | --csv]\n"
     )
     assert commands.main(["report"]) == interface.BAD_PARAMETER_EXIT  # an empty root
     assert capsys.readouterr().err == (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import remote_gc
-from pipeline.cli.gc import gc
+from pipeline.cli.gc import main as gc
 from pipeline.core import markers, pulled, transfer
 from pipeline.core import remote as remotes
 from pipeline.core.identity import Identity

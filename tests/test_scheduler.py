@@ -51,6 +51,7 @@ def test_without_a_scheduler_luigi_fails_at_once_naming_both_ways_out(tmp_path: 
     assert f"No Luigi scheduler answers at http://127.0.0.1:{port}/ (Connection refused)" in out.stderr
     assert f"`make scheduler SCHEDULER_PORT={port}`" in out.stderr
     assert "--local-scheduler" in out.stderr
+    assert "point at the one that runs with --scheduler-host HOST --scheduler-port PORT" in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["luigi.cfg"]  # nothing was run
 
@@ -137,6 +138,10 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
     shown_steps = []
     for family, percentage, message in watched_run.seen_running:
         if family != "TrainEstimator" or message is None or message == f"step 0/{MAX_STEPS}: training":
+            continue
+        between = re.fullmatch(rf"step (\d+)/{MAX_STEPS}: loss \S+, [\d.]+ steps/s, ETA (\d+:\d\d|\?)", message)
+        if between:  # between two evaluations (at most every estimator.PROGRESS_SECONDS): the step and the ETA
+            shown_steps.append(int(between[1]))
             continue
         match = pattern.fullmatch(message)
         assert match, message

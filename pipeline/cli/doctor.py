@@ -21,7 +21,7 @@ import luigi.interface
 import luigi.rpc
 
 from pipeline.cli import interface, scheduler
-from pipeline.runtime import gpu_slots
+from pipeline.runtime import gpu_slots, quiet_tensorflow
 
 # CPU flags (as /proc/cpuinfo spells them) with native bfloat16 arithmetic.
 BFLOAT16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -39,6 +39,7 @@ def cpu_flags() -> set[str]:
 
 def tensorflow_lines() -> list[str]:
     """TensorFlow's version and build, its devices, and whether mixed precision pays off on them."""
+    quiet_tensorflow.load()  # first (keras imports it): its start-up lines are no part of this report
     import keras
     import tensorflow as tf
 
@@ -143,8 +144,20 @@ def report() -> list[str]:
     return [*tensorflow_lines(), *slot_lines(), *pool_lines(), *scheduler_lines(), f"Working directory: {Path.cwd()}"]
 
 
-def doctor_command(argv: list[str]) -> int:
+DESCRIPTION = """\
+What a training would run on: what TensorFlow sees (devices, CUDA/cuDNN build, mixed
+precision), the GPU slots of this host, the resource pools and the scheduler. The only
+command that imports TensorFlow (its start-up lines are left out: TF_CPP_MIN_LOG_LEVEL=0
+shows them)."""
+
+
+def parser() -> interface.Arguments:
+    """The command's options (its --help): none."""
+    return interface.Arguments("python -m pipeline doctor", DESCRIPTION)
+
+
+def main(argv: list[str]) -> int:
     """Print what TensorFlow sees, the GPU slots, the resource pools and the scheduler."""
-    interface.Arguments(prog="python -m pipeline doctor", add_help=False).parse_args(argv)
+    parser().parse_args(argv)
     print("\n".join(report()))
     return 0

@@ -2,41 +2,70 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 
 from luigi.cmdline_parser import CmdlineParser
 
 from pipeline import paths
-from pipeline.cli import cleanup, remote_gc
+from pipeline.cli import cleanup, interface, remote_gc
 from pipeline.core import markers, publish
 from pipeline.core import remote as remotes
 from pipeline.core.stage import dag
 from pipeline.errors import ParameterError
 
-
-def _option(argv: list[str], name: str, convert: Callable[[str], float]) -> tuple[float | None, list[str]]:
-    """Take `name VALUE` (or `name=VALUE`) out of argv; the value converted, or None when absent."""
-    for i, word in enumerate(argv):
-        if word == name or word.startswith(name + "="):
-            value = word.split("=", 1)[1] if "=" in word else (argv[i + 1] if i + 1 < len(argv) else "")
-            rest = argv[:i] + argv[i + (1 if "=" in word else 2) :]
-            try:
-                number = convert(value)
-            except ValueError:
-                raise ParameterError(f"gc {name} takes a number. Received: {value!r}") from None
-            if number < 0:
-                raise ParameterError(f"gc {name} must not be negative. Received: {value}")
-            return number, rest
-    return None, argv
+USAGE = (
+    "python -m pipeline gc [--yes] [--unused (--older-than DAYS | --keep-last N)] [--remote] [TASK] "
+    "[--<Task>-<param> VALUE ...]"
+)
+DESCRIPTION = """\
+Lists what the artifact root holds besides the outputs of TASK's DAG (default PlotInference)
+in the current configuration (the parameters are luigi's: `luigi --module pipeline TASK
+--help` lists them). Removes, with --yes: the leftovers (staging folders of crashed or
+failed stages, copies moved aside, orphaned locks); with --unused also complete results of
+other configurations, those older than DAYS days and/or all but the newest N of each stage;
+with --remote the same in the configured remote. Raw data under data/raw is never touched,
+nor anything outside the artifact root: a folder that is a link is removed as a link, its
+target never."""
 
 
-def gc(argv: list[str]) -> int:
+def _count(convert: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: a number that is not negative."""
+
+    def parse(text: str) -> float:
+        try:
+            number = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes a number. Received: {text!r}") from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"must not be negative. Received: {text}")
+        return number
+
+    return parse
+
+
+def parser() -> interface.Arguments:
+    """The command's options (its --help); TASK and the parameters after them are Luigi's."""
+    arguments = interface.Arguments("python -m pipeline gc", DESCRIPTION, usage=USAGE)
+    arguments.add_argument("--yes", action="store_true", help="Remove what is listed (without it: only list).")
+    arguments.add_argument("--unused", action="store_true", help="Also complete results of other configurations.")
+    arguments.add_argument(
+        "--older-than", type=_count(float), metavar="DAYS", help="With --unused: made more than DAYS days ago."
+    )
+    arguments.add_argument(
+        "--keep-last", type=_count(int), metavar="N", help="With --unused: all but the newest N of each stage."
+    )
+    arguments.add_argument("--remote", action="store_true", help="The same rules in the configured remote too.")
+    return arguments
+
+
+def main(argv: list[str]) -> int:
     """List (and with --yes remove) leftovers, and with --unused results of other configurations."""
-    remove, unused, on_remote = "--yes" in argv, "--unused" in argv, "--remote" in argv
-    argv = [a for a in argv if a not in ("--yes", "--unused", "--remote")]
-    older_than, argv = _option(argv, "--older-than", float)
-    keep_last, argv = _option(argv, "--keep-last", int)
+    # Our options wherever they are; TASK and its --<Task>-<param> VALUE pairs, in order, for Luigi's parser.
+    args, argv = parser().parse_known_args(argv)
+    remove, unused, on_remote = args.yes, args.unused, args.remote
+    older_than, keep_last = args.older_than, args.keep_last
     if unused and older_than is None and keep_last is None:
         raise ParameterError(
             "gc --unused removes complete results of other configurations: say which, with --older-than DAYS "
@@ -46,8 +75,8 @@ def gc(argv: list[str]) -> int:
         raise ParameterError("gc --older-than and --keep-last choose among results: add --unused.")
     if not argv or argv[0].startswith("-"):
         argv = ["PlotInference", *argv]
-    with CmdlineParser.global_instance(argv) as parser:
-        stages = dag(parser.get_task_obj())
+    with CmdlineParser.global_instance(argv) as command_line:
+        stages = dag(command_line.get_task_obj())
         current = {s.task_family: {"folder": s.output_dir(), "identity": s.identity().as_dict()} for s in stages}
         # Staging folders the next run of this configuration takes up: training's checkpoints, or a
         # complete one that a stopped run did not get to publish.

@@ -8,6 +8,8 @@ the parser for a task and prints a task's help, so that:
 
 - an unknown task or flag is one line naming it and the closest known one
   (difflib), exit code 40 (a bad parameter, before any work), no traceback;
+  a flag is never abbreviated (argparse's prefix matching is off), so a
+  prefix of a parameter's flag is such an unknown flag;
 - `--help` after a stage lists the parameters of every stage of its DAG
   (upstream first), with the value luigi.cfg gives and the description.
 
@@ -59,6 +61,10 @@ def closest(word: str, candidates: Sequence[str]) -> str | None:
     suffix = [c for c in candidates if key(c).endswith("-" + key(word).lstrip("-"))]  # a flag without its task
     if suffix:
         return " or ".join(suffix[:3])
+    stem = "-" + key(word).lstrip("-")
+    started = [c for c in candidates if stem in key(c)]  # the start of a name, without its task: --max-step
+    if 0 < len(started) <= 3 and len(stem) > 4:
+        return " or ".join(started)
     import difflib  # only when something is mistyped
 
     match = difflib.get_close_matches(key(word), list(by_key), n=1, cutoff=0.6)
@@ -123,6 +129,8 @@ def _config_value(cls: type[luigi.Task], name: str, param: luigi.Parameter) -> s
 def _description(param: luigi.Parameter) -> str:
     """A parameter's description, its choices (if any) in a stable order (Luigi lists a set's)."""
     text = param.description or ""
+    if isinstance(param, luigi.BoolParameter):
+        return f"{text} true or false; the flag alone means true."
     choices = getattr(param, "_choices", None)
     if choices is None:
         return text
@@ -145,7 +153,10 @@ def dag_help(task_family: str, stage_families: list[str]) -> str:
         for name, param in cls.get_params():
             flag = f"--{family}-{name.replace('_', '-')}"
             extra = "" if param.significant else " Not significant: changing it reruns nothing."
-            lines.append(f"  {flag} {_config_value(cls, name, param)}")
+            value = _config_value(cls, name, param)
+            if isinstance(param, luigi.BoolParameter):  # one syntax: a value, or the flag alone for true
+                value = f"[true|false] {value.lower()}"
+            lines.append(f"  {flag} {value}")
             lines.append(f"      {_description(param)}{extra}")
     lines += [
         "",
@@ -198,6 +209,9 @@ def install() -> None:
         key = (root_task, help_all, len(Register._reg))
         if key not in built:
             parser = build_parser(root_task=root_task, help_all=help_all)
+            # No prefixes: argparse would take --TrainEstimator-max-step for --TrainEstimator-max-steps
+            # without a word. A prefix is an unknown parameter, with the one meant (argument_error).
+            parser.allow_abbrev = False
 
             def error(message: str) -> NoReturn:
                 fail(argument_error(message))
@@ -244,7 +258,23 @@ def usage_error(message: str, command: str | None, commands: Sequence[str]) -> i
 
 
 class Arguments(argparse.ArgumentParser):
-    """argparse whose mistakes are one line (raised as ParameterError, exit code 40), not usage and exit 2."""
+    """argparse whose mistakes are one line (raised as ParameterError, exit code 40), not usage and exit 2.
+
+    A `python -m pipeline` command's own options; `--help` is answered by `__main__` (format_help),
+    and no option is abbreviated (`--sort` is not `--sort-by`).
+    """
+
+    def __init__(self, prog: str, description: str = "", epilog: str = "", usage: str | None = None) -> None:
+        super().__init__(
+            prog=prog,
+            usage=usage,
+            description=description,
+            epilog=epilog,
+            add_help=False,
+            allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.add_argument("-h", "--help", action="store_true", help="Show this help and exit.")
 
     def error(self, message: str) -> NoReturn:
         raise ParameterError(f"{self.prog}: {message}. Usage: {' '.join(self.format_usage().split()[1:])}")

@@ -64,8 +64,10 @@ def start(
             f"The luigid started from {folder} (pid {stale.pid}) runs but does not answer at {url}. "
             "Stop it first: make scheduler-stop"
         )
-    command = [
-        str(Path(sys.executable).with_name("luigid")),
+    command = [  # Luigi's luigid, whose task list shows each running stage's progress (luigid_server.py)
+        sys.executable,
+        "-m",
+        "pipeline.cli.luigid_server",
         *("--address", host, "--port", str(port)),
         *("--state-path", str(folder / STATE_FILE), "--logdir", str(folder)),
     ]

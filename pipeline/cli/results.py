@@ -11,10 +11,18 @@ made it or reused it, and the headline validation metrics. Programs calling
 
 It also warns when `--<Task>-force` named a stage this run never checked
 (Luigi does not look above a complete stage): `Repro` is the way to rerun it.
+
+Two endings change the exit code. Ctrl-C or SIGTERM (cli/interruption.py):
+the line saying where the stage stopped and how the same command goes on,
+the block, exit 130. A run in which the scheduler ran nothing it was asked
+to (Luigi's "not granted run permission", which Luigi exits 0 with): why,
+for each stage the scheduler disabled after a failure (when it re-enables
+it, or Re-enable in its web UI), exit `[retcode] task_failed`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
@@ -23,13 +31,18 @@ from collections.abc import Iterable
 from typing import Any
 
 import luigi
+import luigi.configuration
 import luigi.interface
+import luigi.retcodes
 from luigi.task import flatten
 
 from pipeline import layout, paths
+from pipeline.cli import interruption
+from pipeline.cli.scheduler import ReconnectingScheduler
 from pipeline.core import invocation, markers, transfer
 from pipeline.core import remote as remotes
 from pipeline.core.stage import Stage, dag
+from pipeline.errors import Interrupted
 
 logger = logging.getLogger("luigi-interface")
 
@@ -172,6 +185,58 @@ def _date(timestamp: float) -> str:
     return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
+def refusals(result: Any, stages: list[Stage]) -> list[str]:
+    """Why the central scheduler did not run these stages: one line per stage it holds disabled after a
+    failure, with its error and when it is re-enabled ([] without a central scheduler, or if it cannot say)."""
+    scheduler = getattr(getattr(result, "worker", None), "_scheduler", None)
+    if not isinstance(scheduler, ReconnectingScheduler):
+        return []
+    try:
+        disabled = scheduler.call_once("task_list", {"status": "DISABLED", "upstream_status": "", "search": ""})
+    except Exception:  # the run is ending: say what Luigi said
+        return []
+    persist = luigi.configuration.get_config().getint("scheduler", "disable_persist", 86400)
+    url = f"{scheduler._url}/"
+    lines = []
+    for stage in stages:
+        record = (disabled or {}).get(stage.task_id)
+        if not isinstance(record, dict):
+            continue
+        since = float(record.get("last_updated") or time.time())
+        lines.append(
+            f"{stage.task_family} was not run: the scheduler at {url} disabled it after it failed at "
+            f"{_clock(since)}{_last_error(scheduler, stage.task_id)}. It re-enables it {persist} s after that "
+            f"([scheduler] disable_persist), at its next pruning (once a minute): from about "
+            f"{_clock(since + persist)}; "
+            f"or click Re-enable on its row in the web UI ({url}). Then run the same command again."
+        )
+    return lines
+
+
+def _last_error(scheduler: ReconnectingScheduler, task_id: str) -> str:
+    """`: <the last line of the stage's error>` as the scheduler keeps it, or nothing."""
+    try:
+        error = (scheduler.call_once("fetch_error", {"task_id": task_id}) or {}).get("error") or ""
+        with contextlib.suppress(ValueError, TypeError):
+            error = json.loads(error)
+    except Exception:
+        return ""
+    last = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f" ({last[-1]})" if last else ""
+
+
+def _clock(timestamp: float) -> str:
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%H:%M:%S")
+
+
+def _say_paused(tasks: list[luigi.Task], started: float, interruption: KeyboardInterrupt) -> None:
+    """The line of an interrupted run and its results block."""
+    line = str(interruption) if isinstance(interruption, Interrupted) else ""
+    print(f"\n{line or 'interrupted; the same command goes on from what is published'}", flush=True)
+    with invocation.scope():
+        print(results_block(tasks, started), flush=True)
+
+
 def install() -> None:
     """Make command-line runs end with the results block (and force warnings). Idempotent.
 
@@ -181,6 +246,7 @@ def install() -> None:
     the block after Luigi's summary for such a run. A program's `luigi.build()`
     (a test, a sweep with its own table) gets its result object and no block.
     """
+    interruption.install()  # an interrupted worker gives its stage back to the scheduler
     original_run, original_schedule = luigi.interface._run, luigi.interface._schedule_and_run
     if getattr(original_schedule, "prints_results", False):
         return
@@ -188,25 +254,39 @@ def install() -> None:
 
     def _run(*args: Any, **kwargs: Any) -> Any:
         command_line.append(True)
+        restore = interruption.terminate_as_interrupt()  # SIGTERM: the same pause as Ctrl-C
         try:
             return original_run(*args, **kwargs)
         finally:
+            restore()
             command_line.pop()
 
     def _schedule_and_run(tasks: list[luigi.Task], *args: Any, **kwargs: Any) -> Any:
         started = time.time()
         _checked.clear()
-        result = original_schedule(tasks, *args, **kwargs)
+        try:
+            result = original_schedule(tasks, *args, **kwargs)
+        except KeyboardInterrupt as interrupted:
+            if not command_line:
+                raise
+            _say_paused(list(flatten(tasks)), started, interrupted)
+            raise SystemExit(interruption.INTERRUPTED_EXIT) from None
         if not command_line:
             return result
+        refused: list[str] = []
         try:
             roots = {task.task_family for task in flatten(tasks)}
             with invocation.scope():  # each stage's identity computed once for the warnings and the block
                 for warning in force_warnings(list(flatten(tasks)), _checked | roots):
                     logger.warning(warning)
                 print(results_block(list(flatten(tasks)), started), flush=True)
+                if result.status == luigi.LuigiStatusCode.NOT_RUN:  # Luigi would exit 0 ([retcode] not_run)
+                    refused = refusals(result, stages_of(list(flatten(tasks))))
         except Exception as error:  # the block must never change how the run ends (its exit code)
             logger.warning("Could not summarise the results: %s: %s", type(error).__name__, error)
+        if refused:
+            print("\n".join(refused), flush=True)
+            raise SystemExit(luigi.retcodes.retcode().task_failed)
         return result
 
     _schedule_and_run.prints_results = True  # type: ignore[attr-defined]

@@ -93,6 +93,12 @@ class ReconnectingScheduler(luigi.rpc.RemoteScheduler):
             if not self._unanswered:
                 return response
 
+    def call_once(self, method: str, arguments: dict[str, Any]) -> Any:
+        """One RPC call, one attempt with a short timeout: for a run that is ending (no retries to wait for)."""
+        url = luigi.rpc._urljoin(self._url, f"/api/{method}")
+        page = self._fetcher.fetch(url, {"data": json.dumps(arguments)}, min(self._connect_timeout, PROBE_TIMEOUT))
+        return json.loads(page)["response"]
+
     def _fetch(self, url_suffix: str, body: Any) -> Any:
         full_url = luigi.rpc._urljoin(self._url, url_suffix)
         if url_suffix in BEST_EFFORT:
@@ -166,7 +172,8 @@ def require(url: str) -> None:
         make = "make scheduler" if port in (None, DEFAULT_PORT) else f"make scheduler SCHEDULER_PORT={port}"
         raise SchedulerUnavailableError(
             f"No Luigi scheduler answers at {url} ({reason}).\n"
-            f"Start one with `{make}` (its web UI is then at that address), "
+            f"Start one with `{make}` (its web UI is then at that address), point at the one that runs with "
+            "--scheduler-host HOST --scheduler-port PORT ([core] in luigi.cfg), "
             "or run without one: add --local-scheduler to the luigi command."
         )
 

@@ -33,18 +33,29 @@ from pipeline.errors import ParameterError
 from pipeline.experiments import space
 from pipeline.experiments.sweep import stage_flag
 
+USAGE = (
+    "python -m pipeline search TASK --<Task>-<param> DISTRIBUTION [...] [--trials N] [--sampler S] [--pruner P] "
+    "[--objective METRIC] [luigi options]"
+)
+
 
 def _options() -> interface.Arguments:
-    parser = interface.Arguments(prog="python -m pipeline search", add_help=False, allow_abbrev=False)
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--sampler", default="tpe")
-    parser.add_argument("--pruner", default="median")
-    parser.add_argument("--objective", default="")
-    parser.add_argument("--direction", choices=("minimize", "maximize"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--study", default="")
-    parser.add_argument("--workers", type=int, default=1)
+    about = (__doc__ or "").split("\n\n", 1)[1]  # the module's docstring after its first line
+    parser = interface.Arguments("python -m pipeline search", about, usage=USAGE)
+    parser.add_argument("--trials", type=int, default=20, help="The study's budget of trials.")
+    parser.add_argument("--sampler", default="tpe", help="tpe or random.")
+    parser.add_argument("--pruner", default="median", help="median, percentile, halving, hyperband, threshold, none.")
+    parser.add_argument("--objective", default="", help="A metric of the evaluation (default: its first).")
+    parser.add_argument("--direction", choices=("minimize", "maximize"), help="Default: by the metric.")
+    parser.add_argument("--seed", type=int, default=0, help="The sampler's seed.")
+    parser.add_argument("--study", default="", help="The study's name.")
+    parser.add_argument("--workers", type=int, default=1, help="Trials at once, up to the gpu pool.")
     return parser
+
+
+def parser() -> interface.Arguments:
+    """The command's options (its --help); the distributions and Luigi's flags follow TASK."""
+    return _options()
 
 
 def _target(name: str) -> type[Stage]:
@@ -156,9 +167,6 @@ def main(argv: list[str]) -> int:
     """Run a search; print its trials, write its report, end with the best trial's folders."""
     from pipeline.experiments import search, search_report
 
-    if any(word in ("-h", "--help") for word in argv):
-        print(__doc__)
-        return 0
     wanted = parse(argv)
     outcome = search.run(wanted)
     print(search_report.table(outcome.rows, wanted))

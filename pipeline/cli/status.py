@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from luigi.cmdline_parser import CmdlineParser
 
 from pipeline import layout, paths
+from pipeline.cli import interface
 from pipeline.core import identity, listing, markers
 from pipeline.core import remote as remotes
 from pipeline.core.stage import Stage, dag
+from pipeline.errors import ParameterError
 from pipeline.etl import image_folder
+
+USAGE = "python -m pipeline status TASK [--<Task>-<param> VALUE ...]"
+DESCRIPTION = """\
+Every stage of TASK's DAG as up to date or stale, with the reason (no output yet, parameter
+X changed from a to b, code of file F changed, upstream Y changed), and where its output is.
+Takes the parameters `luigi --module pipeline TASK` takes (`luigi --module pipeline TASK
+--help` lists them). Exits with 0 when every stage is up to date, 1 when one is stale.
+Imports no TensorFlow."""
 
 
 def previous_output(stage: Stage) -> dict | None:
@@ -38,11 +50,20 @@ def explain(stage: Stage) -> list[str]:
     return reasons + own
 
 
+def _users_files(found: listing.Listing) -> listing.Listing:
+    """The listing without the marker of the stage that wrote the folder (MakeShapes' demo images):
+    the pipeline's own file is no user's file that CreateShards ignores."""
+    if markers.MARKER not in found.ignored or markers.read_marker(found.folder) is None:
+        return found
+    ignored = tuple(name for name in found.ignored if name != markers.MARKER)
+    return dataclasses.replace(found, ignored=ignored, num_ignored=found.num_ignored - 1)
+
+
 def source_notes(stage: Stage) -> list[str]:
     """What `stage` leaves out: files of its source folders that are not images of a class (now),
     and unreadable files its output skipped (`--CreateShards-skip-unreadable`)."""
     folders = [folder for name, folder in stage.source_folders().items() if name == "image_dir" and folder.is_dir()]
-    notes = [image_folder.describe_ignored(listing.of(folder)) for folder in folders]
+    notes = [image_folder.describe_ignored(_users_files(listing.of(folder))) for folder in folders]
     marker = markers.read_marker(stage.output_dir())
     skipped = marker["info"].get("skipped_unreadable", 0) if marker else 0
     if skipped:
@@ -59,8 +80,17 @@ def source_notes(stage: Stage) -> list[str]:
     return [note for note in notes if note]
 
 
-def status(argv: list[str]) -> int:
+def parser() -> interface.Arguments:
+    """The command's help (the parameters after TASK are Luigi's, read by its parser)."""
+    arguments = interface.Arguments("python -m pipeline status", DESCRIPTION, usage=USAGE)
+    arguments.add_argument("task", metavar="TASK", help="The last stage of the DAG, e.g. PlotInference.")
+    return arguments
+
+
+def main(argv: list[str]) -> int:
     """Print every stage of a DAG as up to date or stale, with reasons; 0 if all are up to date, else 1."""
+    if not argv or argv[0].startswith("-"):
+        raise ParameterError(f"status needs a task first, e.g. python -m pipeline status PlotInference. Usage: {USAGE}")
     # Upstream tasks read the command line's --Task-param values while the
     # parser is the global instance: the whole walk happens inside it.
     stale = False

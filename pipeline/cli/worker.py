@@ -7,12 +7,25 @@ import time
 
 from luigi.cmdline_parser import CmdlineParser
 
+from pipeline.cli import interface
 from pipeline.core import publish
 from pipeline.errors import ParameterError
 from pipeline.training import cluster
 
+USAGE = "python -m pipeline worker [--<Task>-<param> VALUE ...]"
+DESCRIPTION = """\
+Join a multi-host training as a worker other than the chief: with TF_CONFIG naming this
+process, on a host that sees the artifact root. The chief runs `luigi --module pipeline
+TrainEstimator` (or any stage below it) with the same parameters and its own TF_CONFIG;
+the parameters are luigi's (`luigi --module pipeline TrainEstimator --help` lists them)."""
 
-def worker(argv: list[str], wait_seconds: float = 600) -> int:
+
+def parser() -> interface.Arguments:
+    """The command's help (its parameters are Luigi's, read by its parser)."""
+    return interface.Arguments("python -m pipeline worker", DESCRIPTION, usage=USAGE)
+
+
+def main(argv: list[str], wait_seconds: float = 600) -> int:
     """Train as a non-chief worker of TrainEstimator's multi-worker run."""
     role = cluster.role()
     if role.chief or role.num_workers < 2:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,14 +51,66 @@ def accepted(param: luigi.Parameter) -> str:
     if isinstance(param, luigi.ChoiceParameter):
         return "one of " + ", ".join(map(str, param._choices))
     if isinstance(param, luigi.BoolParameter):
-        return "true or false"
+        return "true or false (the flag alone means true)"
     if isinstance(param, luigi.IntParameter):
         return "an integer"
     if isinstance(param, luigi.FloatParameter):
         return "a number"
     if isinstance(param, luigi.ListParameter):
         return "a JSON list, e.g. [100, 100]"
+    if isinstance(param, luigi.DictParameter):
+        return 'a JSON object, e.g. {"width": 64}'
     return "a string"
+
+
+class BooleanParameter(luigi.BoolParameter):
+    """A boolean with one syntax everywhere: `--Task-name true`, `--Task-name false`, or the bare flag for true.
+
+    Luigi's default (implicit parsing) makes a boolean a flag that takes no value, so that
+    `--CreateShards-skip-unreadable true` leaves `true` as an unknown parameter, while a
+    parameter whose luigi.cfg default is true needs explicit parsing to be turned off.
+    Every boolean of the pipeline takes both forms; a value other than true or false is
+    refused with what is accepted.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(parsing=luigi.BoolParameter.EXPLICIT_PARSING, **kwargs)
+
+    def parse(self, x: Any) -> bool:
+        try:
+            return bool(super().parse(x))
+        except ValueError:
+            raise ValueError(f"Expected true or false (the flag alone means true). Received: {x!r}") from None
+
+
+class run(luigi.Config):  # noqa: N801 (a Luigi configuration class: its name is the [run] section)
+    """A person's name and note for a run: `--name baseline --note "first try"` (or [run] in luigi.cfg).
+
+    Not part of any identity: they are kept in the markers of the stages the run makes, and
+    `python -m pipeline runs`, `report` and the web UI show them.
+    """
+
+    use_cmdline_section = False  # --name and --note, not --run-name
+    name = luigi.Parameter(default="", description="A name for this run (kept with what it makes, shown by runs).")
+    note = luigi.Parameter(default="", description="A note on this run (kept with what it makes, shown by runs).")
+
+
+def run_label() -> dict[str, str]:
+    """The run's `name` and `note` that are set (from the command line or luigi.cfg), e.g. {"name": "baseline"}."""
+    label = run()
+    return {key: value for key, value in (("name", label.name), ("note", label.note)) if value}
+
+
+class DataPathParameter(luigi.Parameter[str]):
+    """A path to the user's data, held as the real path it names: `my_photos` from `work/`,
+    `/tmp/x/work/my_photos`, `~/work/my_photos` and a symbolic link to it are one value, so one
+    identity (relative paths are relative to the working directory). Empty: not set."""
+
+    def normalize(self, x: Any) -> str:
+        text = str(x)
+        if not text.strip() or "\0" in text:  # not set; a NUL is refused by the limits below, named
+            return text
+        return os.path.realpath(os.path.expanduser(text))
 
 
 def _limit_problem(name: str, value: Any) -> str | None:

@@ -28,9 +28,9 @@ from pipeline import paths
 from pipeline.core import identity, invocation, listing, markers, publish, pulled, transfer, values
 from pipeline.core import remote as remotes
 from pipeline.core.identity import Identity, framework_versions
-from pipeline.core.parameters import CheckedParameters
-from pipeline.errors import DataError, ParameterError, PipelineError
-from pipeline.runtime import console, diskfull, locks, phases, teardown
+from pipeline.core.parameters import BooleanParameter, CheckedParameters, run_label
+from pipeline.errors import DataError, Interrupted, ParameterError, PipelineError
+from pipeline.runtime import console, diskfull, locks, phases, quiet_tensorflow, teardown
 
 logger = logging.getLogger("luigi-interface")
 StageT = TypeVar("StageT", bound="Stage")
@@ -52,7 +52,7 @@ class Stage(CheckedParameters, luigi.Task):
     # carry timestamps): left out of the content digest they compare (fnmatch patterns).
     volatile_files: ClassVar[tuple[str, ...]] = ()
 
-    force = luigi.BoolParameter(
+    force = BooleanParameter(
         default=False,
         significant=False,
         description="Rerun this stage although it is up to date; stages below rerun only if its bytes change.",
@@ -138,7 +138,21 @@ class Stage(CheckedParameters, luigi.Task):
         for name in resolved.keys() - declared.keys():
             value = values.normalise(resolved[name])
             shown[name] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        # Which experiment a row of the web UI is: the data it reads, and the run's name if it has one.
+        for name, text in {**self.data_source(), **run_label()}.items():
+            shown.setdefault(name, text)
         return shown
+
+    def data_source(self) -> dict[str, str]:
+        """The data this stage's DAG reads, as the UI shows it (`source`, and the path of a folder or table):
+        the shards' source (the stage that resolves a `source`), found up the DAG."""
+        resolved = self.resolved()
+        if "source" in resolved:
+            return {"source": str(resolved["source"]), **{k: str(v) for k, v in self.source_folders().items()}}
+        found: dict[str, str] = {}
+        for stage in self.upstream().values():
+            found.update(stage.data_source())
+        return found
 
     # --- what subclasses provide ---
 
@@ -340,8 +354,14 @@ class Stage(CheckedParameters, luigi.Task):
         invocation.forget()
         self._running = True
         try:
+            if self.uses_tensorflow:  # before the live line: TensorFlow's start-up lines would land in it
+                quiet_tensorflow.load()
             with console.running(self.task_family):
                 self._run()
+        except KeyboardInterrupt as interruption:  # Ctrl-C or SIGTERM (cli/results.py): a pause
+            said = str(interruption) if isinstance(interruption, Interrupted) else ""
+            again = "resumes from its staging folder" if self.resumable else "runs it again"
+            raise Interrupted(f"{self.task_family} {said or 'interrupted; the same command ' + again}") from None
         finally:
             self._running = False
 
@@ -415,8 +435,10 @@ class Stage(CheckedParameters, luigi.Task):
                 info = self.build(staging)
             if self.uses_tensorflow:  # its models, functions and datasets: freed now, off this thread (teardown.py)
                 teardown.collect_in_background(f"{self.task_family} teardown")
+            label = run_label()  # --name, --note: what runs and the UI show, part of no identity
             info = {
                 **info,
+                **({"run": label} if label else {}),
                 "started_at": started_at,
                 "finished_at": time.time(),
                 "elapsed_seconds": round(time.monotonic() - started, 3),

@@ -7,8 +7,9 @@ or a cluster's shared disk, offline. It holds the runs table
 (`runs.format_table`'s columns), the training curves of every run overlaid
 (train dashed, eval solid; one panel per metric of the curves), each metric
 that differs against each parameter that differs (the swept ones), and each
-run's own figures (the PNGs of its plots folder). Matplotlib, Agg backend, no
-TensorFlow.
+run's own figures (the PNGs of its plots folder), once per data set and
+problem (experiments/selection.py): MSE and cross-entropy never share an
+axis. Matplotlib, Agg backend, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pipeline.experiments import runs as runs_module
+from pipeline.experiments import selection
 from pipeline.experiments.runs import Column, Run
 
 MAX_CURVE_PANELS = 4
@@ -225,23 +227,47 @@ def render(
     title: str = "",
     sections: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """The report page as HTML text (see the module docstring); `title` heads it (default: "N runs") and
-    `sections`, (heading, HTML) pairs, come before the runs (a search's trials and figures)."""
+    """The report page as HTML text (see the module docstring): one section per data set and problem.
+    `title` heads it (default: "N runs") and `sections`, (heading, HTML) pairs, come before the runs
+    (a search's trials and figures)."""
+    groups = selection.groups(runs)
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">',
+        f"<title>{html.escape(title or f'{len(runs)} runs')}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title or f'{len(runs)} runs')}</h1>",
+        f"<p>Written {html.escape(time.strftime('%Y-%m-%d %H:%M'))} by <code>python -m pipeline report</code>.</p>",
+        *(f"<h2>{html.escape(heading)}</h2>\n{body}" for heading, body in sections),
+    ]
+    if len(groups) > 1:
+        parts.append(
+            "<p>By data set and problem: "
+            + ", ".join(
+                f'<a href="#set-{number}">{html.escape(name)}</a> ({len(members)})'
+                for number, (name, members) in enumerate(groups, 1)
+            )
+            + ".</p>"
+        )
+    for number, (name, members) in enumerate(groups, 1):
+        parts.append(
+            f'<h2 id="set-{number}">{html.escape(name)}: {len(members)} run{"s" if len(members) > 1 else ""}</h2>'
+        )
+        parts += _section(members, swept, "runs" if number == 1 else f"runs-{number}")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _section(runs: Sequence[Run], swept: Sequence[str] | None, table_id: str) -> list[str]:
+    """The table, the curves, the metrics against the parameters and each run's figures of runs of one data set."""
     columns, ordered = runs_module.table(runs, swept=swept)
     params = [c for c in columns if c.kind == "param"]
     metrics = [c for c in columns if c.kind == "metric"]
     colours = _colours(len(ordered))
     by_run = {run.identity: colour for run, colour in zip(ordered, colours, strict=True)}
     parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">',
-        f"<title>{html.escape(title or f'{len(ordered)} runs')}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(title or f'{len(ordered)} runs')}</h1>",
-        f"<p>Written {html.escape(time.strftime('%Y-%m-%d %H:%M'))} by <code>python -m pipeline report</code>.</p>",
-        *(f"<h2>{html.escape(heading)}</h2>\n{body}" for heading, body in sections),
-        "<h2>Runs</h2>",
-        '<div class="scroll"><table id="runs"><thead><tr>'
+        "<h3>Runs</h3>",
+        f'<div class="scroll"><table id="{table_id}"><thead><tr>'
         + "".join(f"<th>{html.escape(c.header)}</th>" for c in columns)
         + "</tr>",
         "</thead><tbody>",
@@ -249,24 +275,27 @@ def render(
     for run in ordered:
         parts.append("<tr>" + "".join(_cell(c, run, by_run[run.identity]) for c in columns) + "</tr>")
     parts.append("</tbody></table></div>")
-    parts.append("<h2>Training curves</h2>")
+    parts.append("<h3>Training curves</h3>")
     curves = curves_figure(ordered, params, colours)
     parts.append(
         f'<img class="figure" alt="Training curves of every run" src="{curves}">'
         if curves
         else "<p>No training curves (no history.json in the model folders).</p>"
     )
-    parts.append("<h2>Metrics against parameters</h2>")
+    parts.append("<h3>Metrics against parameters</h3>")
     against = metrics_figure(ordered, params, metrics, colours)
     parts.append(
         f'<img class="figure" alt="Each metric against each parameter that differs" src="{against}">'
         if against
         else "<p>Nothing to plot: no parameter, or no metric, differs between these runs.</p>"
     )
-    parts.append("<h2>Each run's figures</h2>")
+    parts.append("<h3>Each run's figures</h3>")
     for run in ordered:
         values = ", ".join(f"{c.header} = {runs_module.format_value(c, c.value(run))}" for c in params)
-        parts.append(f'<section id="{html.escape(run.name)}"><h3>{html.escape(run.name)}</h3>')
+        named = " ".join(f"{key}: {text}" for key, text in run.label.items())
+        parts.append(f'<section id="{html.escape(run.name)}"><h4>{html.escape(run.name)}</h4>')
+        if named:
+            parts.append(f"<p>{html.escape(named)}</p>")
         parts.append(f"<p>{html.escape(values or 'the only configuration')}; model folder <code>")
         parts.append(f"{html.escape(str(run.model.folder))}</code></p>")
         figures = run.figures()
@@ -278,8 +307,7 @@ def render(
                 f'src="{_file_png(path)}"><figcaption>{html.escape(path.name)}</figcaption></figure>'
             )
         parts.append("</section>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
 def write_report(

@@ -137,6 +137,15 @@ class Run:
         """When the last stage of the run finished (seconds since the epoch)."""
         return max(float(stage.info.get("finished_at", stage.created)) for stage in self.stages)
 
+    @cached_property
+    def label(self) -> dict[str, str]:
+        """The name and note the run was given (`--name`, `--note`): those of its newest stage that has one."""
+        for stage in sorted(self.stages, key=lambda artifact: artifact.created, reverse=True):
+            given = stage.info.get("run")
+            if isinstance(given, dict) and given:
+                return {str(key): str(value) for key, value in given.items()}
+        return {}
+
     def figures(self) -> list[Path]:
         """The PNG files of the stages below the model (its plots), in DAG order."""
         return [
@@ -318,11 +327,13 @@ class Column:
 
     key: str
     header: str
-    kind: str  # "run", "param", "metric", "finished" or "seconds"
+    kind: str  # "run", "label" (its name or note), "param", "metric", "finished" or "seconds"
 
     def value(self, run: Run) -> Any:
         if self.kind == "run":
             return run.name
+        if self.kind == "label":
+            return run.label.get(self.key)
         if self.kind == "param":
             return run.params.get(self.key)
         if self.kind == "metric":
@@ -397,7 +408,15 @@ def columns(runs: Sequence[Run], all_params: bool = False, swept: Sequence[str] 
     metrics = [Column(key, key.removeprefix(common), "metric") for key in metric_keys]
     stages = [stage for stage in _stages(runs) if any(stage in run.seconds for run in runs)]
     seconds = [Column(f"seconds.{stage}", f"{stage} s", "seconds") for stage in stages]
-    return [Column("run", "run", "run"), *params, *metrics, Column("finished", "finished", "finished"), *seconds]
+    labels = [Column(key, key, "label") for key in ("name", "note") if any(key in run.label for run in runs)]
+    return [
+        Column("run", "run", "run"),
+        *labels,
+        *params,
+        *metrics,
+        Column("finished", "finished", "finished"),
+        *seconds,
+    ]
 
 
 def sort_runs(runs: Sequence[Run], column: Column, reverse: bool = False) -> list[Run]:
@@ -513,6 +532,7 @@ def as_record(run: Run) -> dict[str, Any]:
     """Everything known about a run as JSON data: every parameter, metric, time and folder."""
     return {
         "run": run.name,
+        **run.label,
         "identity": run.identity,
         "params": run.params,
         "metrics": run.metrics,

@@ -100,8 +100,8 @@ class Display:
             else:
                 self._line(f"{self._name} {round(100 * fraction):3d}% [{self._elapsed()}] {message}")
 
-    def finish(self, ok: bool) -> None:
-        """The stage ended: leave one line saying how, and stop the clock."""
+    def finish(self, ok: bool, interrupted: bool = False) -> None:
+        """The stage ended (or was interrupted): leave one line saying how, and stop the clock."""
         self._stop.set()
         ticker, self._ticker = self._ticker, None
         if ticker is not None and ticker is not threading.current_thread():
@@ -112,7 +112,8 @@ class Display:
             if ok:  # its last message, when it is the final word (100 %), not a phase it went through
                 text = f"{self._name} done in {self._elapsed()}" + (f": {self._message}" if self._fraction >= 1 else "")
             else:
-                text = f"{self._name} failed after {self._elapsed()}, at: {self._message}"
+                how = "interrupted" if interrupted else "failed"
+                text = f"{self._name} {how} after {self._elapsed()}, at: {self._message}"
             if self._live:
                 self._write(CLEAR_LINE + text + "\n")
                 self._drawn = False
@@ -187,8 +188,8 @@ def running(name: str) -> Iterator[None]:
     _display.start(name)
     try:
         yield
-    except BaseException:
-        _display.finish(ok=False)
+    except BaseException as error:
+        _display.finish(ok=False, interrupted=isinstance(error, KeyboardInterrupt))
         raise
     _display.finish(ok=True)
 

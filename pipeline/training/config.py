@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -148,7 +149,7 @@ def _augmentations(value: Any, problem: problems.Problem, schema: Schema) -> tup
     if unknown:
         raise ValueError(
             f"--TrainEstimator-augment: unknown augmentation {unknown[0]!r}. Expected auto, or a JSON list of "
-            f"{', '.join(problems.AUGMENTATIONS)} (e.g. {list(problems.AUGMENTATIONS[:2])}, [] for none)."
+            f"{', '.join(problems.AUGMENTATIONS)} (e.g. {json.dumps(list(problems.AUGMENTATIONS[:2]))}, [] for none)."
         )
     if names and problems.input_kind(schema.input_shape) != "image":
         raise ValueError(

@@ -37,6 +37,7 @@ from pipeline.training import cluster, compiling, export, hparams, inputs, multi
 from pipeline.training.config import as_dict
 
 Progress = Callable[[float, str], None]
+PROGRESS_SECONDS = 2.0  # between evaluations, the step and ETA are reported at most this often
 # `config` below is the resolved training configuration, TrainSettings (tasks.py, config.py):
 # one attribute per TrainEstimator parameter, as resolved for these shards, plus `problem` and
 # `network_args` (the keyword arguments of the network builder).
@@ -84,6 +85,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
         self.started = time.monotonic()
         # Speed over the last interval (its evaluation included): what the rest will take per step.
         self.last_step, self.last_time = start_step, self.started
+        self.reported = self.started  # the last progress report: one every PROGRESS_SECONDS between evaluations
         if progress:
             resumed = ", resumed from its checkpoint" if start_step else ""
             progress(min(start_step / max_steps, 1.0), f"step {start_step}/{max_steps}: training{resumed}")
@@ -104,6 +106,14 @@ class _ModelDirCallback(keras.callbacks.Callback):
             )
         if step >= self.max_steps:
             self.model.stop_training = True
+        elif self.progress and time.monotonic() - self.reported >= PROGRESS_SECONDS:
+            # Between evaluations too: the step the console, the web UI and an interruption name.
+            now = self.reported = time.monotonic()
+            rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+            eta = duration(round((self.max_steps - step) / rate)) if rate > 0 else "?"
+            self.progress(
+                step / self.max_steps, f"step {step}/{self.max_steps}: loss {loss:.4g}, {rate:.1f} steps/s, ETA {eta}"
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         phases.end("train")
@@ -127,7 +137,7 @@ class _ModelDirCallback(keras.callbacks.Callback):
         if self.progress:
             now = time.monotonic()
             rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-            self.last_step, self.last_time = step, now
+            self.last_step, self.last_time, self.reported = step, now, now
             eta = duration(round((self.max_steps - step) / rate)) if rate > 0 else "?"
             self.progress(
                 min(step / self.max_steps, 1.0),

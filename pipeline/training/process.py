@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -30,10 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline import errors
-from pipeline.runtime import gpu_slots, orphans
+from pipeline import errors, layout
+from pipeline.runtime import gpu_slots, orphans, quiet_tensorflow
 
 Progress = Callable[[float, str], None]
+INTERRUPTED_EXIT = 130  # 128 + SIGINT: what the child exits with when it is interrupted
 
 
 def train(
@@ -50,14 +52,49 @@ def train(
     child process holding a slot; returns what `estimator.train` returned
     there, plus `gpu_slot`: the devices that process saw and its pid.
     """
-    gpus = gpu_slots.host_gpus()
-    if not gpus:
-        from pipeline.training import estimator
+    reached = [0.0]  # the share of max_steps the last progress report said: where an interruption stops
 
-        return estimator.train(config, shards_dir, model_dir, progress, trial=trial)
-    gpu_slots.check_count(gpus_per_training, gpus)  # before a process is started
-    slot = {"gpus": gpus, "count": gpus_per_training, "lock_dir": str(gpu_slots.lock_folder())}
-    return _in_child(slot, (config, shards_dir, model_dir, trial), progress or (lambda fraction, message: None))
+    def relay(fraction: float, message: str) -> None:
+        reached[0] = fraction
+        if progress is not None:
+            progress(fraction, message)
+
+    try:
+        gpus = gpu_slots.host_gpus()
+        if not gpus:
+            from pipeline.training import estimator
+
+            return estimator.train(config, shards_dir, model_dir, relay, trial=trial)
+        gpu_slots.check_count(gpus_per_training, gpus)  # before a process is started
+        slot = {"gpus": gpus, "count": gpus_per_training, "lock_dir": str(gpu_slots.lock_folder())}
+        return _in_child(slot, (config, shards_dir, model_dir, trial), relay)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a pause, said in one line (Stage.run names the stage)
+        raise errors.Interrupted(
+            pause_line(round(reached[0] * config.max_steps), config.max_steps, model_dir)
+        ) from None
+
+
+def checkpoint_step(model_dir: Path) -> int | None:
+    """The global step of the latest checkpoint in `model_dir` (what a rerun resumes from), or None.
+
+    Read from TensorFlow's checkpoint state file (`model_checkpoint_path: "ckpt-500"`: the
+    CheckpointManager numbers checkpoints by step), which it replaces atomically after a save.
+    """
+    try:
+        state = (model_dir / layout.CHECKPOINTS / "checkpoint").read_text()
+    except OSError:
+        return None
+    match = re.search(r'^model_checkpoint_path: "(?:.*/)?ckpt-(\d+)"', state, re.MULTILINE)
+    return int(match[1]) if match else None
+
+
+def pause_line(step: int, max_steps: int, model_dir: Path) -> str:
+    """What an interrupted training says: where it stopped and where the same command goes on from."""
+    saved = checkpoint_step(model_dir)
+    if saved is None:
+        return f"interrupted at step {step}/{max_steps}, before its first checkpoint; the same command starts it again"
+    resume = f"the same command resumes from its checkpoint at step {saved}"
+    return f"interrupted at step {max(step, saved)}/{max_steps}; {resume}"
 
 
 def _in_child(slot: dict[str, Any], arguments: tuple[Any, ...], progress: Progress) -> dict[str, Any]:
@@ -89,6 +126,8 @@ def _in_child(slot: dict[str, Any], arguments: tuple[Any, ...], progress: Progre
                 elif "error" in message:
                     failure = message["error"]
         code = child.wait()
+        if code == INTERRUPTED_EXIT:  # the child alone was interrupted (kill -INT): the same pause
+            raise KeyboardInterrupt
     finally:
         if child.poll() is None:  # this process is being interrupted: the training ends with it
             child.kill()
@@ -125,6 +164,7 @@ def main(argv: list[str]) -> int:
             with gpu_slots.take(slot["gpus"], slot["count"], Path(slot["lock_dir"]), waiting) as devices:
                 tensorflow_before = "tensorflow" in sys.modules  # must stay False: the variable would come too late
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+                quiet_tensorflow.load()  # its start-up lines would land in the parent's live progress line
                 config, shards_dir, model_dir, trial = pickle.load(sys.stdin.buffer)  # imports TensorFlow
 
                 from pipeline.training import estimator
@@ -139,6 +179,8 @@ def main(argv: list[str]) -> int:
         except errors.PipelineError as error:
             send(error={"type": type(error).__name__, "message": str(error)})
             return 1
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent says what it means
+            return INTERRUPTED_EXIT
         except Exception as error:
             traceback.print_exc()  # to the worker's log: a bug, not a user's mistake
             send(error={"type": type(error).__name__, "message": str(error)})
