@@ -30,7 +30,7 @@ from pipeline.core import remote as remotes
 from pipeline.core.identity import Identity, framework_versions
 from pipeline.core.parameters import BooleanParameter, CheckedParameters, run_label
 from pipeline.errors import DataError, Interrupted, ParameterError, PipelineError
-from pipeline.runtime import console, diskfull, locks, phases, quiet_tensorflow, teardown
+from pipeline.runtime import console, diskfull, locks, phases, preload, quiet_tensorflow, teardown
 
 logger = logging.getLogger("luigi-interface")
 StageT = TypeVar("StageT", bound="Stage")
@@ -430,11 +430,17 @@ class Stage(CheckedParameters, luigi.Task):
             return
         self._prepare_staging(staging, upstream_content)
         started, started_at = time.monotonic(), time.time()
+        # TensorFlow inherited from a preloaded Luigi worker (runtime/preload.py), or imported by this process.
+        before = preload.imported() if self.uses_tensorflow else {}
+        runtime_before = preload.runtime_started() if self.uses_tensorflow else False
         try:
             with phases.phase(self.build_phase) if self.build_phase else contextlib.nullcontext():
                 info = self.build(staging)
             if self.uses_tensorflow:  # its models, functions and datasets: freed now, off this thread (teardown.py)
                 teardown.collect_in_background(f"{self.task_family} teardown")
+                teardown.skip_at_exit()  # ... and not torn down again at exit
+                imported = {"imported_by": before.get("pid", os.getpid()), "stage_pid": os.getpid()}
+                info = {**info, "tensorflow_import": {**imported, "runtime_started_before": runtime_before}}
             label = run_label()  # --name, --note: what runs and the UI show, part of no identity
             info = {
                 **info,
