@@ -75,7 +75,7 @@ test: lint browser $(TEST_STAMP)
 # Benchmarks: each prints its figures and ratios, none asserts; the latest results are in docs/benchmarks.md.
 # Run them on a quiet machine (the load average is printed). Not bench/crash_trials.py:
 # a crash test (the test suite runs it; `$(PY) bench/crash_trials.py` runs more trials).
-BENCHMARKS := input_stall input_pipeline etl_scaling growth schedule_check source_scaling runs_table tables search end_to_end remote interrupt_rerun
+BENCHMARKS := input_stall input_pipeline etl_scaling growth schedule_check source_scaling runs_table tables search seed_setting end_to_end remote interrupt_rerun
 
 bench: setup $(TEST_STAMP)
 	@for name in $(BENCHMARKS); do \
