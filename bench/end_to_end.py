@@ -17,7 +17,7 @@ the median over the variants, and the ratio of two workers to one. The
 trainings of the sweep take `--sweep-steps` steps: the stages measured do not
 depend on it.
 
-    .venv/bin/python -m bench.end_to_end [--rounds 3] [--base REV] [--sweep-variants 4] [--no-sweep]
+    .venv/bin/python -m bench.end_to_end [--rounds 3] [--base REV] [--sweep-variants 4] [--no-sweep | --sweep-only]
 """
 
 from __future__ import annotations
@@ -78,17 +78,20 @@ def default_run(work: Path, env: dict[str, str]) -> tuple[Timeline, float]:
 
 
 def sweep_seconds(work: Path, env: dict[str, str], variants: int, steps: int, workers: int) -> dict[str, list[float]]:
-    """A sweep of `variants` learning rates on `workers` workers: build seconds of each evaluation and plot."""
+    """A sweep of `variants` learning rates on `workers` workers: the wall and CPU seconds of each evaluation's
+    and plot's build, from their markers (the base commit records no CPU seconds: nan)."""
     rates = ",".join(SWEEP_RATES[:variants])
     command = [str(BIN / "python"), "-m", "pipeline", "sweep", "PlotInference", "--TrainEstimator-learning-rate", rates,
                "--TrainEstimator-max-steps", str(steps), "--workers", str(workers), "--local-scheduler"]  # fmt: skip
     timeline = run(command, work, env)
     if timeline.returncode != 0:
         raise SystemExit("\n".join(line for _, line in timeline.lines[-40:]))
-    seconds: dict[str, list[float]] = {"EvaluateEstimator": [], "PlotInference": []}
+    seconds: dict[str, list[float]] = {}
     for stage, pattern in (("EvaluateEstimator", "reports/*-eval-*"), ("PlotInference", "reports/*-plots-*")):
         for folder in work.glob(pattern):
-            seconds[stage].append(json.loads((folder / "_SUCCESS.json").read_text())["info"]["elapsed_seconds"])
+            info = json.loads((folder / "_SUCCESS.json").read_text())["info"]
+            seconds.setdefault(stage, []).append(info["elapsed_seconds"])
+            seconds.setdefault(f"{stage} CPU", []).append(info.get("cpu_seconds", float("nan")))
     return seconds
 
 
@@ -127,13 +130,14 @@ def timelines(base: Path, rounds: int, tmp: Path) -> None:
 
 def sweeps(base: Path, variants: int, steps: int, tmp: Path) -> None:
     """EvaluateEstimator and PlotInference in a sweep, one worker against two, before and after."""
-    print(f"\nA {variants}-variant sweep, {steps} training steps each: build seconds per stage (median over variants)")
+    print(f"\nA {variants}-variant sweep, {steps} training steps each: build seconds per stage (median over variants;")
+    print("CPU: the stage's process, all its threads; the base commit does not record it)")
     print(f"{'':<30}{'1 worker':>10}{'2 workers':>11}{'ratio':>8}{'max, 2 workers':>16}")
     for name, code, with_test_packages in (("before", base, True), ("after", PROJECT_DIR, False)):
         env = environment(code, with_test_packages)
         one = sweep_seconds(fresh(tmp, f"sweep-{name}-1"), env, variants, steps, 1)
         two = sweep_seconds(fresh(tmp, f"sweep-{name}-2"), env, variants, steps, 2)
-        for stage in ("EvaluateEstimator", "PlotInference"):
+        for stage in ("EvaluateEstimator", "PlotInference", "EvaluateEstimator CPU", "PlotInference CPU"):
             alone, shared = statistics.median(one[stage]), statistics.median(two[stage])
             worst = max(two[stage]) / alone
             print(
@@ -149,11 +153,13 @@ def main() -> None:
     parser.add_argument("--sweep-variants", type=int, default=4, choices=range(1, len(SWEEP_RATES) + 1))
     parser.add_argument("--sweep-steps", type=int, default=1000)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--sweep-only", action="store_true")
     options = parser.parse_args()
     print(f"Machine: {machine()}")
     print(f"Before: {options.base} (scikit-learn importable); after: {PROJECT_DIR} (the venv as `make run` leaves it)")
     with tempfile.TemporaryDirectory() as name, checkout(options.base, Path(name) / "base") as base:
-        timelines(base, options.rounds, Path(name))
+        if not options.sweep_only:
+            timelines(base, options.rounds, Path(name))
         if not options.no_sweep:
             sweeps(base, options.sweep_variants, options.sweep_steps, Path(name))
     print(f"\nLoad average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")

@@ -429,7 +429,7 @@ class Stage(CheckedParameters, luigi.Task):
             self._publish(staging, final)
             return
         self._prepare_staging(staging, upstream_content)
-        started, started_at = time.monotonic(), time.time()
+        started, started_at, cpu_started = time.monotonic(), time.time(), time.process_time()
         # TensorFlow inherited from a preloaded Luigi worker (runtime/preload.py), or imported by this process.
         before = preload.imported() if self.uses_tensorflow else {}
         runtime_before = preload.runtime_started() if self.uses_tensorflow else False
@@ -448,6 +448,7 @@ class Stage(CheckedParameters, luigi.Task):
                 "started_at": started_at,
                 "finished_at": time.time(),
                 "elapsed_seconds": round(time.monotonic() - started, 3),
+                "cpu_seconds": round(time.process_time() - cpu_started, 3),  # this process's, all its threads
             }
             (staging / STAGING_INFO).unlink(missing_ok=True)
             markers.write_marker(staging, self.identity(), upstream_content, info, volatile=self.volatile_files)
