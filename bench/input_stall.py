@@ -16,9 +16,10 @@ rounds. Stall = 1 - real steps/s / synthetic steps/s within each round
 Where the floor is (issue 23): the real input's own work, timed alone (the
 same batches pulled through tf.data with no model, wall and CPU seconds of the
 process), against the step's CPU seconds (the synthetic epochs'). On a host
-without a GPU both run on the same cores, so the step cannot hide the input's
-work: when both keep the cores busy, the stall is at least the input's share
-of the CPU seconds, input / (input + step), whatever the threading. On a GPU
+without a GPU both run on the same cores: a step that keeps both cores busy
+(the CNN's) cannot hide the input's work, and the stall is then at least the
+input's share of the CPU seconds, input / (input + step), whatever the
+threading; a step that leaves a core idle (the sine MLP's) can. On a GPU
 host the step runs on the GPU and the input on the otherwise idle CPU,
 prefetched while the step runs: it stalls only a step shorter than the
 input's wall time per batch, which is printed as that limit.
@@ -151,8 +152,8 @@ def main() -> None:
         step, work, wall = (common.median(r[key]) for key in ("step_cpu", "input_cpu", "input_wall"))
         print(
             f"    the floor: the input alone takes {work * 1e3:.2f} ms of CPU per batch ({wall * 1e3:.2f} ms wall), "
-            f"a step {step * 1e3:.2f} ms of CPU: on these shared cores the stall is at least "
-            f"{work / (work + step):.1%}, the input's share; on a GPU host the input stalls only steps "
+            f"a step {step * 1e3:.2f} ms of CPU: the input's share is {work / (work + step):.1%}, the least "
+            "stall when the step keeps these cores busy; on a GPU host the input stalls only steps "
             f"shorter than {wall * 1e3:.2f} ms ({1 / wall:.0f} batches/s, the input's own limit)"
         )
     print(f"Load average at the end: {common.load()}")
