@@ -7,6 +7,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EXTRA := $(if $(GPU),gpu,cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
+# Packages only tests and benchmarks import (tests/requirements.txt): a folder of their own, which
+# tests/conftest.py and bench/tables.py put on sys.path. In the venv itself, Keras would import
+# scikit-learn into every `import tensorflow` of the pipeline (0.85 s each).
+TEST_PACKAGES := $(VENV)/test-packages
+TEST_STAMP := $(TEST_PACKAGES)/.installed
 
 # The central scheduler (luigid): loopback only by default, its web UI has no login.
 SCHEDULER_HOST ?= 127.0.0.1
@@ -28,10 +33,16 @@ APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q 
 setup: $(STAMP)
 	@$(PY) -m compileall -q pipeline
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(EXTRA),dev]'
+	$(PY) -m pip uninstall --quiet --yes -r tests/requirements.txt 2>/dev/null  # an older venv's copies
+	touch $@
+
+$(TEST_STAMP): tests/requirements.txt $(STAMP)
+	rm -rf $(TEST_PACKAGES)
+	$(PY) -m pip install --quiet --no-deps --target $(TEST_PACKAGES) -r tests/requirements.txt
 	touch $@
 
 # Start luigid (a no-op when one answers already); state and log in $(SCHEDULER_DIR).
@@ -58,15 +69,15 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint browser
+test: lint browser $(TEST_STAMP)
 	$(VENV)/bin/pytest
 
 # Benchmarks: each prints its figures and ratios, none asserts; the latest results are in docs/benchmarks.md.
 # Run them on a quiet machine (the load average is printed). Not bench/crash_trials.py:
 # a crash test (the test suite runs it; `$(PY) bench/crash_trials.py` runs more trials).
-BENCHMARKS := input_stall input_pipeline etl_scaling growth schedule_check source_scaling runs_table tables search end_to_end remote interrupt_rerun
+BENCHMARKS := input_stall input_pipeline etl_scaling growth schedule_check source_scaling runs_table tables search seed_setting end_to_end remote interrupt_rerun
 
-bench: setup
+bench: setup $(TEST_STAMP)
 	@for name in $(BENCHMARKS); do \
 		echo "== $$name: $(PY) -m bench.$$name"; \
 		TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m bench.$$name || exit 1; \

@@ -1,150 +1,168 @@
-"""End to end: stage times of the default sine run, beside the seed's setting.
+"""End to end: the default sine run's timeline before and after, side by side in one run (issue 23).
 
-Runs `luigi --module pipeline PlotInference --local-scheduler` in a fresh
-temporary folder: with luigi.cfg's defaults, then with the seed experiment's
-training (full batch: every step sees all 683 training examples; 1024 steps;
-Adam at a constant rate) at each of `--seed-learning-rates`. Prints each
-stage's build time (from its marker), the whole command's wall time and the
-validation MSE.
+"Before" is a base commit (`--base`, by default the one issue 23 started from),
+checked out in a temporary git worktree and run with this venv, scikit-learn
+importable as it was when `make run` installed it into the venv (the folder
+`make test` installs it to is put on its PYTHONPATH). "After" is this checkout,
+without it. Each round runs `luigi --module pipeline PlotInference
+--local-scheduler` in a fresh folder, before then after, so that both see the
+same load; the table gives the median over the rounds of each phase
+(bench/timeline.py cuts them at the console lines), the wall and CPU seconds
+of the command and the validation MSE.
 
-The seed's learning rate is not recorded (it scored about 0.024 validation
-MSE in about 30 s). Full batch, 1024 steps, a constant rate: 0.001 is far from
-converged (0.33), 0.003 and 0.01 (the default run's rate) reach about 0.04,
-0.03 reaches about 0.013, 0.1 oscillates (about 0.08). So the fair seed
-setting is 0.03, its best rate: the default runs it beside 0.01, the default
-run's own rate (`--seed-learning-rates 0.001 0.003 0.01 0.03 0.1` for the sweep).
+Then a sweep of `--sweep-variants` learning rates (`python -m pipeline sweep
+PlotInference`) with one worker and with `--workers 2`, before and after:
+EvaluateEstimator's and PlotInference's build seconds (from their markers),
+the median over the variants, and the ratio of two workers to one. The
+trainings of the sweep take `--sweep-steps` steps: the stages measured do not
+depend on it.
 
-Then PlotInference on the image demo (`--CreateShards-image-dir data/raw/shapes`)
-right after training, in the process that trained (Luigi runs every task of
-a `--local-scheduler` run in its one worker process), and alone: rerun with
-`--PlotInference-force` in a new process. Its build time alone includes
-importing TensorFlow, Keras and Matplotlib, which the process that trained
-had done already; that import is timed on its own too.
-
-    .venv/bin/python -m bench.end_to_end [--seed-learning-rates 0.01 0.03] [--demo-only] [--demo-args "..."]
+    .venv/bin/python -m bench.end_to_end [--rounds 3] [--base REV] [--sweep-variants 4] [--no-sweep | --sweep-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from bench.common import machine
+from bench.timeline import PHASES, Timeline, run
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-STAGES = [("CreateShards", "data/shards/*"), ("TrainEstimator", "models/*"), ("EvaluateEstimator", "reports/*-eval-*"),
-          ("PlotInference", "reports/*-plots-*")]  # fmt: skip
-SEED_SETTING = [
-    "--TrainEstimator-batch-size", "683", "--TrainEstimator-max-steps", "1024", "--TrainEstimator-lr-decay", "false",
-]  # fmt: skip
+TEST_PACKAGES = Path(sys.prefix) / "test-packages"  # scikit-learn, where `make test` puts it
+BASE = "e3182f2"  # main when issue 23 started (the layout of issue 18)
+SWEEP_RATES = ["0.01", "0.02", "0.005", "0.003", "0.03", "0.002"]
 
 
-def luigi_run(work: Path, args: list[str]) -> float:
-    """`luigi --module pipeline PlotInference --local-scheduler ARGS` in `work`; its wall seconds."""
-    started = time.perf_counter()
-    out = subprocess.run(
-        [str(BIN / "luigi"), "--module", "pipeline", "PlotInference", "--local-scheduler", *args],
-        cwd=work, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )  # fmt: skip
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-3000:])
-    return time.perf_counter() - started
+@contextlib.contextmanager
+def checkout(rev: str, folder: Path) -> Iterator[Path]:
+    """`rev` of this repository in a detached git worktree at `folder`, removed afterwards."""
+    subprocess.run(["git", "-C", str(PROJECT_DIR), "worktree", "add", "--detach", "-q", str(folder), rev], check=True)
+    try:
+        subprocess.run([str(BIN / "python"), "-m", "compileall", "-q", str(folder / "pipeline")], check=True)
+        yield folder
+    finally:
+        subprocess.run(["git", "-C", str(PROJECT_DIR), "worktree", "remove", "--force", str(folder)], check=False)
 
 
-def elapsed(work: Path, pattern: str) -> float:
-    """The build seconds recorded in the marker of the one stage folder matching `pattern`."""
-    (folder,) = [p for p in work.glob(pattern) if p.is_dir()]
-    return float(json.loads((folder / "_SUCCESS.json").read_text())["info"]["elapsed_seconds"])
+def environment(code: Path, with_test_packages: bool) -> dict[str, str]:
+    """The environment of a run of the package in `code` (first on the path, before the editable install)."""
+    path = [str(code), *([str(TEST_PACKAGES)] if with_test_packages else [])]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), TF_CPP_MIN_LOG_LEVEL="2")
 
 
-def run(args: list[str]) -> dict[str, float]:
-    """Run the DAG in a fresh folder; return stage seconds, wall seconds and validation MSE."""
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "luigi.cfg").write_text("[paths]\nroot = .\n")  # relative to this file: the artifact root
-        wall = luigi_run(work, args)
-        figures = {"wall": wall}
-        for stage, pattern in STAGES:
-            figures[stage] = elapsed(work, pattern)
-        (metrics,) = work.glob("reports/*-eval-*/metrics.json")
-        figures["val_mse"] = json.loads(metrics.read_text())["validation"]["mse"]
-        return figures
+def fresh(parent: Path, name: str) -> Path:
+    """An empty artifact root `parent/name` (its luigi.cfg points the root at itself)."""
+    work = parent / name
+    work.mkdir()
+    (work / "luigi.cfg").write_text("[paths]\nroot = .\n")
+    return work
 
 
-IMPORTS = (
-    "import time; t = time.perf_counter(); "
-    "import pipeline.training.estimator, pipeline.evaluation.figures; print(time.perf_counter() - t)"
-)
+def default_run(work: Path, env: dict[str, str]) -> tuple[Timeline, float]:
+    """The default run in `work`: its timeline and validation MSE."""
+    timeline = run([str(BIN / "luigi"), "--module", "pipeline", "PlotInference", "--local-scheduler"], work, env)
+    if timeline.returncode != 0:
+        raise SystemExit("\n".join(line for _, line in timeline.lines[-40:]))
+    (metrics,) = work.glob("reports/*-eval-*/metrics.json")
+    return timeline, json.loads(metrics.read_text())["validation"]["mse"]
 
 
-def plot_after_training_and_alone(demo_args: list[str], repeat: int = 3) -> dict[str, float]:
-    """PlotInference's build seconds on the image demo: after training in the same process, and alone."""
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "luigi.cfg").write_text("[paths]\nroot = .\n")
-        args = ["--CreateShards-image-dir", "data/raw/shapes", *demo_args]
-        luigi_run(work, args)
-        after_training = elapsed(work, "reports/*-plots-*")
-        alone = []
-        for _ in range(repeat):
-            luigi_run(work, [*args, "--PlotInference-force"])
-            alone.append(elapsed(work, "reports/*-plots-*"))
-        imports = []
-        for _ in range(repeat):
-            out = subprocess.run([str(BIN / "python"), "-c", IMPORTS], cwd=work, capture_output=True, text=True)
-            imports.append(float(out.stdout.split()[-1]))
-    return {"after training": after_training, "alone": statistics.median(alone), "imports": statistics.median(imports)}
+def sweep_seconds(work: Path, env: dict[str, str], variants: int, steps: int, workers: int) -> dict[str, list[float]]:
+    """A sweep of `variants` learning rates on `workers` workers: the wall and CPU seconds of each evaluation's
+    and plot's build, from their markers (the base commit records no CPU seconds: nan)."""
+    rates = ",".join(SWEEP_RATES[:variants])
+    command = [str(BIN / "python"), "-m", "pipeline", "sweep", "PlotInference", "--TrainEstimator-learning-rate", rates,
+               "--TrainEstimator-max-steps", str(steps), "--workers", str(workers), "--local-scheduler"]  # fmt: skip
+    timeline = run(command, work, env)
+    if timeline.returncode != 0:
+        raise SystemExit("\n".join(line for _, line in timeline.lines[-40:]))
+    seconds: dict[str, list[float]] = {}
+    for stage, pattern in (("EvaluateEstimator", "reports/*-eval-*"), ("PlotInference", "reports/*-plots-*")):
+        for folder in work.glob(pattern):
+            info = json.loads((folder / "_SUCCESS.json").read_text())["info"]
+            seconds.setdefault(stage, []).append(info["elapsed_seconds"])
+            seconds.setdefault(f"{stage} CPU", []).append(info.get("cpu_seconds", float("nan")))
+    return seconds
+
+
+def show(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def timelines(base: Path, rounds: int, tmp: Path) -> None:
+    """The default run's phases before and after, median over `rounds` interleaved rounds."""
+    codes = {"before": (base, True), "after": (PROJECT_DIR, False)}
+    runs: dict[str, list[tuple[Timeline, float]]] = {name: [] for name in codes}
+    for round_number in range(rounds):
+        for name, (code, with_test_packages) in codes.items():
+            work = fresh(tmp, f"{name}-{round_number}")
+            runs[name].append(default_run(work, environment(code, with_test_packages)))
+    print(f"\nThe default run (luigi --module pipeline PlotInference --local-scheduler), median of {rounds} rounds")
+    print(f"{'phase':<40}{'before':>10}{'after':>10}")
+    for label, _, _ in PHASES:
+        row = [median([t.phases()[label] for t, _ in runs[name]]) for name in codes]
+        print(f"{label:<40}" + "".join(f"{show(v):>9}s" for v in row))
+    for label, value in (("wall, in all", lambda t, m: t.wall), ("CPU seconds (user + system)", lambda t, m: t.cpu)):
+        row = [median([value(t, m) for t, m in runs[name]]) for name in codes]
+        print(f"{label:<40}" + "".join(f"{show(v):>9}s" for v in row))
+    steps = [runs[name][0][0].steps() for name in codes]
+    print(f"{'training steps (number)':<40}" + "".join(f"{s or 0:>10}" for s in steps))
+    mse = [median([m for _, m in runs[name]]) for name in codes]
+    print(f"{'validation MSE':<40}" + "".join(f"{v or 0:>10.5f}" for v in mse))
+    walls = [sorted(round(t.wall, 1) for t, _ in runs[name]) for name in codes]
+    print(f"(wall of each round: before {walls[0]}, after {walls[1]})")
+
+
+def sweeps(base: Path, variants: int, steps: int, tmp: Path) -> None:
+    """EvaluateEstimator and PlotInference in a sweep, one worker against two, before and after."""
+    print(f"\nA {variants}-variant sweep, {steps} training steps each: build seconds per stage (median over variants;")
+    print("CPU: the stage's process, all its threads; the base commit does not record it)")
+    print(f"{'':<30}{'1 worker':>10}{'2 workers':>11}{'ratio':>8}{'max, 2 workers':>16}")
+    for name, code, with_test_packages in (("before", base, True), ("after", PROJECT_DIR, False)):
+        env = environment(code, with_test_packages)
+        one = sweep_seconds(fresh(tmp, f"sweep-{name}-1"), env, variants, steps, 1)
+        two = sweep_seconds(fresh(tmp, f"sweep-{name}-2"), env, variants, steps, 2)
+        for stage in ("EvaluateEstimator", "PlotInference", "EvaluateEstimator CPU", "PlotInference CPU"):
+            alone, shared = statistics.median(one[stage]), statistics.median(two[stage])
+            worst = max(two[stage]) / alone
+            print(
+                f"{name + ': ' + stage:<30}{alone:>9.2f}s{shared:>10.2f}s{shared / alone:>7.2f}x"
+                f"{max(two[stage]):>9.2f}s {worst:.2f}x"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed-learning-rates", type=float, nargs="+", default=[0.01, 0.03])
-    parser.add_argument("--demo-only", action="store_true", help="only PlotInference after training and alone")
-    parser.add_argument(
-        "--demo-args", default="", help='extra flags for the image demo, e.g. "--MakeShapes-images-per-class 100"'
-    )
+    parser.add_argument("--rounds", type=int, default=3, help="runs of the default DAG before and after")
+    parser.add_argument("--base", default=BASE, help="the commit to compare with (default: %(default)s)")
+    parser.add_argument("--sweep-variants", type=int, default=4, choices=range(1, len(SWEEP_RATES) + 1))
+    parser.add_argument("--sweep-steps", type=int, default=1000)
+    parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--sweep-only", action="store_true")
     options = parser.parse_args()
-    rates = options.seed_learning_rates
-    print(f"Machine: {os.cpu_count()} cores, load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    if not options.demo_only:
-        sine(rates)
-    plot = plot_after_training_and_alone(shlex.split(options.demo_args))
-    print(f"Image demo{' (' + options.demo_args + ')' if options.demo_args else ''}: PlotInference build seconds")
-    print(f"  after training, in the process that trained: {plot['after training']:.2f} s")
-    print(f"  alone, in a new process (median of 3):       {plot['alone']:.2f} s")
-    print(f"    of which importing TensorFlow, Keras, Matplotlib (median of 3, own process): {plot['imports']:.2f} s")
-    without_imports = plot["alone"] - plot["imports"]
-    print(
-        f"  after training / alone: {plot['after training'] / plot['alone']:.2f}x; "
-        f"after training / (alone without the imports): {plot['after training'] / without_imports:.2f}x"
-    )
-    print(f"Load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-
-
-def sine(rates: list[float]) -> None:
-    """The default sine run beside the seed's setting at each learning rate."""
-    rows = {"default (luigi.cfg)": run([])}
-    for rate in rates:
-        label = f"seed setting, learning rate {rate:g}"
-        rows[label] = run([*SEED_SETTING, "--TrainEstimator-learning-rate", str(rate)])
-    names = [s for s, _ in STAGES]
-    print(f"{'configuration':<40}" + "".join(f"{n:>18}" for n in names) + f"{'wall':>8}{'val MSE':>10}")
-    for label, f in rows.items():
-        print(f"{label:<40}" + "".join(f"{f[n]:>17.2f}s" for n in names) + f"{f['wall']:>7.1f}s{f['val_mse']:>10.4f}")
-    default = rows["default (luigi.cfg)"]
-    for label, f in list(rows.items())[1:]:
-        print(
-            f"{label}: TrainEstimator {f['TrainEstimator'] / default['TrainEstimator']:.2f}x, "
-            f"wall {f['wall'] / default['wall']:.2f}x, val MSE {f['val_mse'] / default['val_mse']:.2f}x the default's"
-        )
-    print("The seed experiment itself (from the issue): about 0.024 validation MSE in about 30 s.")
-    print("(stage seconds are build times from the markers; the first TensorFlow stage includes TF's import)")
+    print(f"Machine: {machine()}")
+    print(f"Before: {options.base} (scikit-learn importable); after: {PROJECT_DIR} (the venv as `make run` leaves it)")
+    with tempfile.TemporaryDirectory() as name, checkout(options.base, Path(name) / "base") as base:
+        if not options.sweep_only:
+            timelines(base, options.rounds, Path(name))
+        if not options.no_sweep:
+            sweeps(base, options.sweep_variants, options.sweep_steps, Path(name))
+    print(f"\nLoad average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,17 @@ the first shuffle buffer), the inputs taking turns in each of `--repeat`
 rounds. Stall = 1 - real steps/s / synthetic steps/s within each round
 (target: under 5 %); the median round's stall is printed with the range.
 
+Where the floor is (issue 23): the real input's own work, timed alone (the
+same batches pulled through tf.data with no model, wall and CPU seconds of the
+process), against the step's CPU seconds (the synthetic epochs'). On a host
+without a GPU both run on the same cores: a step that keeps both cores busy
+(the CNN's) cannot hide the input's work, and the stall is then at least the
+input's share of the CPU seconds, input / (input + step), whatever the
+threading; a step that leaves a core idle (the sine MLP's) can. On a GPU
+host the step runs on the GPU and the input on the otherwise idle CPU,
+prefetched while the step runs: it stalls only a step shorter than the
+input's wall time per batch, which is printed as that limit.
+
     .venv/bin/python -m bench.input_stall [--repeat 7] [--mlp-steps 6000] [--cnn-steps 100]
 """
 
@@ -39,11 +50,14 @@ class EpochTimer:
                 super().__init__()
                 self.seconds: list[float] = []
 
+                self.cpu_seconds: list[float] = []
+
             def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-                self.started = time.perf_counter()
+                self.started, self.cpu_started = time.perf_counter(), time.process_time()
 
             def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
                 self.seconds.append(time.perf_counter() - self.started)
+                self.cpu_seconds.append(time.process_time() - self.cpu_started)
 
         return _Timer()
 
@@ -67,19 +81,42 @@ def measure(name: str, root: Path, image_dir: Path | None, steps: int, repeat: i
     datasets = {"real": real, "synthetic": real.take(1).cache().repeat(), "streamed": streamed}
     models = {mode: estimator.build_model(config, manifest) for mode in datasets}
     rates: dict[str, list[float]] = {mode: [] for mode in datasets}
+    step_cpu: list[float] = []  # CPU seconds of one step, the input costing nothing
     for _ in range(repeat):
         for mode, ds in datasets.items():
             timer = EpochTimer.make()
             models[mode].fit(ds, epochs=2, steps_per_epoch=steps, callbacks=[timer], shuffle=False, verbose=0)
             rates[mode].append(steps / timer.seconds[-1])  # the first epoch is the warm-up
+            if mode == "synthetic":
+                step_cpu.append(timer.cpu_seconds[-1] / steps)
     return {
         "name": name,
         "batch_size": config.batch_size,
-        "steps_per_execution": models["real"]._steps_per_execution,
+        "steps_per_execution": models["real"].steps_per_execution,
         "steps": steps,
         "in_memory": inputs.parsed_bytes(manifest, "train") <= inputs.IN_MEMORY_BYTES,
+        "step_cpu": step_cpu,
+        **input_alone(real, steps, repeat),
         **rates,
     }
+
+
+def input_alone(dataset: Any, steps: int, repeat: int) -> dict[str, list[float]]:
+    """Wall and CPU seconds per batch of `dataset` with no model: `steps` batches pulled inside TensorFlow."""
+    import tensorflow as tf
+
+    @tf.function
+    def pull(batches: Any) -> Any:
+        return batches.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
+
+    pull(dataset.take(steps))  # warm-up: tracing, the first shuffle
+    wall, cpu = [], []
+    for _ in range(repeat):
+        started, cpu_started = time.perf_counter(), time.process_time()
+        pull(dataset.take(steps))
+        wall.append((time.perf_counter() - started) / steps)
+        cpu.append((time.process_time() - cpu_started) / steps)
+    return {"input_wall": wall, "input_cpu": cpu}
 
 
 def main() -> None:
@@ -112,6 +149,13 @@ def main() -> None:
                 f"examples/s; stall {common.median(stalls):.1%} ({min(stalls):.1%} to {max(stalls):.1%}), "
                 f"the median of each round's 1 - {mode}/synthetic{target}"
             )
+        step, work, wall = (common.median(r[key]) for key in ("step_cpu", "input_cpu", "input_wall"))
+        print(
+            f"    the floor: the input alone takes {work * 1e3:.2f} ms of CPU per batch ({wall * 1e3:.2f} ms wall), "
+            f"a step {step * 1e3:.2f} ms of CPU: the input's share is {work / (work + step):.1%}, the least "
+            "stall when the step keeps these cores busy; on a GPU host the input stalls only steps "
+            f"shorter than {wall * 1e3:.2f} ms ({1 / wall:.0f} batches/s, the input's own limit)"
+        )
     print(f"Load average at the end: {common.load()}")
 
 

@@ -20,6 +20,7 @@ import csv
 import importlib.util
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,9 @@ from bench.common import build, machine, workspace
 from pipeline import layout
 from pipeline.schema import read_manifest
 from pipeline.training import inputs
+
+# scikit-learn: `make bench` installs it outside the venv's site-packages (tests/requirements.txt).
+sys.path.append(str(Path(sys.prefix) / "test-packages"))
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:

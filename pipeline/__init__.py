@@ -49,8 +49,10 @@ from pipeline.tasks import (  # noqa: E402
 scheduler.install_check()
 
 from pipeline.cli import interface, results  # noqa: E402
+from pipeline.runtime import preload  # noqa: E402
 
 interface.install()  # a mistyped task or flag: one line with the one meant; --help lists the DAG's parameters
 results.install()  # a command-line run ends with where its results are, its metrics, what ran
+preload.install()  # with --workers N, TensorFlow is imported once per worker, not once per task
 
 __all__ = ["CreateShards", "EvaluateEstimator", "MakeShapes", "PlotInference", "Repro", "TrainEstimator"]

@@ -18,6 +18,11 @@ from luigi.task_register import Register
 import pipeline
 
 PROJECT_DIR = Path(pipeline.__file__).resolve().parent.parent
+# Packages only tests import (tests/requirements.txt; scikit-learn): `make test` installs them here,
+# outside the venv's site-packages, so that the pipeline's own `import tensorflow` never loads them.
+TEST_PACKAGES = Path(sys.prefix) / "test-packages"
+if TEST_PACKAGES.is_dir() and str(TEST_PACKAGES) not in sys.path:
+    sys.path.append(str(TEST_PACKAGES))
 VENV_BIN = Path(sys.executable).parent
 
 # Small but real: a few hundred steps train the sine MLP in a second or two.

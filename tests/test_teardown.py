@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 from pathlib import Path
 
 import luigi
@@ -38,3 +40,27 @@ def test_training_leaves_no_input_iterator_for_a_later_stage(
     finally:
         gc.enable()
         gc.collect()
+
+
+# A process that skips its teardown at exit: objects in reference cycles are left to the kernel (their
+# finalizers do not run), but the other exit handlers still run, the output is flushed and the code kept.
+EXITING = (
+    "import atexit, sys\n"
+    "from pipeline.runtime import teardown\n"
+    "class Cycle:\n"
+    "    def __del__(self): print('collected', flush=True)\n"
+    "cycle = Cycle(); cycle.me = cycle; del cycle\n"
+    "atexit.register(lambda: print('exit handler ran'))\n"
+    "if sys.argv[1] == 'skip': teardown.skip_at_exit()\n"
+    "print('unflushed', end='')\n"
+    "sys.exit(7)\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["skip", "default"])
+def test_skip_at_exit_leaves_the_cycles_to_the_kernel_and_keeps_the_rest_of_the_exit(mode: str) -> None:
+    gc_disabled = f"import gc; gc.disable()\n{EXITING}"  # no automatic collection before the exit
+    out = subprocess.run([sys.executable, "-c", gc_disabled, mode], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 7
+    assert "exit handler ran" in out.stdout and "unflushed" in out.stdout
+    assert ("collected" in out.stdout) == (mode == "default")

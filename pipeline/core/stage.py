@@ -30,7 +30,7 @@ from pipeline.core import remote as remotes
 from pipeline.core.identity import Identity, framework_versions
 from pipeline.core.parameters import BooleanParameter, CheckedParameters, run_label
 from pipeline.errors import DataError, Interrupted, ParameterError, PipelineError
-from pipeline.runtime import console, diskfull, locks, phases, quiet_tensorflow, teardown
+from pipeline.runtime import console, diskfull, locks, phases, preload, quiet_tensorflow, teardown
 
 logger = logging.getLogger("luigi-interface")
 StageT = TypeVar("StageT", bound="Stage")
@@ -429,12 +429,18 @@ class Stage(CheckedParameters, luigi.Task):
             self._publish(staging, final)
             return
         self._prepare_staging(staging, upstream_content)
-        started, started_at = time.monotonic(), time.time()
+        started, started_at, cpu_started = time.monotonic(), time.time(), time.process_time()
+        # TensorFlow inherited from a preloaded Luigi worker (runtime/preload.py), or imported by this process.
+        before = preload.imported() if self.uses_tensorflow else {}
+        runtime_before = preload.runtime_started() if self.uses_tensorflow else False
         try:
             with phases.phase(self.build_phase) if self.build_phase else contextlib.nullcontext():
                 info = self.build(staging)
             if self.uses_tensorflow:  # its models, functions and datasets: freed now, off this thread (teardown.py)
                 teardown.collect_in_background(f"{self.task_family} teardown")
+                teardown.skip_at_exit()  # ... and not torn down again at exit
+                imported = {"imported_by": before.get("pid", os.getpid()), "stage_pid": os.getpid()}
+                info = {**info, "tensorflow_import": {**imported, "runtime_started_before": runtime_before}}
             label = run_label()  # --name, --note: what runs and the UI show, part of no identity
             info = {
                 **info,
@@ -442,6 +448,7 @@ class Stage(CheckedParameters, luigi.Task):
                 "started_at": started_at,
                 "finished_at": time.time(),
                 "elapsed_seconds": round(time.monotonic() - started, 3),
+                "cpu_seconds": round(time.process_time() - cpu_started, 3),  # this process's, all its threads
             }
             (staging / STAGING_INFO).unlink(missing_ok=True)
             markers.write_marker(staging, self.identity(), upstream_content, info, volatile=self.volatile_files)

@@ -36,7 +36,8 @@ from pipeline.core import remote as remotes
 from pipeline.core.values import flatten
 from pipeline.errors import ParameterError
 
-TIMINGS = ("started_at", "finished_at", "elapsed_seconds")  # what Stage adds to every marker's info
+# What Stage adds to every marker's info (and, for stages that use TensorFlow, who imported it): not results.
+TIMINGS = ("started_at", "finished_at", "elapsed_seconds", "cpu_seconds", "tensorflow_import")
 MIN_PREFIX = 4  # the fewest leading characters of an identity that name a folder (`diff`, `report RUN`)
 
 
