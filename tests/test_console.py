@@ -148,9 +148,10 @@ def test_a_run_at_the_terminal_from_another_folder(project: tuple[Path, dict[str
     (eval_dir,) = (proj / "reports").glob("sine-mlp-eval-*")
     history = {h["step"]: h for h in json.loads((model_dir / layout.HISTORY).read_text())}
 
-    # A live bar: redrawn in place (carriage return, clear line), its clock moving while TensorFlow loads.
+    # A live bar: redrawn in place (carriage return, clear line), its clock moving while TensorFlow loads
+    # and before the first evaluation (the message is "started", then "step 0/200: training").
     frames = [frame for frame in out.split(console.CLEAR_LINE) if frame.startswith("TrainEstimator ")]
-    clock = {m[1] for f in frames if (m := re.match(r"TrainEstimator \S+ +\d+% (\d+:\d\d)  started", f))}
+    clock = {m[1] for f in frames if (m := re.match(r"TrainEstimator \S+ +0% (\d+:\d\d)  (started|step 0/)", f))}
     assert len(clock) >= 2, frames[:5]
     # At every evaluation: step of max, train loss, eval loss, steps/s, ETA; the losses those of history.json.
     shown = {}
