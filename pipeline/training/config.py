@@ -123,7 +123,8 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
     values["metrics"] = compiling.metric_names(parameters["metrics"], problem)
     values["callbacks"] = compiling.callbacks_name(parameters["callbacks"])
     values["network_compiles"] = False  # until the user's network is run (builder_check.checked)
-    if not 0 <= values["warmup_steps"] < values["max_steps"]:
+    # A max_steps below 1 is its own mistake (TrainEstimator.validate names it): the warm-up is not judged by it.
+    if values["warmup_steps"] < 0 or 1 <= values["max_steps"] <= values["warmup_steps"]:
         raise ValueError(
             f"--TrainEstimator-warmup-steps must be 0 or more and less than the {values['max_steps']} training steps. "
             f"Received: {values['warmup_steps']}"
