@@ -34,8 +34,14 @@ def _is_flag(param: luigi.Parameter) -> bool:
     return isinstance(param, luigi.BoolParameter) and param.parsing != luigi.BoolParameter.EXPLICIT_PARSING
 
 
-def _garbage(param: luigi.Parameter) -> list[str]:
-    """Values no parameter of this type accepts, whatever it means."""
+# Lists of names, where an empty list is a choice (no metrics beside the problem's own): their garbage.
+NAME_LISTS = {"metrics": ["", '["no-such-metric"]', "[1]", "五", '["mse", 2]']}
+
+
+def _garbage(param: luigi.Parameter, name: str = "") -> list[str]:
+    """Values no parameter of this type accepts, whatever it means (`name`: the parameter's, for NAME_LISTS)."""
+    if name in NAME_LISTS:
+        return NAME_LISTS[name]
     if isinstance(param, luigi.BoolParameter):
         return ["", "maybe", "2", "五"]
     if isinstance(param, luigi.ChoiceListParameter):
@@ -126,7 +132,7 @@ def cases(root: Path) -> Iterator[tuple[list[str], str]]:
                 continue
             option = flag(family, name)
             head = [family] if family == "Repro" else ["PlotInference", *(demo if family == "MakeShapes" else [])]
-            for value in _garbage(param) + BOUNDARIES.get(option[2:], []):
+            for value in _garbage(param, name) + BOUNDARIES.get(option[2:], []):
                 # `--flag=-inf`: argparse takes a separate "-inf" for another flag (its own error, exit 2).
                 yield [*head, f"{option}={value}"] if value.startswith("-") else [*head, option, value], option
     for args, option in COMBINATIONS:
@@ -169,7 +175,7 @@ def test_every_parameter_fuzzed_in_luigi_cfg_is_refused_naming_it(empty_root: Pa
     tried = 0
     for family, cls in TASKS.items():
         for name, param in cls.get_params():
-            for value in ("五", "maybe") if _is_flag(param) else _garbage(param)[1:3]:
+            for value in ("五", "maybe") if _is_flag(param) else _garbage(param, name)[1:3]:
                 config.set(family, name, value)
                 Register.clear_instance_cache()
                 with pytest.raises(ParameterError) as raised:
