@@ -138,6 +138,10 @@ def _folder_prefix(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "source"
 
 
+# What `source` resolves to for the built-in sources (each source class's `kind`).
+BUILT_IN_SOURCES = ("sine", "image_folder", "table", "tfrecords")
+
+
 class CreateShards(Stage):
     """ETL: raw examples -> train and validation TFRecord shards, apart from the start.
 
@@ -199,6 +203,13 @@ class CreateShards(Stage):
     writer_processes = luigi.IntParameter(significant=False, description="Shard writer processes.")
 
     @property
+    def source_function(self) -> str:
+        """`--CreateShards-source module:function`, or "" for a built-in source. The web UI and Luigi's
+        summaries show `source` resolved (Stage.to_str_params): a built-in source's kind, which a task
+        recreated from them (Repro's dynamic dependencies) reads back here as no function."""
+        return "" if self.source in BUILT_IN_SOURCES else self.source
+
+    @property
     def example_source(self) -> Any:
         """The source these parameters describe, built from them by name (it validates its own fields).
 
@@ -206,7 +217,9 @@ class CreateShards(Stage):
         is the command's current one (pipeline.invocation, tables.read_table), not the one seen
         when the task was built."""
         given = [
-            flag for flag, value in (("image-dir", self.image_dir), ("csv", self.csv), ("source", self.source)) if value
+            flag
+            for flag, value in (("image-dir", self.image_dir), ("csv", self.csv), ("source", self.source_function))
+            if value
         ]
         if len(given) > 1:
             raise ParameterError(
@@ -219,7 +232,7 @@ class CreateShards(Stage):
             else sources.TableSource
             if self.csv
             else user_source.FunctionSource
-            if self.source
+            if self.source_function
             else tfrecords.TFRecordSource
             if self.tfrecords
             else sources.SineSource
@@ -245,11 +258,11 @@ class CreateShards(Stage):
             if not self.is_demo() or Path(self.image_dir).exists():  # MakeShapes writes the demo first
                 try:
                     self.example_source.validate()
-                    if self.source:  # its examples, in a child process (cached)
+                    if self.source_function:  # its examples, in a child process (cached)
                         source_check.raise_for_schema(source_check.check(self.example_source))
                 except ValueError as error:
                     # A source function's messages name their flag, and may quote the user's code (`x=...`).
-                    message = str(error) if self.source else _flagged(str(error), "CreateShards")
+                    message = str(error) if self.source_function else _flagged(str(error), "CreateShards")
                     if "--CreateShards-" not in message:  # a message about the file or folder the user named
                         named = "image-dir" if self.image_dir else "tfrecords" if self.tfrecords else "csv"
                         message = f"--CreateShards-{named}: {message}"
@@ -282,10 +295,10 @@ class CreateShards(Stage):
             return Schema("classification", shape, tuple(sorted(demo.classes)), total)
         manifest = self.output_dir() / layout.MANIFEST  # published: the shards of this very identity
         if (
-            self.csv or self.source or self.tfrecords
+            self.csv or self.source_function or self.tfrecords
         ) and manifest.exists():  # its schema, without inferring the table's columns again
             return Schema.from_manifest(read_manifest(manifest.parent))
-        if self.source:
+        if self.source_function:
             from_function: Schema = self.example_source.schema(source_check.check(self.example_source))
             return from_function
         found: Schema = self.example_source.schema()
@@ -309,21 +322,23 @@ class CreateShards(Stage):
         return [self.stage_above(MakeShapes)] if self.is_demo() else []
 
     def source_folders(self) -> dict[str, Path]:
-        if self.source or self.tfrecords:  # the files a function's parameters name (an .npz, a database), TFRecords
+        if (
+            self.source_function or self.tfrecords
+        ):  # the files a function's parameters name (an .npz, a database), TFRecords
             data_files: dict[str, Path] = self.example_source.data_files()
             return data_files
         return {"image_dir": Path(self.image_dir)} if self.image_dir else {"csv": Path(self.csv)} if self.csv else {}
 
     def code_digests(self) -> dict[str, str]:
         """Our code, and a source function's module with the modules of the user's it imports."""
-        user_code: dict[str, str] = source_check.code(self.example_source) if self.source else {}
+        user_code: dict[str, str] = source_check.code(self.example_source) if self.source_function else {}
         return {**super().code_digests(), **user_code}
 
     def folder_prefix(self) -> str:
         if self.image_dir:
             return _folder_prefix(Path(self.image_dir).resolve().name)
-        if self.source:
-            return _folder_prefix(self.source.rpartition(":")[2])
+        if self.source_function:
+            return _folder_prefix(self.source_function.rpartition(":")[2])
         if self.tfrecords:
             return "tfrecords"
         return _folder_prefix(Path(self.csv).stem) if self.csv else "sine"
