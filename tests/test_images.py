@@ -367,6 +367,7 @@ def _tiny_cnn(**overrides: Any) -> Any:
         network="cnn", problem="classification", learning_rate=0.003, lr_decay=False, batch_size=6, max_steps=12,
         checkpoint_steps=6, keep_checkpoints=3, shuffle_buffer=32, seed=3, steps_per_execution=3,
         network_args={"conv_filters": (4, 8), "dense_units": 8}, augment=("flip_horizontal", "shift", "brightness"),
+        loss=problems.get("classification").default_loss,  # small_config is the sine's: its loss is the mse
     )  # fmt: skip
     return small_config(**{**values, **overrides})
 
@@ -478,7 +479,8 @@ def test_training_settings_follow_the_source_and_parameters_stay_as_parsed(works
     sine = TrainEstimator()
     resolved = sine.settings()
     assert (resolved.network, resolved.learning_rate, resolved.max_steps) == ("mlp", 0.01, 200)  # 200: test settings
-    assert dict(resolved.network_args) == {"hidden_units": (100, 100)}  # the cnn's sizes do not count for the mlp
+    # The cnn's sizes do not count for the mlp; its dropout is `auto`: off but for a table.
+    assert dict(resolved.network_args) == {"dropout": 0.0, "hidden_units": (100, 100)}
     assert sine.network == "auto" and dict(sine.learning_rate) == {"cnn": 0.003, "mlp": 0.01}  # as parsed
     assert sine.identity().params["network"] == "mlp" and "conv_filters" not in sine.identity().params
     config.set("TrainEstimator", "conv_filters", "[8, 8]")
@@ -500,7 +502,7 @@ def test_training_settings_follow_the_source_and_parameters_stay_as_parsed(works
     assert cnn.output_dir().parent == workspace / "models"
     config.set("TrainEstimator", "network", "mlp")  # an MLP of the flattened pixels: allowed
     Register.clear_instance_cache()
-    assert TrainEstimator().settings().network_args == {"hidden_units": (100, 100)}
+    assert TrainEstimator().settings().network_args == {"dropout": 0.0, "hidden_units": (100, 100)}
     config.set("TrainEstimator", "network", "cnn")
     config.set("TrainEstimator", "conv_filters", "[4, 4, 4, 4, 4, 4]")
     Register.clear_instance_cache()
