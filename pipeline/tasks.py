@@ -512,8 +512,9 @@ class TrainEstimator(Stage):
     def builder(self) -> builders.Builder:
         return builders.find(self.settings().network)
 
-    def call_arguments(self) -> dict[str, Any]:
-        """input_shape, num_outputs and problem: what every network builder is called with."""
+    def call_arguments(self, network: str | None = None) -> dict[str, Any]:
+        """input_shape, num_outputs and problem: what every network builder is called with. `network`: the
+        resolved network, while settings() resolves it (its builder says whether it takes named inputs)."""
         schema = self.requires().schema()
         problem = problems.get(schema.problem)
         call = {
@@ -521,7 +522,9 @@ class TrainEstimator(Stage):
             "num_outputs": problem.num_outputs(schema.class_names),
             "problem": problem.name,
         }
-        if schema.inputs and builders.takes_input_spec(self.builder()):  # named inputs, raw
+        if schema.inputs and builders.takes_input_spec(  # named inputs, raw
+            builders.find(network) if network is not None else self.builder()
+        ):
             call["input_spec"] = {name: dict(spec) for name, spec in schema.inputs.items()}
         return call
 
@@ -534,7 +537,7 @@ class TrainEstimator(Stage):
             try:
                 resolved = config.resolve(TrainSettings, parameters, self.requires().schema())
                 # The user's code, run once per version of it (cached): what it compiles, that it fits.
-                return self, builder_check.checked(resolved, parameters, self.call_arguments())
+                return self, builder_check.checked(resolved, parameters, self.call_arguments(resolved.network))
             except ValueError as error:
                 raise ParameterError(str(error)) from None
 

@@ -109,10 +109,17 @@ class Stage(CheckedParameters, luigi.Task):
         return shown
 
     def __repr__(self) -> str:
-        if not self.__dict__.get("_resolved_ready"):
+        # Luigi's own repr before validation, and while this one is being made: resolving the values it
+        # shows may log a line naming this task (a log handler then asks its repr again), which must not
+        # resolve them again (a RecursionError under pytest's log capture).
+        if not self.__dict__.get("_resolved_ready") or self.__dict__.get("_in_repr"):
             return str(super().__repr__())
-        parts = [f"{name}={value}" for name, value in self.brief().items()]
-        return f"{self.task_family}({', '.join([*parts, 'id=' + self.identity().short])})"
+        self.__dict__["_in_repr"] = True
+        try:
+            parts = [f"{name}={value}" for name, value in self.brief().items()]
+            return f"{self.task_family}({', '.join([*parts, 'id=' + self.identity().short])})"
+        finally:
+            self.__dict__["_in_repr"] = False
 
     def to_str_params(self, only_significant: bool = False, only_public: bool = False) -> dict[str, str]:
         """The parameters as the scheduler (its web UI) and Luigi's summaries show them: resolved.
