@@ -12,16 +12,12 @@ is in no stage's code identity.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline import paths
-from pipeline.core import identity, modules, values
+from pipeline.core import child_check, identity, modules
 from pipeline.etl import user_source
 
 CHECKS_FILE = "source_checks.json"
@@ -39,33 +35,14 @@ def check(source: user_source.FunctionSource) -> dict[str, Any]:
     ("schema": an example that does not fit, exit 40; "raised": the function raised, the build says so)."""
     request = source.request()
     files = {name: identity.file_stat(path) for name, path in source.data_files().items() if path.is_file()}
-    key = values.digest({"request": request, "code": code(source), "files": files})
-    cache_path = paths.cache_dir() / CHECKS_FILE
-    try:
-        verdicts = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        verdicts = {}
-    if key not in verdicts:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(modules.user_roots()))
-        out = subprocess.run(
-            [sys.executable, "-m", "pipeline.etl.source_check", json.dumps(request)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        try:
-            verdicts[key] = json.loads(out.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise ValueError(
-                f"--CreateShards-source {source.source}: checking it failed:\n{out.stderr[-2000:]}"
-            ) from None
-        with contextlib.suppress(OSError):
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_name(f"{CHECKS_FILE}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(verdicts, indent=1))
-            os.replace(tmp, cache_path)
-    verdict: dict[str, Any] = verdicts[key]
-    return verdict
+    found: dict[str, Any] = child_check.verdict(
+        CHECKS_FILE,
+        "pipeline.etl.source_check",
+        request,
+        {"request": request, "code": code(source), "files": files},
+        f"--CreateShards-source {source.source}: checking it failed",
+    )
+    return found
 
 
 def raise_for_schema(verdict: Mapping[str, Any]) -> None:

@@ -14,17 +14,14 @@ Imported by tasks.py only: in no stage's code identity.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline import builders, paths, problems
-from pipeline.core import identity, modules, values
+from pipeline import builders, problems
+from pipeline.core import child_check, identity, modules, values
 from pipeline.training.compiling import COMPILE_FIELDS, FLAG, callbacks, instance, optimizer
 
 
@@ -52,30 +49,13 @@ def check(request: Mapping[str, Any], code: Mapping[str, str]) -> dict[str, Any]
     of the user's modules. Returns what the check found: `compiled`, the
     optimizer, loss and metrics of a network that compiles itself, or None.
     """
-    key = values.digest({"request": request, "code": code, "versions": identity.framework_versions()})
-    cache_path = paths.cache_dir() / CHECKS_FILE
-    try:
-        verdicts = json.loads(cache_path.read_text())
-    except (OSError, ValueError):
-        verdicts = {}
-    if key not in verdicts:
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(modules.user_roots()))
-        out = subprocess.run(
-            [sys.executable, "-m", "pipeline.training.builder_check", json.dumps(request)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        try:
-            verdicts[key] = json.loads(out.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise ValueError(f"Checking the training's code failed:\n{out.stderr[-2000:]}") from None
-        with contextlib.suppress(OSError):
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_name(f"{CHECKS_FILE}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(verdicts, indent=1))
-            os.replace(tmp, cache_path)
-    found: dict[str, Any] = verdicts[key]
+    found: dict[str, Any] = child_check.verdict(
+        CHECKS_FILE,
+        "pipeline.training.builder_check",
+        request,
+        {"request": request, "code": code, "versions": identity.framework_versions()},
+        "Checking the training's code failed",
+    )
     if found.get("error"):
         raise ValueError(found["error"])
     return found
