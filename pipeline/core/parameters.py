@@ -271,28 +271,13 @@ class PerNetworkParameter(luigi.Parameter[Any]):
         return json.dumps(dict(x) if isinstance(x, Mapping) else x)
 
 
-class BatchSizeParameter(luigi.Parameter[Any]):
-    """`auto` (config.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
+class _AutoOrNumberParameter(luigi.Parameter[Any]):
+    """`auto` (resolved later) or a number that `number` converts, raising ValueError naming `expected`."""
 
-    def parse(self, x: str) -> Any:
-        return "auto" if x.strip() == "auto" else self.normalize(x)
+    expected = "a number"
 
-    def normalize(self, x: Any) -> Any:
-        if x == "auto":
-            return "auto"
-        try:
-            if isinstance(x, bool) or float(x) != int(float(x)):
-                raise ValueError
-            return int(float(x)) if isinstance(x, str) else int(x)
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"Expected auto or an integer. Received: {x!r}") from None
-
-    def serialize(self, x: Any) -> str:
-        return str(x)
-
-
-class AutoFloatParameter(luigi.Parameter[Any]):
-    """`auto` (resolved by config.resolve for the shards) or a number."""
+    def number(self, x: Any) -> Any:
+        return float(x)
 
     def parse(self, x: str) -> Any:
         return "auto" if x.strip() == "auto" else self.normalize(x)
@@ -303,12 +288,27 @@ class AutoFloatParameter(luigi.Parameter[Any]):
         try:
             if isinstance(x, bool):
                 raise ValueError
-            return float(x)
+            return self.number(x)
         except (TypeError, ValueError, OverflowError):
-            raise ValueError(f"Expected auto or a number. Received: {x!r}") from None
+            raise ValueError(f"Expected auto or {self.expected}. Received: {x!r}") from None
 
     def serialize(self, x: Any) -> str:
         return str(x)
+
+
+class BatchSizeParameter(_AutoOrNumberParameter):
+    """`auto` (config.AUTO_BATCH_SIZE, at most the training split) or a number of examples."""
+
+    expected = "an integer"
+
+    def number(self, x: Any) -> Any:
+        if float(x) != int(float(x)):
+            raise ValueError
+        return int(float(x)) if isinstance(x, str) else int(x)
+
+
+class AutoFloatParameter(_AutoOrNumberParameter):
+    """`auto` (resolved by config.resolve for the shards) or a number."""
 
 
 class AugmentParameter(luigi.Parameter[Any]):
