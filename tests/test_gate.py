@@ -126,6 +126,7 @@ def test_export_versions_refusal_force_and_a_fresh_process_loads_it(root: Path, 
     (line,) = [line for line in output.splitlines() if "ExportModel refused" in line]
     assert "validation.mse" in line and "1e-09 (required)" in line and "--ExportModel-force" in line
     assert "Traceback" not in output
+    assert f"Quality gate: not blessed: {line.split('bless: ')[1].split('. ')[0]}" in refused.stdout  # results block
     assert not base.exists()
 
     # Forced: exported, and recorded as forced in the marker, status and runs.
@@ -197,6 +198,13 @@ def test_export_versions_refusal_force_and_a_fresh_process_loads_it(root: Path, 
     records = {record["run"]: record for record in json.loads(table.stdout)}
     assert records[model_dir.name]["export"] == "sine-mlp/1"  # the newest export of that model: unforced
     assert records[pipeline.TrainEstimator().output_dir().name]["export"] == "sine-mlp/2"
+    # Of each stage the newest folder, as for the metrics: model 1's newest evaluation is the refused one's.
+    assert records[model_dir.name]["verdict"] == gate.NOT_BLESSED
+    assert records[pipeline.TrainEstimator().output_dir().name]["verdict"] == gate.UNCHECKED
+    page = run_cli(["python", "-m", "pipeline", "report", "--out", str(root / "runs.html")], root)
+    assert page.returncode == 0, page.stderr
+    html = (root / "runs.html").read_text()
+    assert "<th>verdict</th>" in html and "<th>export</th>" in html and "sine-mlp/2</td>" in html
 
 
 def test_a_baseline_is_the_best_so_far_or_a_named_run(root: Path, config: Config) -> None:
