@@ -616,7 +616,12 @@ class EvaluateEstimator(Stage):
             math.isfinite(self.max_regression) and self.max_regression >= 0,
             f"--EvaluateEstimator-max-regression must be 0 or more. Received: {self.max_regression}",
         )
-        self.resolved()  # a named baseline run must exist now
+        try:
+            self.resolved()  # a named baseline run must exist now
+        except ValueError as error:  # ParameterError too: the run it names is not there
+            message = str(error)
+            flag = "--EvaluateEstimator-baseline"
+            raise ParameterError(message if flag in message else f"{flag}: {message}") from None
 
     def resolved(self) -> dict[str, Any]:
         """require as given; a baseline run as its model folder's name, however it was named (best stays best:

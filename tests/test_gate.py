@@ -13,15 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import luigi
 import pytest
 from luigi.task_register import Register
 
 import pipeline
 from pipeline import layout
 from pipeline.core import markers
+from pipeline.core.stage import Stage
 from pipeline.evaluation import gate
-from pipeline.experiments import runs
 from tests.conftest import Config, build, make_root, run_cli
 
 TINY = {"batch_size": "64", "max_steps": "100", "checkpoint_steps": "50", "steps_per_execution": "50"}
@@ -60,7 +59,7 @@ def _report(task: pipeline.EvaluateEstimator) -> dict[str, Any]:
     return json.loads((task.output_dir() / layout.METRICS).read_text())
 
 
-def _info(task: luigi.Task) -> dict[str, Any]:
+def _info(task: Stage) -> dict[str, Any]:
     marker = markers.read_marker(task.output_dir())
     assert marker is not None
     return marker["info"]
@@ -228,5 +227,5 @@ def test_a_baseline_is_the_best_so_far_or_a_named_run(root: Path, config: Config
     config.set("EvaluateEstimator", "max_regression", "0")
     named = pipeline.EvaluateEstimator(baseline=first.rsplit("-", 1)[1][:8], max_regression=0.0)
     assert named.resolved()["baseline"] == first
-    with pytest.raises(ValueError, match="no trained model|No published stage folder"):
+    with pytest.raises(ValueError, match=r"^--EvaluateEstimator-baseline: No published stage folder"):
         pipeline.EvaluateEstimator(baseline="nosuchrun")

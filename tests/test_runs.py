@@ -165,9 +165,11 @@ def test_parameters_are_read_generically_and_flattened(sine_runs: SineRuns, tmp_
             shutil.rmtree(folder)
 
     header, *rows = _cells(runs.format_table(runs.collect(tmp_path)))
-    assert header[:4] == ["run", "seed", "optimizer.learning_rate.initial", "mae"]  # no other seed now
+    # No other seed now; the evaluation's baseline (the quality gate's; an empty require flattens to nothing)
+    # differs: one run has no evaluation.
+    assert header[:5] == ["run", "seed", "optimizer.learning_rate.initial", "baseline", "mae"]
     assert [row[2] for row in rows] == ["0.01", "0.003", "0.01"]
-    assert rows[2][3:6] == ["-", "-", "-"]  # no evaluation: no metrics
+    assert rows[2][3:7] == ["-", "-", "-", "-"]  # no evaluation: no baseline, no metrics
     assert runs.collect(tmp_path)[2].downstream == ()
 
 
