@@ -39,6 +39,7 @@ parameters.install()  # ... also a bad value for the flags of the task named on 
 from pipeline.tasks import (  # noqa: E402
     CreateShards,
     EvaluateEstimator,
+    ExportModel,
     MakeShapes,
     PlotInference,
     Repro,
@@ -55,4 +56,4 @@ interface.install()  # a mistyped task or flag: one line with the one meant; --h
 results.install()  # a command-line run ends with where its results are, its metrics, what ran
 preload.install()  # with --workers N, TensorFlow is imported once per worker, not once per task
 
-__all__ = ["CreateShards", "EvaluateEstimator", "MakeShapes", "PlotInference", "Repro", "TrainEstimator"]
+__all__ = ["CreateShards", "EvaluateEstimator", "ExportModel", "MakeShapes", "PlotInference", "Repro", "TrainEstimator"]

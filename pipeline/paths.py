@@ -139,6 +139,14 @@ def raw_dir(name: str) -> Path:
     return stage_parents(root())["raw"] / name
 
 
+EXPORTS = "exports"  # below the root: TF Serving's model base paths, one per exported model name
+
+
+def export_base(name: str) -> Path:
+    """The model base path (TF Serving's `model_base_path`) of an exported model, `<root>/exports/<name>`."""
+    return root() / EXPORTS / name
+
+
 SEARCHES = "searches"  # below the root: one folder per search's study (its journal, its trials' logs)
 
 

@@ -1,4 +1,4 @@
-"""The DAG, top to bottom: CreateShards -> TrainEstimator -> EvaluateEstimator -> PlotInference.
+"""The DAG, top to bottom: CreateShards -> TrainEstimator -> EvaluateEstimator -> PlotInference, and ExportModel.
 
 Each task has typed parameters (defaults in luigi.cfg, one section per task),
 `requires` and a `build` that calls one library function. Upstream tasks are
@@ -43,7 +43,7 @@ from pipeline.core.parameters import (
     PerNetworkParameter,
 )
 from pipeline.core.stage import Stage, dag
-from pipeline.errors import ParameterError
+from pipeline.errors import ParameterError, PipelineError
 from pipeline.etl import source_check, sources, tfrecords, user_source
 from pipeline.runtime import gpu_slots
 from pipeline.schema import Schema, read_manifest
@@ -587,13 +587,55 @@ TrainSettings = config.settings_class(
 
 
 class EvaluateEstimator(Stage):
-    """The problem's evaluation report of the trained model over the whole validation (and training) set, as JSON."""
+    """The problem's evaluation report of the trained model over the whole validation (and training) set, as JSON,
+    with the quality gate's verdict on it (evaluation/gate.py): blessed or not, and why."""
 
     artifact_kind = "reports"
-    code_entry = ("pipeline.evaluation.evaluate",)
+    code_entry = ("pipeline.evaluation.evaluate", "pipeline.evaluation.gate")
     upstream_families = ("TrainEstimator", "CreateShards")
     uses_tensorflow = True
     build_phase = "evaluate"
+
+    require = luigi.DictParameter(
+        description='Thresholds the model must meet to be blessed, e.g. {"validation.accuracy": 0.95}: at least the '
+        'bound, at most for loss-like metrics (mse, mae, ...loss, ...error); {"at_most": x} says it; {}: none.'
+    )
+    baseline = luigi.Parameter(
+        description="A run to be no worse than (its model folder, name or identity prefix, as `python -m pipeline "
+        "runs` lists), or best: the best so far on the same data, resolved when evaluating; empty: none."
+    )
+    max_regression = luigi.FloatParameter(
+        description="baseline: how much worse than it the model may be on each compared metric (absolute)."
+    )
+
+    def validate(self) -> None:
+        from pipeline.evaluation import gate  # pure Python: no TensorFlow
+
+        gate.parse_requirements(self.require)  # its ValueError names the flag
+        _require(
+            math.isfinite(self.max_regression) and self.max_regression >= 0,
+            f"--EvaluateEstimator-max-regression must be 0 or more. Received: {self.max_regression}",
+        )
+        try:
+            self.resolved()  # a named baseline run must exist now
+        except ValueError as error:  # ParameterError too: the run it names is not there
+            message = str(error)
+            flag = "--EvaluateEstimator-baseline"
+            raise ParameterError(message if flag in message else f"{flag}: {message}") from None
+
+    def resolved(self) -> dict[str, Any]:
+        """require as given; a baseline run as its model folder's name, however it was named (best stays best:
+        what it resolves to changes with other runs, and is recorded in the verdict, not in the identity)."""
+
+        def resolve() -> tuple[EvaluateEstimator, dict[str, Any]]:
+            from pipeline.experiments import baselines
+
+            if not self.baseline:
+                return self, {"require": self.require, "baseline": ""}
+            run = self.baseline if self.baseline == baselines.BEST else baselines.named_run(paths.root(), self.baseline)
+            return self, {"require": self.require, "baseline": run, "max_regression": self.max_regression}
+
+        return invocation.cached(("evaluate-resolved", id(self)), resolve)[1]
 
     def requires(self) -> dict[str, Stage]:
         return {"model": self.stage_above(TrainEstimator), "shards": self.stage_above(CreateShards)}
@@ -602,16 +644,32 @@ class EvaluateEstimator(Stage):
         return f"{self.requires()['model'].folder_prefix()}-eval"
 
     def build(self, staging: Path) -> dict[str, Any]:
-        from pipeline.evaluation import evaluate, scoring
+        from pipeline.evaluation import evaluate, gate, scoring
+        from pipeline.experiments import baselines  # reads other runs' markers: no TensorFlow
 
         self.progress(0.0, "evaluating on the validation and training sets")
         upstream = self.requires()
         report = evaluate.evaluate(upstream["model"].output_dir(), upstream["shards"].output_dir())
+        resolved = self.resolved()
+        baseline = None
+        if resolved["baseline"]:
+            ids = {name: stage.identity().digest for name, stage in upstream.items()}
+            baseline = baselines.find(
+                paths.root(), resolved["baseline"], report, self.require, ids["shards"], ids["model"]
+            )
+        report[gate.VERDICT] = gate.verdict(report, self.require, baseline, self.max_regression)
         (staging / layout.METRICS).write_text(json.dumps(report, indent=1, sort_keys=True))
         headline = scoring.of(report["problem"]).headline(report["validation"])
         headline.update({name: report["validation"][name] for name in report.get("chosen_metrics", [])})
-        self.progress(1.0, "validation " + ", ".join(f"{name} {value:.4g}" for name, value in headline.items()))
-        return {"validation": headline}
+        verdict = report[gate.VERDICT]
+        self.progress(
+            1.0,
+            "validation "
+            + ", ".join(f"{name} {value:.4g}" for name, value in headline.items())
+            + f"; {verdict['status']}",
+        )
+        # Strings only beside the metrics: `runs` takes the floats of a stage's info for metrics.
+        return {"validation": headline, "verdict": {"status": verdict["status"], "summary": verdict["summary"]}}
 
 
 class PlotInference(Stage):
@@ -649,8 +707,99 @@ class PlotInference(Stage):
         return {"figures": written}
 
 
+class ExportModel(Stage):
+    """A blessed model's SavedModel into TF Serving's layout, `exports/<name>/<version>/` (serving/export_model.py).
+
+    Refuses a model the gate did not bless (EvaluateEstimator's verdict), naming the failed checks, unless
+    forced; a forced export says so in its marker and in `runs`. Reruns when the model or the verdict changes;
+    the same model exported again reuses its version.
+    """
+
+    artifact_kind = "reports"
+    code_entry = ("pipeline.serving.export_model",)
+    upstream_families = ("EvaluateEstimator", "TrainEstimator")
+
+    model_name = luigi.Parameter(
+        description="The model's name under exports/ (TF Serving's model name); empty: the run's, e.g. sine-mlp."
+    )
+    force = BooleanParameter(
+        default=False,
+        significant=False,
+        description="Export even a model the quality gate did not bless (recorded: marker, runs); and rerun "
+        "although up to date.",
+    )
+
+    def validate(self) -> None:
+        _require(
+            re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.served_name()) is not None,
+            "--ExportModel-model-name must be letters, digits, '_', '.' or '-', not starting with '.' or '-'. "
+            f"Received: {self.model_name!r}",
+        )
+
+    def served_name(self) -> str:
+        return self.model_name or self.stage_above(TrainEstimator).folder_prefix()
+
+    def resolved(self) -> dict[str, Any]:
+        return {"model_name": self.served_name()}
+
+    def requires(self) -> dict[str, Stage]:
+        return {"metrics": self.stage_above(EvaluateEstimator), "model": self.stage_above(TrainEstimator)}
+
+    def folder_prefix(self) -> str:
+        return f"{self.stage_above(TrainEstimator).folder_prefix()}-export"
+
+    def stale_reasons(self) -> list[str]:
+        """Its own folder's reasons, and whether the exported version still holds the files it copied."""
+        from pipeline.serving import export_model
+
+        reasons = super().stale_reasons()
+        if reasons:
+            return reasons
+        try:
+            record = json.loads((self.output_dir() / export_model.RECORD).read_text())
+            return export_model.check(Path(record["path"]), record["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return [f"{export_model.RECORD} cannot be read"]
+
+    def build(self, staging: Path) -> dict[str, Any]:
+        from pipeline.evaluation import gate
+        from pipeline.runtime import locks
+        from pipeline.serving import export_model
+
+        upstream = self.requires()
+        model_dir = upstream["model"].output_dir()
+        verdict = json.loads((upstream["metrics"].output_dir() / layout.METRICS).read_text()).get(gate.VERDICT)
+        if not isinstance(verdict, dict):  # an evaluation made before the gate existed
+            raise ParameterError(f"{upstream['metrics'].output_dir()} holds no verdict: rerun EvaluateEstimator.")
+        forced = not verdict["blessed"]
+        if forced and not self.force:
+            raise PipelineError(
+                f"ExportModel refused {model_dir.name}, which the quality gate did not bless: "
+                f"{'; '.join(verdict['failed'])}. Train a better model, change --EvaluateEstimator-require, or "
+                "export it anyway with --ExportModel-force (recorded as forced)."
+            )
+        base = paths.export_base(self.served_name())
+        self.progress(0.0, f"exporting {model_dir.name} to {base}")
+        with locks.exclusive(paths.lock_path(base)):  # one version number per export, across runs
+            exported = export_model.export(model_dir / layout.SAVED_MODEL, base)
+        facts = {
+            "name": self.served_name(),
+            "version": exported.version,
+            "path": str(exported.path),
+            "reused": exported.reused,
+            "forced": forced,
+            "verdict": verdict["status"],
+        }
+        record = {**facts, "model": str(model_dir), "summary": verdict["summary"], "files": exported.files}
+        (staging / export_model.RECORD).write_text(json.dumps(record, indent=1, sort_keys=True))
+        said = "the same model's version" if exported.reused else "a new version"
+        self.progress(1.0, f"{exported.path}: {said}{', forced past the gate' if forced else ''}")
+        return {"export": facts}
+
+
 STAGES: dict[str, type[Stage]] = {
-    cls.__name__: cls for cls in (MakeShapes, CreateShards, TrainEstimator, EvaluateEstimator, PlotInference)
+    cls.__name__: cls
+    for cls in (MakeShapes, CreateShards, TrainEstimator, EvaluateEstimator, PlotInference, ExportModel)
 }
 
 

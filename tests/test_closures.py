@@ -20,9 +20,23 @@ from pipeline import paths, tasks
 from pipeline.core import identity
 from pipeline.core.stage import Stage
 
-STAGES = (tasks.MakeShapes, tasks.CreateShards, tasks.TrainEstimator, tasks.EvaluateEstimator, tasks.PlotInference)
+STAGES = (
+    tasks.MakeShapes,
+    tasks.CreateShards,
+    tasks.TrainEstimator,
+    tasks.EvaluateEstimator,
+    tasks.PlotInference,
+    tasks.ExportModel,
+)
 ORDER = [cls.__name__ for cls in STAGES]
-BELOW = {name: ORDER[ORDER.index(name) :] for name in ORDER}  # a stage reruns, and so do those below it
+
+
+def _below(name: str) -> list[str]:
+    """A stage reruns, and so do those below it (whose upstream identity changes)."""
+    return [cls.__name__ for cls in STAGES if cls.__name__ == name or name in cls.families_above()]
+
+
+BELOW = {name: _below(name) for name in ORDER}
 BELOW["MakeShapes"] = ["MakeShapes"]  # its images are CreateShards' source: their listing, not this code, counts
 
 # The pinned closures, without the package prefix. A change that pulls a module into a
@@ -81,8 +95,10 @@ CLOSURES = {
     "EvaluateEstimator": sorted(
         [
             *SHARED_BY_TRAINING_AND_BELOW,
+            "core/values.py",  # the gate reads the report's numbers by flattened name
             "evaluation/__init__.py",
             "evaluation/evaluate.py",
+            "evaluation/gate.py",  # the quality gate's verdict is part of metrics.json
             "evaluation/metrics.py",
             "evaluation/scoring.py",
         ]
@@ -97,6 +113,9 @@ CLOSURES = {
             "evaluation/scoring.py",
         ]
     ),
+    # A copy of files: the errors it raises and the copy. Not the gate (it reads the verdict EvaluateEstimator
+    # wrote, an upstream output) nor the training's export (an upstream output too).
+    "ExportModel": ["errors.py", "serving/export_model.py"],
 }
 
 
@@ -143,7 +162,7 @@ def _rerun_after(root: Path, file: str, old: str, new: str) -> set[str]:
     return {below for stage in changed for below in BELOW[stage]}
 
 
-ALL_BUT_DEMO = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
+ALL_BUT_DEMO = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference", "ExportModel"}
 CASES = [
     # (file, old, new, what reruns)
     pytest.param(
@@ -164,21 +183,21 @@ CASES = [
         "evaluation/evaluate.py",
         "def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 256)",
         "def evaluate(model_dir: Path, shards_dir: Path, batch_size: int = 512)",
-        {"EvaluateEstimator", "PlotInference"},
+        {"EvaluateEstimator", "PlotInference", "ExportModel"},
         id="the-evaluation",
     ),
     pytest.param(
         "evaluation/scoring.py",
         'headline_metrics = ("mse", "rmse", "mae")',
         'headline_metrics = ("mse", "mae")',
-        {"EvaluateEstimator", "PlotInference"},
+        {"EvaluateEstimator", "PlotInference", "ExportModel"},
         id="a-problem's-report",
     ),
     pytest.param(
         "training/inputs.py",
         "def eval_dataset(",
         "def _unused() -> None:\n    pass\n\n\ndef eval_dataset(",
-        {"TrainEstimator", "EvaluateEstimator", "PlotInference"},
+        {"TrainEstimator", "EvaluateEstimator", "PlotInference", "ExportModel"},
         id="how-shards-are-read",
     ),
     pytest.param(
@@ -192,8 +211,22 @@ CASES = [
         "training/estimator.py",
         "def best_step(",
         "def _unused() -> None:\n    pass\n\n\ndef best_step(",
-        {"TrainEstimator", "EvaluateEstimator", "PlotInference"},
+        {"TrainEstimator", "EvaluateEstimator", "PlotInference", "ExportModel"},
         id="the-training",
+    ),
+    pytest.param(
+        "evaluation/gate.py",
+        'AT_LEAST, AT_MOST = "at_least", "at_most"',
+        'AT_LEAST, AT_MOST = "at_least", "at_most"\nX = 1',
+        {"EvaluateEstimator", "PlotInference", "ExportModel"},
+        id="the-quality-gate",
+    ),
+    pytest.param(
+        "serving/export_model.py",
+        'RECORD = "export.json"',
+        'RECORD = "exported.json"',
+        {"ExportModel"},
+        id="the-export",
     ),
 ]
 NOTHING = [
@@ -216,6 +249,7 @@ NOTHING = [
         "experiments/selection.py",
         "experiments/runs.py",
         "experiments/report.py",
+        "experiments/baselines.py",  # which run is the baseline: recorded in the verdict, not in an identity
         "paths.py",
         "__main__.py",
     )
@@ -290,7 +324,16 @@ def test_no_module_imports_a_module_that_imports_it_back() -> None:
 
 
 # Subpackages, lowest first: a module may import from its own subpackage, a lower one, or the top level.
-LAYERS = {"runtime": 0, "core": 1, "etl": 2, "training": 2, "evaluation": 3, "experiments": 4, "cli": 5}
+LAYERS = {
+    "runtime": 0,
+    "core": 1,
+    "etl": 2,
+    "training": 2,
+    "evaluation": 3,
+    "serving": 3,  # ExportModel's copy: beside the evaluation, neither importing the other
+    "experiments": 4,
+    "cli": 5,
+}
 
 
 def test_subpackages_import_one_way() -> None:

@@ -22,7 +22,7 @@ from luigi.task_register import Register
 from pipeline import layout
 from pipeline.core.parameters import INT64_MAX, flag
 from pipeline.errors import ParameterError
-from pipeline.tasks import STAGES, MakeShapes, Repro
+from pipeline.tasks import STAGES, MakeShapes, PlotInference, Repro
 from tests.conftest import Config, run_cli
 
 TASKS: dict[str, type[luigi.Task]] = {**STAGES, "Repro": Repro}
@@ -131,7 +131,8 @@ def cases(root: Path) -> Iterator[tuple[list[str], str]]:
             if _is_flag(param):  # no value on the command line: fuzzed through luigi.cfg
                 continue
             option = flag(family, name)
-            head = [family] if family == "Repro" else ["PlotInference", *(demo if family == "MakeShapes" else [])]
+            in_plots_dag = family in {"PlotInference", *PlotInference.families_above()}
+            head = ["PlotInference", *(demo if family == "MakeShapes" else [])] if in_plots_dag else [family]
             for value in _garbage(param, name) + BOUNDARIES.get(option[2:], []):
                 # `--flag=-inf`: argparse takes a separate "-inf" for another flag (its own error, exit 2).
                 yield [*head, f"{option}={value}"] if value.startswith("-") else [*head, option, value], option

@@ -48,7 +48,7 @@ def test_the_table_shows_what_differs_the_metrics_and_the_times(sine_runs: SineR
     # Parameters that differ (shards seed, learning rate, training seed), headed by their name
     # unless two stages share it; the validation metrics; when; seconds per stage.
     assert header == [
-        "run", "CreateShards.seed", "learning_rate", "TrainEstimator.seed", "mae", "mse", "rmse", "finished",
+        "run", "CreateShards.seed", "learning_rate", "TrainEstimator.seed", "mae", "mse", "rmse", "verdict", "finished",
         "CreateShards s", "TrainEstimator s", "EvaluateEstimator s", "PlotInference s",
     ]  # fmt: skip
     expected_params = {
@@ -65,10 +65,11 @@ def test_the_table_shows_what_differs_the_metrics_and_the_times(sine_runs: SineR
         assert row[0] == model.name
         assert row[1:4] == expected_params[name]
         assert row[4:7] == [f"{validation[m]:.4g}" for m in ("mae", "mse", "rmse")]
+        assert row[7] == "no thresholds set"  # the quality gate's verdict (docs/serving.md)
         # The run finished when its last stage (the plots) did.
-        assert row[7] == time.strftime("%Y-%m-%d %H:%M", time.localtime(plots_info["finished_at"]))
+        assert row[8] == time.strftime("%Y-%m-%d %H:%M", time.localtime(plots_info["finished_at"]))
         seconds = [_marker(folder)["info"]["elapsed_seconds"] for folder in (model, evaluation, plots)]
-        assert row[9:12] == [f"{s:.1f}" for s in seconds]
+        assert row[10:13] == [f"{s:.1f}" for s in seconds]
 
 
 def test_sort_every_parameter_and_swept_columns(sine_runs: SineRuns) -> None:
@@ -164,9 +165,11 @@ def test_parameters_are_read_generically_and_flattened(sine_runs: SineRuns, tmp_
             shutil.rmtree(folder)
 
     header, *rows = _cells(runs.format_table(runs.collect(tmp_path)))
-    assert header[:4] == ["run", "seed", "optimizer.learning_rate.initial", "mae"]  # no other seed now
+    # No other seed now; the evaluation's baseline (the quality gate's; an empty require flattens to nothing)
+    # differs: one run has no evaluation.
+    assert header[:5] == ["run", "seed", "optimizer.learning_rate.initial", "baseline", "mae"]
     assert [row[2] for row in rows] == ["0.01", "0.003", "0.01"]
-    assert rows[2][3:6] == ["-", "-", "-"]  # no evaluation: no metrics
+    assert rows[2][3:7] == ["-", "-", "-", "-"]  # no evaluation: no baseline, no metrics
     assert runs.collect(tmp_path)[2].downstream == ()
 
 

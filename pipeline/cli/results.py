@@ -158,11 +158,30 @@ def results_block(tasks: list[luigi.Task], started: float) -> str:
             metrics_line = "Validation (the training's last evaluation): " + ", ".join(shown)
     if metrics_line:
         lines.append(metrics_line)
+    lines += gate_lines(stages)
     lines.append(
         f"Ran: {', '.join(made) or 'nothing'}. Reused: {', '.join(reused) or 'nothing'}."
         + (f" Not done: {', '.join(missing)}." if missing else "")
     )
     return "\n".join(lines)
+
+
+def gate_lines(stages: list[Stage]) -> list[str]:
+    """The quality gate's verdict and where ExportModel put the model, from their markers (as published)."""
+    lines = []
+    for stage in stages:
+        marker = markers.read_marker(stage.output_dir())
+        if marker is None or marker.get("identity") != stage.identity().digest:
+            continue
+        info = marker.get("info", {})
+        verdict, export = info.get("verdict"), info.get("export")
+        if isinstance(verdict, dict) and verdict.get("summary"):
+            lines.append(f"Quality gate: {verdict['summary']}")
+        if isinstance(export, dict) and export.get("path"):
+            how = "the same model's version, kept" if export.get("reused") else "a new version"
+            forced = f"; forced past the gate ({export.get('verdict')})" if export.get("forced") else ""
+            lines.append(f"Export: {export['path']} (version {export.get('version')}: {how}{forced})")
+    return lines
 
 
 def _published(stage: Stage) -> tuple[dict[str, Any] | None, str]:

@@ -77,6 +77,14 @@ def source_notes(stage: Stage) -> list[str]:
     unlabelled = marker["info"].get("unlabelled", 0) if marker else 0
     if unlabelled:
         notes.append(f"{unlabelled} row(s) with no label left out; {stage.output_dir() / layout.MANIFEST} lists them")
+    verdict, export = (marker["info"].get(key) if marker else None for key in ("verdict", "export"))
+    if isinstance(verdict, dict) and verdict.get("summary"):  # EvaluateEstimator's quality gate
+        notes.append(f"verdict: {verdict['summary']}")
+    if isinstance(export, dict) and export.get("path"):  # ExportModel
+        notes.append(
+            f"exported to {export['path']} (version {export.get('version')}"
+            + (f", forced past the gate: {export.get('verdict')})" if export.get("forced") else ")")
+        )
     return [note for note in notes if note]
 
 

@@ -124,6 +124,26 @@ class Run:
                     found[name] = value
         return found
 
+    def _info(self, stage: str, key: str) -> dict[str, Any]:
+        """What the run's `stage` recorded under `key` in its marker's info ({} if nothing)."""
+        for artifact in self.downstream:
+            if artifact.stage == stage and isinstance(artifact.info.get(key), dict):
+                return dict(artifact.info[key])
+        return {}
+
+    @property
+    def verdict(self) -> str | None:
+        """The quality gate's verdict on the model (EvaluateEstimator's): blessed, not blessed, no thresholds set."""
+        return self._info("EvaluateEstimator", "verdict").get("status")
+
+    @property
+    def export(self) -> str | None:
+        """Where ExportModel put the model, `<name>/<version>`, and `forced` when it was forced past the gate."""
+        facts = self._info("ExportModel", "export")
+        if not facts:
+            return None
+        return f"{facts.get('name')}/{facts.get('version')}" + (" forced" if facts.get("forced") else "")
+
     @cached_property
     def seconds(self) -> dict[str, float]:
         """How long each stage took to build, by stage."""
@@ -328,11 +348,13 @@ class Column:
 
     key: str
     header: str
-    kind: str  # "run", "label" (its name or note), "param", "metric", "finished" or "seconds"
+    kind: str  # "run", "label" (its name or note), "param", "metric", "gate", "finished" or "seconds"
 
     def value(self, run: Run) -> Any:
         if self.kind == "run":
             return run.name
+        if self.kind == "gate":  # the verdict, or the export
+            return getattr(run, self.key)
         if self.kind == "label":
             return run.label.get(self.key)
         if self.kind == "param":
@@ -410,11 +432,13 @@ def columns(runs: Sequence[Run], all_params: bool = False, swept: Sequence[str] 
     stages = [stage for stage in _stages(runs) if any(stage in run.seconds for run in runs)]
     seconds = [Column(f"seconds.{stage}", f"{stage} s", "seconds") for stage in stages]
     labels = [Column(key, key, "label") for key in ("name", "note") if any(key in run.label for run in runs)]
+    gate = [Column(key, key, "gate") for key in ("verdict", "export") if any(getattr(run, key) for run in runs)]
     return [
         Column("run", "run", "run"),
         *labels,
         *params,
         *metrics,
+        *gate,
         Column("finished", "finished", "finished"),
         *seconds,
     ]
@@ -537,6 +561,8 @@ def as_record(run: Run) -> dict[str, Any]:
         "identity": run.identity,
         "params": run.params,
         "metrics": run.metrics,
+        "verdict": run.verdict,
+        "export": run.export,
         "finished_at": run.finished_at,
         "seconds": run.seconds,
         "folders": {stage.stage: str(stage.folder) for stage in run.stages},
