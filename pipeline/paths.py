@@ -150,9 +150,13 @@ def export_base(name: str) -> Path:
 SEARCHES = "searches"  # below the root: one folder per search's study (its journal, its trials' logs)
 
 
-def search_journal(study: str) -> Path:
-    """The journal file of a search's Optuna study, `<root>/searches/<study>/study.journal`."""
-    return root() / SEARCHES / study / "study.journal"
+SEARCH_JOURNAL = "study.journal"
+
+
+def search_journal(study: str, under: Path | None = None) -> Path:
+    """The journal file of a search's Optuna study, `<root>/searches/<study>/study.journal` (`under`: that
+    artifact root, not the configured one)."""
+    return (root() if under is None else under) / SEARCHES / study / SEARCH_JOURNAL
 
 
 def remote_state() -> Path:

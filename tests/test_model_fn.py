@@ -131,6 +131,80 @@ def test_the_users_loss_metrics_optimizer_and_callbacks_train_evaluate_and_plot(
     assert ran_in_summary(log) == BELOW
 
 
+# A loss and a metric as Keras-serializable classes (keras.losses.Loss, keras.metrics.Metric), with a
+# configuration of their own: saved by their registered name with the model, reloaded in safe mode.
+MY_OBJECTS = """\
+import keras
+from keras import ops
+
+
+class ScaledMSE(keras.losses.Loss):
+    def __init__(self, scale=2.0, name="scaled_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale = scale
+
+    def call(self, y_true, y_pred):
+        return self.scale * ops.mean(ops.square(y_true - y_pred), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+class WithinTenth(keras.metrics.Metric):
+    # Stateful: the share of predictions within 0.1 of the label, over every batch since the last reset.
+    def __init__(self, name="within_tenth", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.hits = self.add_variable(shape=(), initializer="zeros", name="hits")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        close = ops.cast(ops.abs(y_true - y_pred) < 0.1, "float32")
+        self.hits.assign_add(ops.sum(close))
+        self.count.assign_add(ops.cast(ops.size(close), "float32"))
+
+    def result(self):
+        return self.hits / ops.maximum(self.count, 1.0)
+"""
+CLASSES = ["--TrainEstimator-loss", "my_objects:ScaledMSE", "--TrainEstimator-metrics", '["my_objects:WithinTenth"]']
+
+
+def test_a_loss_and_a_metric_as_keras_classes_train_evaluate_in_safe_mode_and_rerun_when_edited(work: Path) -> None:
+    import zipfile
+
+    (work / "my_objects.py").write_text(MY_OBJECTS)
+    short = ["--TrainEstimator-max-steps", "100", "--TrainEstimator-checkpoint-steps", "50"]
+    code, log = _luigi(work, *CLASSES, *short, task="EvaluateEstimator")
+    assert code == 0, log[-3000:]
+    assert ran_in_summary(log) == {"CreateShards", "TrainEstimator", "EvaluateEstimator"}
+    (model_dir,) = (work / "models").glob("sine-mlp-*")
+    config = json.loads((model_dir / "train_config.json").read_text())["config"]
+    assert config["loss"] == "my_objects:ScaledMSE" and config["metrics"] == ["my_objects:WithinTenth"]
+    assert "my_objects.py" in json.loads((model_dir / "_SUCCESS.json").read_text())["code"]
+    last = json.loads((model_dir / "history.json").read_text())[-1]["eval"]
+    assert last["loss"] == pytest.approx(2 * last["mse"], rel=1e-4)  # the class's loss, at its default scale
+    assert 0 < last["within_tenth"] < 1
+    # Saved by their registered names, which EvaluateEstimator's safe-mode load resolved.
+    with zipfile.ZipFile(model_dir / "model.keras") as archive:
+        saved = json.loads(archive.read("config.json"))["compile_config"]
+    assert saved["loss"]["registered_name"] == "my_objects>ScaledMSE"
+    assert [m["registered_name"] for m in saved["metrics"] if isinstance(m, dict)][-1] == "my_objects>WithinTenth"
+    (metrics_dir,) = (work / "reports").glob("sine-mlp-eval-*")
+    report = json.loads((metrics_dir / "metrics.json").read_text())
+    assert report["chosen_metrics"] == ["within_tenth"]
+    # The stateful metric over the whole split: what the last evaluation measured on the same examples.
+    assert report["validation"]["within_tenth"] == pytest.approx(last["within_tenth"], rel=1e-4)
+    assert 0 < report["train"]["within_tenth"] < 1
+
+    # An edit of the class (its default scale): training and evaluation rerun, and the loss follows it.
+    (work / "my_objects.py").write_text(MY_OBJECTS.replace("scale=2.0", "scale=3.0"))
+    code, log = _luigi(work, *CLASSES, *short, task="EvaluateEstimator")
+    assert code == 0, log[-3000:]
+    assert ran_in_summary(log) == {"TrainEstimator", "EvaluateEstimator"}
+    (edited,) = [p for p in (work / "models").glob("sine-mlp-*") if p != model_dir]
+    last = json.loads((edited / "history.json").read_text())[-1]["eval"]
+    assert last["loss"] == pytest.approx(3 * last["mse"], rel=1e-4)
+
+
 RAISING = """\
 import keras
 

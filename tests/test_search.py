@@ -3,6 +3,8 @@ pipeline/training/pruning.py), with real trainings of a tiny sine, a real journa
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import os
@@ -208,6 +210,30 @@ def test_a_search_reuses_what_was_trained_prunes_resumes_and_adds_trials(tmp_pat
     marker = markers.read_marker(work / "models" / staging.name.removesuffix(".partial"))
     assert marker is not None and marker["info"]["resumed_from_step"] == 100
 
+    # Point 5: the runs table has the trial, its state and the objective of a search's runs; --search NAME
+    # keeps that study's runs, in the table, --json and --csv.
+    name = journal.parent.name
+    table = run_cli(["python", "-m", "pipeline", "runs"], cwd=work)
+    assert table.returncode == 0, table.stderr[-2000:]
+    header, *lines = [line.split() for line in table.stdout.splitlines()[1:]]
+    assert header[:5] == ["run", "trial", "state", "objective", "learning_rate"]
+    cells = {line[0]: line[1:4] for line in lines}
+    assert cells == {hand_model.name: ["0", "reused", f"{hand_mse:.4g}"], staging.name[:-8]: ["-", "-", "-"]}
+    chosen = run_cli(["python", "-m", "pipeline", "runs", "--search", name, "--json"], cwd=work)
+    assert chosen.returncode == 0, chosen.stderr[-2000:]
+    (record,) = json.loads(chosen.stdout)
+    assert (record["run"], record["search"], record["trial"], record["state"]) == (hand_model.name, name, 0, "reused")
+    assert record["objective"] == pytest.approx(hand_mse) and record["objective_metric"] == "validation.mse"
+    rows = list(
+        csv.DictReader(
+            io.StringIO(run_cli(["python", "-m", "pipeline", "runs", "--search", name, "--csv"], cwd=work).stdout)
+        )
+    )
+    assert [(r["run"], r["trial"], r["state"]) for r in rows] == [(hand_model.name, "0", "reused")]
+    assert float(rows[0]["objective"]) == pytest.approx(hand_mse)
+    wrong = run_cli(["python", "-m", "pipeline", "runs", "--search", "sine-mlp-search-nothing"], cwd=work)
+    assert wrong.returncode == 40 and f"the studies there: {name}" in wrong.stderr, wrong.stderr[-2000:]
+
 
 def test_trials_run_at_once_against_luigid_and_show_there_with_their_values(tmp_path: Path) -> None:
     """Point 4: --workers 2 with a gpu pool of 2: two trainings at once, each in the web UI's task list."""
@@ -239,33 +265,100 @@ def test_trials_run_at_once_against_luigid_and_show_there_with_their_values(tmp_
     assert len(spans) == 4 and any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
-def test_a_search_killed_during_a_trial_goes_on_where_it_stopped(tmp_path: Path) -> None:
-    """Point 1: a crash (SIGKILL of the search, its trial process dies with it) loses nothing: the next
-    search tries the interrupted trial's values first, and its training resumes from its checkpoint."""
+# A callback of the user's (--TrainEstimator-callbacks) that holds the training after each evaluation's
+# checkpoint (the pipeline's callback runs first) while the file HOLD_FILE names exists: a search is killed
+# there, at a known step, however fast or slow the machine.
+HOLD = """\
+import os
+import time
+
+import keras
+
+
+class Hold(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        while os.path.exists(os.environ.get("HOLD_FILE", "")):
+            time.sleep(0.05)
+
+
+def make():
+    return [Hold()]
+"""
+
+
+def _another_host() -> list[str]:
+    """A command prefix that runs it with another host name (its own UTS namespace), or skip the test."""
+    for prefix in (["unshare", "--uts"], ["unshare", "--user", "--map-root-user", "--uts"]):
+        try:
+            named = subprocess.run([*prefix, "sh", "-c", "hostname other-host && hostname"], capture_output=True)
+        except FileNotFoundError:
+            break
+        if named.returncode == 0 and named.stdout.split() == [b"other-host"]:
+            return [*prefix, "sh", "-c", 'hostname other-host && exec "$@"', "sh"]
+    pytest.skip("unshare cannot give a process another host name here")
+
+
+def _killed_at(command: list[str], work: Path, log: Path, checkpoint: str, env: dict[str, str]) -> None:
+    """Start a search, and SIGKILL it (its process group: the search and its trial process) once the trial's
+    training is held at `checkpoint` (ckpt-N.index in the staging folder)."""
+    import signal
+
+    with open(log, "wb") as out:
+        search = subprocess.Popen(command, cwd=work, env=env, stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((work / "models").glob(f"*.partial/checkpoints/{checkpoint}")):
+        assert search.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
+    os.killpg(search.pid, signal.SIGKILL)
+    search.wait()
+
+
+def test_a_search_killed_on_another_host_or_here_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    """Point 1: a crash loses nothing. A search on another host (another host name: its process cannot be
+    checked from here) is killed during trial 0: the trial stays RUNNING in the study until its lease runs
+    out, then the next search fails it (interrupted) and asks its values again first (trial 1), resuming
+    its training from its checkpoint. That search, killed here during trial 1, is found gone at once (its
+    process is not alive), and the next one completes the same values from the later checkpoint (trial 2)."""
+    import optuna
+
     work = tmp_path / "work"
     work.mkdir()
-    write_run_config(work, {**TINY, "max_steps": "2000"})
+    write_run_config(work, {**TINY, "callbacks": "hold:make"})
+    (work / "hold.py").write_text(HOLD)
     command = [
-        "python", "-m", "pipeline", "search", "EvaluateEstimator", "--TrainEstimator-learning-rate",
+        str(VENV_BIN / "python"), "-m", "pipeline", "search", "EvaluateEstimator", "--TrainEstimator-learning-rate",
         "loguniform(0.003, 0.03)", "--trials", "1", "--sampler", "random", "--pruner", "none", "--local-scheduler",
     ]  # fmt: skip
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    with open(tmp_path / "first.log", "wb") as log:
-        first = subprocess.Popen([str(VENV_BIN / "python"), *command[1:]], cwd=work, env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 300
-    while not list((work / "models").glob("*.partial/checkpoints/ckpt-*.index")):
-        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.2)
-    first.kill()
-    first.wait()
-    again = run_cli(command, cwd=work)
+    hold = tmp_path / "hold"
+    hold.touch()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HOLD_FILE=str(hold))
+    # Each search with a sampler seeded anew: the values are the same only because they are asked again.
+    other = [*_another_host(), *command, "--seed", "1", "--lease", "1"]
+    _killed_at(other, work, tmp_path / "other.log", "ckpt-100.index", env)
+    (journal,) = (work / "searches").glob("*/study.journal")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    (trial,) = optuna.load_study(study_name=journal.parent.name, storage=storage).trials
+    assert trial.state == optuna.trial.TrialState.RUNNING and trial.user_attrs["asked_by"]["host"] == "other-host"
+    time.sleep(max(0.0, trial.user_attrs["lease_until"] - time.time()) + 0.1)  # the dead search's lease runs out
+
+    _killed_at([*command, "--seed", "2"], work, tmp_path / "here.log", "ckpt-200.index", env)
+    here = (tmp_path / "here.log").read_text()
+    assert "trial 0 was interrupted (its search on other-host stopped renewing its lease" in here, here[-3000:]
+    hold.unlink()
+    again = run_cli(["python", *command[1:], "--seed", "3"], cwd=work)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "trial 0 was interrupted" in again.stderr
+    assert "trial 1 was interrupted (its search stopped)" in again.stderr
     trials = _trials(again.stdout)
-    assert [trials[0][0], trials[1][0]] == ["interrupted", "complete"] and trials[0][2] == trials[1][2]
+    assert [trials[n][0] for n in range(3)] == ["interrupted", "interrupted", "complete"]
+    assert trials[0][2] == trials[1][2] == trials[2][2]  # the same values each time
+    study = optuna.load_study(study_name=journal.parent.name, storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "COMPLETE"]
+    assert [t.user_attrs.get("retry_of") for t in study.trials] == [None, 0, 1]
     (model,) = (work / "models").iterdir()
     marker = markers.read_marker(model)
-    assert marker is not None and marker["info"]["resumed_from_step"] >= 100
+    assert marker is not None and marker["info"]["resumed_from_step"] == 200
+    history = json.loads((model / "history.json").read_text())
+    assert [h["step"] for h in history] == [100, 200, 300]
 
 
 def test_importing_the_pipeline_and_the_search_imports_no_optuna(tmp_path: Path) -> None:

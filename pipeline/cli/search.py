@@ -11,7 +11,8 @@ trial. The search's own options: `--trials N` (the study's budget, 20), `--sampl
 `--pruner median|percentile|halving|hyperband|threshold|none` (with Optuna's keyword
 arguments: `median(n_startup_trials=2)`), `--objective` (a metric of the evaluation; the
 first one by default), `--direction minimize|maximize` (by the metric), `--seed N` (the
-sampler's), `--study NAME`, `--workers N` (trials at once, up to the gpu pool). The rest is
+sampler's), `--study NAME`, `--workers N` (trials at once, up to the gpu pool), `--lease
+SECONDS` (a running trial whose search has not renewed it that long is interrupted: 120 s). The rest is
 Luigi's, as with `luigi` (`--local-scheduler`, the scheduler's address).
 
 Every mistake is one line and exit code 40 before anything runs. The command ends with
@@ -30,7 +31,7 @@ from pipeline import paths
 from pipeline.cli import interface
 from pipeline.core.stage import Stage
 from pipeline.errors import ParameterError
-from pipeline.experiments import space
+from pipeline.experiments import space, study
 from pipeline.experiments.sweep import stage_flag
 
 USAGE = (
@@ -50,6 +51,13 @@ def _options() -> interface.Arguments:
     parser.add_argument("--seed", type=int, default=0, help="The sampler's seed.")
     parser.add_argument("--study", default="", help="The study's name.")
     parser.add_argument("--workers", type=int, default=1, help="Trials at once, up to the gpu pool.")
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=study.LEASE_SECONDS,
+        metavar="SECONDS",
+        help="A running trial whose search has not renewed its lease for this long (a host gone) is interrupted.",
+    )
     return parser
 
 
@@ -138,9 +146,10 @@ def parse(argv: Sequence[str]) -> Any:
             "search: no parameter to search. Give one as a distribution, e.g. "
             "--TrainEstimator-learning-rate 'loguniform(1e-4, 1e-1)'."
         )
-    if options.trials < 1 or options.workers < 1:
+    if options.trials < 1 or options.workers < 1 or not options.lease > 0:
         raise ParameterError(
-            f"search: --trials and --workers are positive numbers. Received: {options.trials}, {options.workers}"
+            "search: --trials, --workers and --lease are positive numbers. "
+            f"Received: {options.trials}, {options.workers}, {options.lease}"
         )
     if options.sampler not in search.SAMPLERS:
         raise ParameterError(
@@ -158,6 +167,7 @@ def parse(argv: Sequence[str]) -> Any:
         workers=options.workers,
         luigi_argv=(target.get_task_family(), *fixed, *_without_workers(passthrough)),
         study_name=options.study,
+        lease_seconds=options.lease,
         fixed=tuple(fixed),
     )
     return search.checked(wanted)

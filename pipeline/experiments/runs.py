@@ -19,6 +19,7 @@ integers there are counts (`num_examples`), not metrics.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -35,6 +36,7 @@ from pipeline.core import markers
 from pipeline.core import remote as remotes
 from pipeline.core.values import flatten
 from pipeline.errors import ParameterError
+from pipeline.experiments import study
 
 # What Stage adds to every marker's info (and, for stages that use TensorFlow, who imported it): not results.
 TIMINGS = ("started_at", "finished_at", "elapsed_seconds", "cpu_seconds", "tensorflow_import")
@@ -84,6 +86,7 @@ class Run:
     model: Artifact
     upstream: tuple[Artifact, ...]  # every stage above the model, farthest first (raw data, shards)
     downstream: tuple[Artifact, ...]  # per stage, the newest folder that read the model (evaluation, plots)
+    search: study.Membership | None = None  # the trial of a search that trained (or reused) it
 
     @property
     def name(self) -> str:
@@ -315,9 +318,22 @@ def index(root: Path) -> Index:
     return Index(root, tuple(artifacts))
 
 
-def collect(root: Path) -> list[Run]:
-    """Every trained model under the artifact root `root`, as a `Run`, oldest first."""
-    return index(root).runs()
+def collect(root: Path, search: str | None = None) -> list[Run]:
+    """Every trained model under the artifact root `root`, as a `Run`, oldest first, each with its trial
+    where a search's study under the root trained or reused it (`search`: only that study's runs).
+
+    ParameterError for a `search` that names no study under the root (listing those there are).
+    """
+    runs = index(root).runs()
+    names = study.studies(root)
+    if search is not None:
+        if search not in names:
+            there = f"the studies there: {', '.join(names)}" if names else "there is none"
+            raise ParameterError(f"--search {search}: no study of that name under {root / paths.SEARCHES} ({there}).")
+        names = [search]
+    trials = study.memberships(root, names) if names else {}
+    runs = [dataclasses.replace(run, search=trials.get(run.name)) for run in runs]
+    return [run for run in runs if run.search is not None] if search is not None else runs
 
 
 def select(runs: Sequence[Run], references: Sequence[str]) -> list[Run]:
@@ -341,6 +357,18 @@ def select(runs: Sequence[Run], references: Sequence[str]) -> list[Run]:
 
 # --- the table ----------------------------------------------------------------------
 
+SEARCH_KEYS = ("trial", "state", "objective")  # a search's run: its trial's number, state and objective
+
+
+def search_value(membership: study.Membership, key: str) -> Any:
+    """A search's cell of a run: its study (`search`), its trial number, state or objective value."""
+    return {
+        "search": membership.study,
+        "trial": membership.trial,
+        "state": membership.state,
+        "objective": membership.value,
+    }[key]
+
 
 @dataclass(frozen=True)
 class Column:
@@ -348,13 +376,15 @@ class Column:
 
     key: str
     header: str
-    kind: str  # "run", "label" (its name or note), "param", "metric", "gate", "finished" or "seconds"
+    kind: str  # "run", "label" (name, note), "search" (its trial), "param", "metric", "gate", "finished", "seconds"
 
     def value(self, run: Run) -> Any:
         if self.kind == "run":
             return run.name
         if self.kind == "gate":  # the verdict, or the export
             return getattr(run, self.key)
+        if self.kind == "search":
+            return None if run.search is None else search_value(run.search, self.key)
         if self.kind == "label":
             return run.label.get(self.key)
         if self.kind == "param":
@@ -433,9 +463,12 @@ def columns(runs: Sequence[Run], all_params: bool = False, swept: Sequence[str] 
     seconds = [Column(f"seconds.{stage}", f"{stage} s", "seconds") for stage in stages]
     labels = [Column(key, key, "label") for key in ("name", "note") if any(key in run.label for run in runs)]
     gate = [Column(key, key, "gate") for key in ("verdict", "export") if any(getattr(run, key) for run in runs)]
+    in_searches = {run.search.study for run in runs if run.search is not None}
+    trial_keys = [*(["search"] if len(in_searches) > 1 else []), *SEARCH_KEYS] if in_searches else []
     return [
         Column("run", "run", "run"),
         *labels,
+        *[Column(key, key, "search") for key in trial_keys],
         *params,
         *metrics,
         *gate,
@@ -471,7 +504,7 @@ def format_value(column: Column, value: Any) -> str:
     """A cell as printed: metrics to 4 significant digits, parameters exactly, times to the minute."""
     if value is None:
         return "-"
-    if column.kind == "metric":
+    if column.kind == "metric" or (column.kind == "search" and isinstance(value, float)):
         return f"{value:.4g}"
     if column.kind == "finished":
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
@@ -559,6 +592,8 @@ def as_record(run: Run) -> dict[str, Any]:
         "run": run.name,
         **run.label,
         "identity": run.identity,
+        **({} if run.search is None else {key: search_value(run.search, key) for key in ("search", *SEARCH_KEYS)}),
+        **({} if run.search is None else {"objective_metric": run.search.objective}),
         "params": run.params,
         "metrics": run.metrics,
         "verdict": run.verdict,

@@ -60,6 +60,7 @@ class Search:
     workers: int
     luigi_argv: tuple[str, ...]  # TASK, the fixed --Task-param values and Luigi's flags, as each trial gets them
     study_name: str = ""  # --study NAME; empty: named after the search
+    lease_seconds: float = study.LEASE_SECONDS  # --lease SECONDS: a trial of a search gone longer is interrupted
     fixed: tuple[str, ...] = field(default=())  # the fixed --Task-param values (part of the study's name)
 
     @property
@@ -167,8 +168,6 @@ def run(search: Search) -> Outcome:
         found = study.open_study(
             name, search.definition(base), search.direction, search.sampler, search.seed, search.pruner, search.metric
         )
-        for number in study.recover(found):
-            _say(f"trial {number} was interrupted (its search stopped): its values are tried again first")
         size = search.workers
         if _local_scheduler() and size > gpu_pool():  # luigid counts its own pool; here each trial has one
             _say(f"--workers {size}: {gpu_pool()} trial(s) at once, the gpu pool ([resources] gpu in luigi.cfg)")
@@ -204,11 +203,15 @@ def _trials(search: Search, name: str, found: Any, pool: trials.Pool) -> int:
     distributions = {d.label: d.distribution() for d in search.dimensions}
     running: dict[int, tuple[Any, Stage, bool, float]] = {}  # number -> trial, root, training reused, started
     failed = 0
+    renewed = 0.0
     while True:
+        for number, why in study.recover(found):  # before asking: what they were asked again first
+            _say(f"trial {number} was interrupted ({why}): its values are tried again first")
         finished, busy = study.counts(found)  # every host's: a second host shares the budget
         while pool.free() and finished + busy < search.trials:
             trial = found.ask(distributions)
             trial.set_user_attr(study.ASKED_BY, study.host_tag())
+            study.lease([trial], search.lease_seconds)
             variant = search.variant(trial.params, f"{name}/{trial.number}")
             root = search.target.with_variant(variant)
             described = _describe(search, trial.params)
@@ -225,7 +228,10 @@ def _trials(search: Search, name: str, found: Any, pool: trials.Pool) -> int:
             busy += 1
         if not pool.busy():
             return failed
-        for number, answer in pool.finished():
+        if time.monotonic() - renewed > search.lease_seconds / 4:
+            study.lease([trial for trial, *_ in running.values()], search.lease_seconds)
+            renewed = time.monotonic()
+        for number, answer in pool.finished(timeout=search.lease_seconds / 4):
             trial, root, reused, started = running.pop(number)
             failed += not _settle(found, search, trial, root, reused, answer, time.monotonic() - started)
 
@@ -259,13 +265,17 @@ def _settle(
     import optuna
 
     number = trial.number
+    frozen = found.get_trials(deepcopy=False)[number]
+    if frozen.state.is_finished():  # another search found its lease run out (this one was held up that long)
+        _say(f"trial {number}: ended after another search had marked it interrupted (--lease {search.lease_seconds:g})")
+        return True
     value = objective_value(root, search.metric)
     if value is not None:
         outcome = "reused" if reused else "complete"
         _tell(found, trial, root, value, outcome, search.metric)
         _say(f"trial {number}: {outcome}, {search.metric} {value:.4g} ({seconds:.1f} s)")
         return True
-    frozen = found.get_trials(deepcopy=False)[number]
+    frozen = found.get_trials(deepcopy=False)[number]  # again: the training recorded where it was pruned
     step = frozen.user_attrs.get(pruning.PRUNED_AT)
     if step is not None:
         trial.set_user_attr(study.OUTCOME, "pruned")

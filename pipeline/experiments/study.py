@@ -3,16 +3,22 @@
 `searches/<study>/study.journal` (paths.search_journal): Optuna's JournalFileBackend,
 whose appends are serialised by a lock file that works on shared storage too, so
 several hosts that see the root add trials to one study. Each trial records who
-asked for it (`asked_by`: host and pid) and how it ended (`outcome`: complete,
-reused, pruned, failed or interrupted); a trial of this host whose search process is
-gone was interrupted: it is marked so and its values are asked again first.
+asked for it (`asked_by`: host and pid), until when its search vouches for it
+(`lease_until`, renewed while it runs) and how it ended (`outcome`: complete,
+reused, pruned, failed or interrupted). A running trial whose search is gone was
+interrupted: of this host, its search's process is gone; of any host, its lease ran
+out (Optuna's heartbeat is RDBStorage's only: JournalStorage has none). It is then
+marked so, failed, and its values are asked again first.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline import paths
@@ -22,14 +28,17 @@ from pipeline.training import pruning
 OUTCOME = "outcome"  # complete, reused, pruned, failed or interrupted
 ASKED_BY = "asked_by"  # {"host": ..., "pid": ...}
 RUN = "run"  # the model folder of a trial that trained (or reused) one
+RETRY_OF = "retry_of"  # an interrupted trial's values asked again: the number of the trial interrupted
+LEASE = "lease_until"  # seconds since the epoch: until when the search that asked for a trial vouches for it
+LEASE_SECONDS = 120.0  # a search renews its trials' leases every quarter of this
 
 
-def storage(name: str) -> Any:
-    """Optuna's journal storage of the study `name`."""
+def storage(name: str, under: Path | None = None) -> Any:
+    """Optuna's journal storage of the study `name` (`under`: that artifact root, not the configured one)."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    journal = paths.search_journal(name)
+    journal = paths.search_journal(name, under)
     journal.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(journal)))
 
@@ -89,28 +98,53 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover(study: Any, this_process_too: bool = False) -> list[int]:
-    """Mark this host's running trials whose search is gone as interrupted, and ask for their values again
-    first (their trainings resume from their checkpoints); return their numbers.
+def lease(trials: Iterable[Any], seconds: float) -> None:
+    """Vouch for the running `trials` (optuna.Trial) for `seconds` more: their search is alive."""
+    until = time.time() + seconds
+    for trial in trials:
+        trial.set_user_attr(LEASE, until)
 
-    `this_process_too`: this process's own running trials as well (it is being stopped). A trial
-    running on another host is left alone: its search may still be running.
+
+def _gone(trial: Any, me: dict[str, Any], this_process_too: bool) -> str | None:
+    """Why a running trial's search is gone (where it ran), or None while it may be running."""
+    tag = trial.user_attrs.get(ASKED_BY, {})
+    until = trial.user_attrs.get(LEASE)
+    here = tag.get("host") == me["host"]
+    if here and tag.get("pid") == me["pid"]:
+        return "this search stopped" if this_process_too else None
+    if here and not _alive(int(tag.get("pid", 0))):
+        return "its search stopped"
+    if isinstance(until, (int, float)) and time.time() > until:  # of any host (and a pid reused here)
+        ago = time.time() - until
+        return f"its search on {tag.get('host', '?')} stopped renewing its lease {ago:.0f} s ago"
+    return None
+
+
+def recover(study: Any, this_process_too: bool = False) -> list[tuple[int, str]]:
+    """Mark the running trials whose search is gone as interrupted, and ask for their values again first (their
+    trainings resume from their checkpoints); return their numbers, and why each.
+
+    Gone: a search of this host whose process is not alive, or a search of any host that has not
+    renewed the trial's lease (`lease`). `this_process_too`: this process's own running trials as
+    well (it is being stopped).
     """
     import optuna
 
     me = host_tag()
     found = []
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        tag = trial.user_attrs.get(ASKED_BY, {})
-        if tag.get("host") != me["host"]:
+        why = _gone(trial, me, this_process_too)
+        if why is None:
             continue
-        mine = tag.get("pid") == me["pid"]
-        if (mine and not this_process_too) or (not mine and _alive(int(tag.get("pid", 0)))):
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, OUTCOME, "interrupted")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another search (another host) failed it first, and asks it again
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, OUTCOME, "interrupted")
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=True)
-        found.append(trial.number)
+        # Not Optuna's skip_if_exists: it compares with every trial, this one included, and always skips.
+        if not any(t.user_attrs.get(RETRY_OF) == trial.number for t in study.get_trials(deepcopy=False)):
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+        found.append((trial.number, why))
     return found
 
 
@@ -171,8 +205,45 @@ def rows(study: Any) -> list[Row]:
     return sorted(found, key=lambda row: row.number)
 
 
-def load(name: str) -> Any:
-    """The existing study `name` (for its report)."""
+def load(name: str, under: Path | None = None) -> Any:
+    """The existing study `name` (for its report, and the runs table)."""
     import optuna
 
-    return optuna.load_study(study_name=name, storage=storage(name))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=storage(name, under))
+
+
+@dataclass(frozen=True)
+class Membership:
+    """A run's place in a search: the study, the trial that trained or reused it, its state and objective."""
+
+    study: str
+    trial: int
+    state: str  # complete or reused (a pruned or failed trial publishes no model)
+    objective: str  # the metric, e.g. validation.mse
+    value: float | None
+
+
+def studies(root: Path) -> list[str]:
+    """The names of the studies under the artifact root `root` (folders of `searches/` holding a journal)."""
+    found = (root / paths.SEARCHES).glob(f"*/{paths.SEARCH_JOURNAL}")
+    return sorted(journal.parent.name for journal in found if journal.is_file())
+
+
+def memberships(root: Path, names: list[str]) -> dict[str, Membership]:
+    """Model folder name -> its trial in the studies `names` under `root` (imports Optuna when there is one).
+
+    A model in several trials (trained by one, reused by others) is shown by the trial that trained it,
+    else by the first; the studies are read in the order given.
+    """
+    found: dict[str, Membership] = {}
+    for name in names:
+        loaded = load(name, root)
+        objective = str(loaded.user_attrs.get("definition", {}).get("objective", "objective"))
+        for row in rows(loaded):
+            if not row.run or row.state not in ("complete", "reused"):
+                continue
+            known = found.get(row.run)
+            if known is None or (known.state != "complete" and row.state == "complete"):
+                found[row.run] = Membership(name, row.number, row.state, objective, row.value)
+    return found
