@@ -130,15 +130,15 @@ def test_only_a_users_mistake_is_one_line(
     assert commands.main(["runs", "--json", "--csv"]) == interface.BAD_PARAMETER_EXIT
     assert capsys.readouterr().err == (
         "ERROR: ParameterError: python -m pipeline runs: argument --csv: not allowed with argument --json. "
-        "Usage: python -m pipeline runs [-h] [--where KEY OP VALUE] [--sort-by COLUMN] [--reverse] [--all] "
-        "[--json | --csv]\n"
+        "Usage: python -m pipeline runs [-h] [--where KEY OP VALUE] [--search NAME] [--sort-by COLUMN] "
+        "[--reverse] [--all] [--json | --csv]\n"
     )
     assert commands.main(["report"]) == interface.BAD_PARAMETER_EXIT  # an empty root
     assert capsys.readouterr().err == (
         f"ERROR: DataError: No trained models under {workspace.resolve() / 'models'}: nothing to report.\n"
     )
 
-    def broken(root: Path) -> list[runs.Run]:
+    def broken(root: Path, search: str | None = None) -> list[runs.Run]:
         raise ValueError("zip() argument 2 is shorter than argument 1")
 
     monkeypatch.setattr(runs, "collect", broken)

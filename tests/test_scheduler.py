@@ -162,7 +162,8 @@ def test_stages_report_progress_to_the_scheduler(watched_run: WatchedRun) -> Non
     validation = metrics["validation"]
     assert final["EvaluateEstimator"] == (
         100,
-        f"validation mse {validation['mse']:.4g}, rmse {validation['rmse']:.4g}, mae {validation['mae']:.4g}",
+        f"validation mse {validation['mse']:.4g}, rmse {validation['rmse']:.4g}, mae {validation['mae']:.4g}; "
+        f"{metrics['verdict']['status']}",
     )
 
 
