@@ -628,10 +628,10 @@ class EvaluateEstimator(Stage):
         what it resolves to changes with other runs, and is recorded in the verdict, not in the identity)."""
 
         def resolve() -> tuple[EvaluateEstimator, dict[str, Any]]:
-            from pipeline.experiments import baselines
-
             if not self.baseline:
                 return self, {"require": self.require, "baseline": ""}
+            from pipeline.experiments import baselines  # the runs' index: only when a baseline is asked for
+
             run = self.baseline if self.baseline == baselines.BEST else baselines.named_run(paths.root(), self.baseline)
             return self, {"require": self.require, "baseline": run, "max_regression": self.max_regression}
 
