@@ -79,11 +79,16 @@ def manifest(folder: Path) -> dict:
 
 def test_an_image_and_a_number_from_a_source_train_the_default_cnn(folder: Path) -> None:
     code, out = luigi(
-        folder, "--CreateShards-source", "image_sources:image_and_number", "--CreateShards-label-column", "y",
+        folder,
+        "--CreateShards-source",
+        "image_sources:image_and_number",
+        "--CreateShards-label-column",
+        "y",
     )
     assert code == 0, out[-3000:]
     made = manifest(folder)
-    assert made["features"]["picture"] == {"dtype": "string", "shape": [], "encoding": "image", "image_shape": [8, 8, 1]}
+    picture = {"dtype": "string", "shape": [], "encoding": "image", "image_shape": [8, 8, 1]}  # gray: one channel
+    assert made["features"]["picture"] == picture
     assert made["columns"]["picture"]["kind"] == "image"
     reading = made["columns"]["reading"]
     assert reading["kind"] == "numeric" and 5400 < reading["mean"] < 5600 and 60_000 < reading["variance"] < 110_000

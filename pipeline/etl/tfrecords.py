@@ -304,6 +304,7 @@ class TFRecordSource:
     def manifest(self) -> dict[str, Any]:
         spec = self.spec()
         schema = self.schema()
+        statistics: dict[str, Any] = getattr(self, "_statistics")  # noqa: B009 (set by rows())
         features: dict[str, Any] = {name: dict(s) for name, s in schema.inputs.items()}
         classification = schema.problem == "classification"
         features[LABEL] = {"dtype": "int64", "shape": []} if classification else {"dtype": "float32", "shape": [1]}
@@ -317,8 +318,8 @@ class TFRecordSource:
             "input_shape": list(schema.input_shape),
             "label": LABEL,
             "feature_spec": spec,
-            "columns": {name: {"kind": _column_kind(s), "missing": 0, **getattr(self, "_statistics").get(name, {})}
-                        for name, s in schema.inputs.items()},  # noqa: B009 (set by rows())
+            "columns": {name: {"kind": _column_kind(s), "missing": 0, **statistics.get(name, {})}
+                        for name, s in schema.inputs.items()},
             "source_sha256": {p.name: _sha256(p) for paths in self.files().values() for p in paths},
         }  # fmt: skip
         if classification:
