@@ -212,7 +212,9 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
     builder = builders.load(config.network)
     input_shape = inputs.input_shape(manifest)
     raw = named_inputs(manifest) and builders.takes_input_spec(builders.find(config.network))
-    spec = {"input_spec": {name: manifest["features"][name] for name in manifest["inputs"]}} if raw else {}
+    spec: dict[str, Any] = (
+        {"input_spec": {name: manifest["features"][name] for name in manifest["inputs"]}} if raw else {}
+    )
     if named_inputs(manifest) and not raw and preprocessing.image_inputs(manifest):
         found = builders.find(config.network)  # an image and numbers: a cnn takes both (preprocessing.py)
         width = preprocessing.feature_width(manifest)
