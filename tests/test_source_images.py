@@ -96,6 +96,21 @@ def test_an_image_and_a_number_from_a_source_train_the_default_cnn(folder: Path)
     assert config["network"] == "cnn" and config["augment"] == []
     # The brightness alone, or the number alone, is right 3/4 of the time: more needs both inputs.
     assert accuracy(folder) > 0.85
+    # The export takes what a client has: the PNG's bytes and the raw number.
+    import tensorflow as tf
+
+    [export] = (folder / "models").glob("*/saved_model")
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    images = tf.constant([png(40 + 170 * 0.9), png(40 + 170 * 0.1)])
+    [probabilities] = serve(picture=images, reading=tf.constant([0.9 * 1000 + 5000, 0.1 * 1000 + 5000])).values()
+    assert probabilities.numpy().argmax(axis=1).tolist() == [1, 0]  # bright and high; dark and low
+
+
+def png(level: float) -> bytes:
+    """An 8x8 gray PNG at `level` (0-255), as the source's."""
+    out = io.BytesIO()
+    Image.fromarray(np.full((8, 8), round(level), "uint8"), mode="L").save(out, format="PNG")
+    return out.getvalue()
 
 
 def write_records(path: Path, count: int, seed: int) -> None:

@@ -218,7 +218,8 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
     if named_inputs(manifest) and not raw and preprocessing.image_inputs(manifest):
         found = builders.find(config.network)  # an image and numbers: a cnn takes both (preprocessing.py)
         width = preprocessing.feature_width(manifest)
-        if width and found.parameters is not None and "num_features" in found.parameters:
+        takes = found.parameters is not None and "num_features" in found.parameters
+        if width and takes and "num_features" not in config.network_args:
             spec = {"num_features": width}
     model = builder(
         input_shape=input_shape,
