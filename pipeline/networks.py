@@ -47,6 +47,7 @@ def build_cnn(
     problem: str,
     conv_filters: Sequence[int] = (16, 32, 64),
     dense_units: int = 64,
+    num_features: int = 0,
 ) -> keras.Model:
     """A small convolutional network of images in [0, 1].
 
@@ -54,6 +55,9 @@ def build_cnn(
     normalisation, ReLU, 2x2 max pooling (each block halves height and
     width). Then global average pooling, a dense ReLU layer of `dense_units`
     and the output layer (class probabilities for classification).
+    `num_features` above 0: a second input of that many numbers (those beside
+    the image in a source of the user's, standardised), joined to the pooled
+    image before the dense layer.
     """
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     h = inputs
@@ -63,5 +67,10 @@ def build_cnn(
         h = keras.layers.ReLU(name=f"relu_{i}")(h)
         h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
     h = keras.layers.GlobalAveragePooling2D(name="global_pool")(h)
+    model_inputs: keras.KerasTensor | list[keras.KerasTensor] = inputs
+    if num_features > 0:
+        features = keras.Input(shape=(num_features,), name="features")
+        h = keras.layers.Concatenate(name="with_features")([h, features])
+        model_inputs = [inputs, features]
     h = keras.layers.Dense(dense_units, activation="relu", name="dense")(h)
-    return keras.Model(inputs, output_layer(num_outputs, problem)(h), name="cnn")
+    return keras.Model(model_inputs, output_layer(num_outputs, problem)(h), name="cnn")

@@ -176,8 +176,11 @@ class TFRecordSource:
             if not records:
                 raise ValueError(f"--CreateShards-tfrecords {self.tfrecords}: the files hold no record.")
             spec: dict[str, dict[str, Any]] = {}
-            for index, (path, record) in enumerate(records):
-                example = _decoded(path, record, index)
+
+            def decoded(records: list[tuple[Path, bytes]]) -> list[tuple[Path, dict[str, Any]]]:
+                return [(path, _decoded(path, record, index)) for index, (path, record) in enumerate(records)]
+
+            for _, example in decoded(records):
                 for name, (kind, values) in example.items():
                     spec.setdefault(name, {"kind": kind, "length": len(values)})
             if self.label_column not in spec:
@@ -185,6 +188,11 @@ class TFRecordSource:
                     f"--CreateShards-label-column {self.label_column}: the records have no such feature. Their "
                     f"features: {', '.join(sorted(spec))}."
                 )
+            for name, entry in spec.items():  # bytes that decode as images: the cnn's input (decoded in the model)
+                if name != self.label_column and entry["kind"] == "bytes" and entry["length"] == 1:
+                    shape = _image_shape([example[name][1][0] for _, example in decoded(records)][:IMAGE_PROBES])
+                    if shape:
+                        entry.update(encoding="image", image_shape=list(shape))
             if spec[self.label_column]["length"] != 1:
                 raise ValueError(
                     f"The label {self.label_column!r} holds {spec[self.label_column]['length']} values per record: "
@@ -223,11 +231,8 @@ class TFRecordSource:
 
     def schema(self) -> Schema:
         spec = self.spec()
-        inputs = {
-            name: {"dtype": DTYPES[s["kind"]], "shape": [s["length"]]}
-            for name, s in spec.items()
-            if name != self.label_column
-        }
+        inputs = {name: _feature(s) for name, s in spec.items() if name != self.label_column}
+        images = [s["image_shape"] for s in inputs.values() if s.get("encoding") == "image"]
         width = sum(s["shape"][0] for s in inputs.values() if s["dtype"] != "string") or 1
         problem = (
             "regression"
@@ -235,7 +240,8 @@ class TFRecordSource:
             else "classification"
         )
         classes = self.class_names() if problem == "classification" else ()
-        return Schema(problem, (width,), classes, self.counts(), self.kind, inputs)
+        shape = tuple(images[0]) if images else (width,)  # an image: the cnn, the numbers beside it
+        return Schema(problem, shape, classes, self.counts(), self.kind, inputs)
 
     def check(self) -> None:
         self.validate()
@@ -289,12 +295,16 @@ class TFRecordSource:
             every = [row(example) for _, example in examples["all"]]
             order = np.random.RandomState(self.seed).permutation(len(every))
             n_val = self.counts()["validation"]
-            return {"validation": [every[i] for i in order[:n_val]], "train": [every[i] for i in order[n_val:]]}
-        return {part: [row(example) for _, example in rows] for part, rows in examples.items()}
+            split = {"validation": [every[i] for i in order[:n_val]], "train": [every[i] for i in order[n_val:]]}
+        else:
+            split = {part: [row(example) for _, example in rows] for part, rows in examples.items()}
+        object.__setattr__(self, "_statistics", _statistics([inputs for inputs, _, _ in split["train"]], spec))
+        return split
 
     def manifest(self) -> dict[str, Any]:
         spec = self.spec()
         schema = self.schema()
+        statistics: dict[str, Any] = getattr(self, "_statistics")  # noqa: B009 (set by rows())
         features: dict[str, Any] = {name: dict(s) for name, s in schema.inputs.items()}
         classification = schema.problem == "classification"
         features[LABEL] = {"dtype": "int64", "shape": []} if classification else {"dtype": "float32", "shape": [1]}
@@ -308,8 +318,8 @@ class TFRecordSource:
             "input_shape": list(schema.input_shape),
             "label": LABEL,
             "feature_spec": spec,
-            "columns": {name: {"kind": "text" if s["dtype"] == "string" else "numeric", "missing": 0, "mean": 0.0,
-                               "variance": 1.0} for name, s in schema.inputs.items()},
+            "columns": {name: {"kind": _column_kind(s), "missing": 0, **statistics.get(name, {})}
+                        for name, s in schema.inputs.items()},
             "source_sha256": {p.name: _sha256(p) for paths in self.files().values() for p in paths},
         }  # fmt: skip
         if classification:
@@ -329,6 +339,51 @@ def record_features(
         else:
             features[name] = list(values)
     return {**features, LABEL: [label]}, {}
+
+
+IMAGE_PROBES = 5  # first records whose bytes must all decode as images of one shape for a feature to be images
+GRAY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow modes of one channel
+
+
+def _image_shape(values: list[bytes]) -> tuple[int, int, int] | None:
+    """[height, width, channels] when every value is the bytes of a PNG, JPEG, GIF or BMP of that shape."""
+    import io
+
+    from PIL import Image
+
+    shapes = set()
+    for value in values:
+        try:
+            with Image.open(io.BytesIO(value)) as image:
+                if image.format not in ("PNG", "JPEG", "GIF", "BMP"):
+                    return None
+                shapes.add((image.height, image.width, 1 if image.mode in GRAY_MODES else 3))
+        except Exception:  # Pillow raises many types for bytes that are no image: then it is text
+            return None
+    return shapes.pop() if len(shapes) == 1 else None
+
+
+def _feature(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's entry of a feature: image bytes one string (decoded in the model), else a list."""
+    if spec.get("encoding") == "image":
+        return {"dtype": "string", "shape": [], "encoding": "image", "image_shape": list(spec["image_shape"])}
+    return {"dtype": DTYPES[spec["kind"]], "shape": [spec["length"]]}
+
+
+def _column_kind(feature: Mapping[str, Any]) -> str:
+    return "image" if feature.get("encoding") == "image" else "text" if feature["dtype"] == "string" else "numeric"
+
+
+def _statistics(rows: list[Mapping[str, list[Any]]], spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Each numeric feature's train mean and variance per value, for ImputeAndScale inside the model."""
+    import numpy as np
+
+    stats = {}
+    for name, entry in spec.items():
+        if entry["kind"] != "bytes" and rows and name in rows[0]:
+            values = np.asarray([row[name] for row in rows], dtype=np.float64)
+            stats[name] = {"mean": values.mean(axis=0).tolist(), "variance": values.var(axis=0).tolist()}
+    return stats
 
 
 def _class_name(value: Any) -> str:

@@ -68,6 +68,7 @@ def locate(source: str) -> tuple[str, str, Path]:
 # --- examples and their schema (NumPy and Pillow: the child process and the build only) ----------
 
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP")  # what tf.io.decode_image reads back
+GRAY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow modes of one channel (decoded with channels=1)
 
 
 def spec_of(value: Any) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def _image_shape(data: bytes) -> tuple[int, int, int]:
         with Image.open(io.BytesIO(data)) as image:
             if image.format not in IMAGE_FORMATS:
                 raise SchemaError(f"bytes of a {image.format} image: expected {', '.join(IMAGE_FORMATS)}")
-            return image.height, image.width, 3  # decoded as RGB
+            return image.height, image.width, 1 if image.mode in GRAY_MODES else 3  # decoded as gray or RGB
     except SchemaError:
         raise
     except Exception:  # Pillow raises many types for data that is no image
@@ -144,6 +145,8 @@ def check_example(index: int, example: Any, schema: Mapping[str, Mapping[str, An
             raise SchemaError(
                 f"example {index}, feature {name!r}: expected dtype {expected['dtype']}, received {received['dtype']}"
             )
+        if expected["dtype"] == "image":  # decoded to the schema's shape inside the model, resized if need be
+            continue
         if list(received["shape"]) != list(expected["shape"]):
             raise SchemaError(
                 f"example {index}, feature {name!r}: expected shape {list(expected['shape'])}, "
@@ -229,7 +232,7 @@ def collect(source: str, params: Mapping[str, Any], label: str) -> tuple[dict[st
         declared, parts = result.get("schema"), {"all": result["examples"]}
     else:
         parts = {"all": result}
-    schema = {name: {"dtype": s["dtype"], "shape": list(s.get("shape", []))} for name, s in (declared or {}).items()}
+    schema = {name: declared_spec(s) for name, s in (declared or {}).items()}
     collected: dict[str, list[Any]] = {}
     offset = 0
     for part, iterable in parts.items():
@@ -250,6 +253,49 @@ def collect(source: str, params: Mapping[str, Any], label: str) -> tuple[dict[st
         collected[part] = examples
         offset += len(examples)
     return collected, schema
+
+
+def declared_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A feature's entry of a declared schema: {"dtype", "shape"}; image bytes are dtype "image" (or a string
+    with "encoding": "image") of shape [height, width, channels]."""
+    dtype = "image" if spec.get("encoding") == "image" else spec["dtype"]
+    shape = list(spec.get("image_shape", spec.get("shape", [])))
+    if dtype == "image" and (len(shape) != 3 or shape[2] not in (1, 3)):
+        raise SchemaError(f"an image is declared of shape {shape}: expected [height, width, 1 or 3]")
+    return {"dtype": dtype, "shape": shape}
+
+
+def feature_entry(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest's entry of a feature: image bytes are a string of their own shape (decoded in the model)."""
+    if spec["dtype"] == "image":
+        return {"dtype": "string", "shape": [], "encoding": "image", "image_shape": list(spec["shape"])}
+    return {"dtype": spec["dtype"], "shape": list(spec["shape"])}
+
+
+def statistics(rows: list[Any], specs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each numeric feature's train mean and variance (per element of an array), for ImputeAndScale."""
+    import numpy as np
+
+    stats = {}
+    for name, spec in specs.items():
+        if spec["dtype"] in ("float32", "int64"):
+            values = np.asarray([np.asarray(row[name], dtype=np.float64).ravel() for row in rows])
+            mean, variance = values.mean(axis=0), values.var(axis=0)
+            scalar = not spec["shape"]
+            stats[name] = {
+                "mean": float(mean[0]) if scalar else mean.tolist(),
+                "variance": float(variance[0]) if scalar else variance.tolist(),
+            }
+    return stats
+
+
+def columns(specs: Mapping[str, Mapping[str, Any]], stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest's columns of named inputs: numbers with their train statistics, images, texts."""
+    kinds = {"string": "text", "image": "image"}
+    return {
+        name: {"kind": kinds.get(spec["dtype"], "numeric"), "missing": 0, **stats.get(name, {})}
+        for name, spec in specs.items()
+    }
 
 
 def label_problem(spec: Mapping[str, Any], values: list[Any], problem: str, label: str) -> tuple[str, list[str]]:
@@ -379,8 +425,8 @@ class FunctionSource:
             return Schema("regression", (1,), (), unknown, self.kind)
         inputs = {name: spec for name, spec in verdict["schema"].items() if name != self.label_column}
         return Schema(
-            verdict["problem"], (input_width(inputs),), tuple(verdict["class_names"]), verdict["counts"], self.kind,
-            inputs,
+            verdict["problem"], input_shape(inputs), tuple(verdict["class_names"]), verdict["counts"], self.kind,
+            {name: feature_entry(spec) for name, spec in inputs.items()},
         )  # fmt: skip
 
     def check(self) -> None:
@@ -418,13 +464,14 @@ class FunctionSource:
         def label(value: Any) -> float | int:
             return index[str(int(value)) if not isinstance(value, str) else value] if classification else float(value)
 
+        object.__setattr__(self, "_statistics", statistics([examples[i] for i in indices["train"]], specs))
         return {name: [(specs, examples[i], label(labels[i])) for i in rows] for name, rows in indices.items()}
 
     def manifest(self) -> dict[str, Any]:
         meta: dict[str, Any] = getattr(self, "_meta")  # noqa: B009 (set by rows(), which create_shards calls first)
         specs = {name: spec for name, spec in meta["schema"].items() if name != self.label_column}
         classification = meta["problem"] == "classification"
-        features = {name: {"dtype": spec["dtype"], "shape": list(spec["shape"])} for name, spec in specs.items()}
+        features = {name: feature_entry(spec) for name, spec in specs.items()}
         features[LABEL] = {"dtype": "int64", "shape": []} if classification else {"dtype": "float32", "shape": [1]}
         manifest: dict[str, Any] = {
             "source": self.kind,
@@ -433,11 +480,10 @@ class FunctionSource:
             "label_column": self.label_column,
             "features": features,
             "inputs": sorted(specs),
-            "input_shape": [input_width(specs)],
+            "input_shape": list(input_shape(specs)),
             "label": LABEL,
-            "columns": {name: {"kind": "text" if spec["dtype"] == "string" else "numeric", "missing": 0,
-                               "mean": 0.0, "variance": 1.0} for name, spec in specs.items()},
-        }  # fmt: skip
+            "columns": columns(specs, getattr(self, "_statistics")),  # noqa: B009 (set by rows())
+        }
         if classification:
             manifest["class_names"] = list(meta["class_names"])
         return manifest
@@ -453,7 +499,14 @@ def input_width(specs: Mapping[str, Mapping[str, Any]]) -> int:
     """Numbers the built-in mlp takes of the numeric inputs, flattened (strings are for a network of your own)."""
     import math
 
-    return sum(math.prod(spec["shape"]) for spec in specs.values() if spec["dtype"] != "string") or 1
+    return sum(math.prod(spec["shape"]) for spec in specs.values() if spec["dtype"] in ("float32", "int64")) or 1
+
+
+def input_shape(specs: Mapping[str, Mapping[str, Any]]) -> tuple[int, ...]:
+    """What the built-in network takes: the image's shape when there is one (the cnn, the numbers beside it),
+    else the numbers' width (the mlp)."""
+    images = [spec["shape"] for spec in specs.values() if spec["dtype"] == "image"]
+    return tuple(images[0]) if images else (input_width(specs),)
 
 
 def example_features(

@@ -28,7 +28,7 @@ from matplotlib.patches import Patch
 
 from pipeline import layout, problems
 from pipeline.evaluation import evaluate
-from pipeline.schema import read_manifest
+from pipeline.schema import named_inputs, read_manifest
 from pipeline.training import inputs
 
 # The figures' files inside a plots folder.
@@ -282,7 +282,10 @@ class PlottedModel:
         self.model_dir, self.shards_dir, self.metrics_dir, self.title = model_dir, shards_dir, metrics_dir, title
         self.manifest = read_manifest(shards_dir)
         self.shown = SHOWN_BY[self.manifest["problem"]]
-        self.figures = self.shown.figures(inputs.input_shape(self.manifest))
+        # Images among named inputs are decoded in the model: no grid of them (that reads an image folder's shards).
+        named_images = named_inputs(self.manifest) and not inputs.is_image(self.manifest) and len(
+            inputs.input_shape(self.manifest)) == 3  # fmt: skip
+        self.figures = self.shown.figures(() if named_images else inputs.input_shape(self.manifest))
         # Inputs are kept only for the figure that draws them (a split of images would not fit in memory).
         self.keep_inputs = "predictions" in self.figures
         self.model = cache(lambda: evaluate.load_model(model_dir))

@@ -165,8 +165,13 @@ def _sample(call: Mapping[str, Any], batch: int) -> Any:
         return np.random.default_rng(0).uniform(size=(batch, *call["input_shape"])).astype("float32")
     import tensorflow as tf
 
+    def image(shape: list[int]) -> Any:  # a gray PNG of the recorded shape, as image bytes would be
+        return tf.fill([batch], tf.io.encode_png(tf.fill(shape, tf.constant(128, tf.uint8))))
+
     return {
-        name: tf.fill([batch, *spec["shape"]], "a")
+        name: image(spec["image_shape"])
+        if spec.get("encoding") == "image"
+        else tf.fill([batch, *spec["shape"]], "a")
         if spec["dtype"] == "string"
         else tf.zeros([batch, *spec["shape"]], spec["dtype"])
         for name, spec in call["input_spec"].items()

@@ -143,14 +143,19 @@ def resolve(cls: type, parameters: Mapping[str, Any], schema: Schema) -> Any:
 
 
 def _augmentations(value: Any, problem: problems.Problem, schema: Schema) -> tuple[str, ...]:
-    if value == "auto":
-        return problem.default_augment(schema.input_shape)
+    if value == "auto":  # named inputs (an image beside numbers): decoded in the model, not augmented
+        return () if schema.inputs else problem.default_augment(schema.input_shape)
     names = tuple(value)
     unknown = [name for name in names if name not in problems.AUGMENTATIONS]
     if unknown:
         raise ValueError(
             f"--TrainEstimator-augment: unknown augmentation {unknown[0]!r}. Expected auto, or a JSON list of "
             f"{', '.join(problems.AUGMENTATIONS)} (e.g. {json.dumps(list(problems.AUGMENTATIONS[:2]))}, [] for none)."
+        )
+    if names and schema.inputs:
+        raise ValueError(
+            f"--TrainEstimator-augment {list(names)}: augmentations apply to the images of an image folder, and "
+            "these inputs are named features (decoded inside the model). Use [] (or auto)."
         )
     if names and problems.input_kind(schema.input_shape) != "image":
         raise ValueError(

@@ -212,7 +212,15 @@ def build_network(config: Any, manifest: dict[str, Any]) -> keras.Model:
     builder = builders.load(config.network)
     input_shape = inputs.input_shape(manifest)
     raw = named_inputs(manifest) and builders.takes_input_spec(builders.find(config.network))
-    spec = {"input_spec": {name: manifest["features"][name] for name in manifest["inputs"]}} if raw else {}
+    spec: dict[str, Any] = (
+        {"input_spec": {name: manifest["features"][name] for name in manifest["inputs"]}} if raw else {}
+    )
+    if named_inputs(manifest) and not raw and preprocessing.image_inputs(manifest):
+        found = builders.find(config.network)  # an image and numbers: a cnn takes both (preprocessing.py)
+        width = preprocessing.feature_width(manifest)
+        takes = found.parameters is not None and "num_features" in found.parameters
+        if width and takes and "num_features" not in config.network_args:
+            spec = {"num_features": width}
     model = builder(
         input_shape=input_shape,
         num_outputs=problem.num_outputs(manifest.get("class_names", [])),
