@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +27,12 @@ from tests.conftest import Config, build, make_root, run_cli
 TINY = {"batch_size": "32", "max_steps": "40", "checkpoint_steps": "40", "steps_per_execution": "20"}
 
 
-def _train(folder: Path, **sections: dict[str, object]) -> Path:
+def _train(folder: Path, **sections: Mapping[str, object]) -> Path:
     """Train the tiny DAG down to TrainEstimator in the artifact root `folder`; its model_dir."""
     config = Config()
     config.set("paths", "root", folder)
-    for option, value in TINY.items():
-        config.set("TrainEstimator", option, value)
+    for option, setting in TINY.items():
+        config.set("TrainEstimator", option, setting)
     for section, values in sections.items():
         for option, value in values.items():
             config.set(section, option, value)
@@ -113,14 +113,21 @@ class BySize(tf.Module):
         big = tf.strings.length(image_bytes) > 200
         class_ids = tf.cast(big, tf.int64)
         probabilities = tf.where(big[:, None], [[0.1, 0.9]], [[0.8, 0.2]])
-        return {"probabilities": probabilities, "class_ids": class_ids, "classes": tf.gather(["small", "big"], class_ids)}
+        return {
+            "probabilities": probabilities,
+            "class_ids": class_ids,
+            "classes": tf.gather(["small", "big"], class_ids),
+        }
 
 
 class Sum(tf.Module):
     """The table's contract: `size cm` (sanitised) + 3 for red; NaN (missing) counts as -100."""
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.float32, name="size_cm"), tf.TensorSpec([None], tf.string, name="colour")]
+        input_signature=[
+            tf.TensorSpec([None], tf.float32, name="size_cm"),
+            tf.TensorSpec([None], tf.string, name="colour"),
+        ]
     )
     def raw(self, size_cm: tf.Tensor, colour: tf.Tensor) -> dict[str, tf.Tensor]:
         size = tf.where(tf.math.is_nan(size_cm), -100.0, size_cm)

@@ -89,7 +89,9 @@ def manifest_of(model_dir: Path) -> dict[str, Any]:
     try:
         manifest: dict[str, Any] = json.loads((model_dir / layout.TRAIN_CONFIG).read_text())["manifest"]
     except (OSError, ValueError, KeyError) as error:
-        raise DataError(f"{model_dir} has no readable {layout.TRAIN_CONFIG}: not a finished training ({error}).")
+        raise DataError(
+            f"{model_dir} has no readable {layout.TRAIN_CONFIG}: not a finished training ({error})."
+        ) from error
     return manifest
 
 
@@ -213,7 +215,8 @@ def sine_inputs(arguments: Sequence[str]) -> tuple[list[str], dict[str, list[Any
         k = match_columns(path, header, ["x"])["x"]
         for line, row in enumerate(rows, start=2):
             labels.append(f"{path.name}:{line}")
-            xs.append(columns.number(row[k]) if k < len(row) and columns.number(row[k]) is not None else math.nan)
+            value = columns.number(row[k]) if k < len(row) else None
+            xs.append(math.nan if value is None else value)
     return labels, {"x": xs}
 
 
