@@ -213,7 +213,15 @@ def test_bad_runs_are_one_line_and_exit_40(sine: Path, copy_of: object) -> None:
 # --- the real exports (once the trainings write the `raw` signature) -------------------------------
 
 
-def test_a_real_sine_export_predicts_near_the_sine(sine: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_export_without_the_raw_signature_is_one_line_and_exit_40(sine: Path) -> None:
+    if _has_raw(sine):
+        pytest.skip("the trainings write the `raw` signature (pipeline/training/signatures.py)")
+    out = run_cli(["python", "-m", "pipeline", "predict", _model_dir(sine).name, "1.0"], cwd=sine)
+    assert out.returncode == 40 and "has no 'raw' signature (it has: serve, serving_default)" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "retrain" in out.stderr
+
+
+def test_a_real_sine_export_predicts_as_its_keras_model(sine: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if not _has_raw(sine):
         pytest.skip("the export has no `raw` signature yet (pipeline/training/signatures.py)")
     model = tf.keras.models.load_model(_model_dir(sine) / layout.KERAS_MODEL)

@@ -24,7 +24,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +150,11 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
     return [name.strip() for name in rows[0]], [row for row in rows[1:] if row]
 
 
-def match_columns(path: Path, header: Sequence[str], inputs: Iterable[str]) -> dict[str, int]:
-    """For each signature input, the index of its column in `header`: the same name, else its sanitised form.
+def match_columns(
+    path: Path, header: Sequence[str], inputs: Iterable[str], aliases: Mapping[str, str] | None = None
+) -> dict[str, int]:
+    """For each signature input, the index of its column in `header`: the same name, else its sanitised form,
+    else the column the training's manifest gives that feature name (`aliases`: feature -> column).
 
     Raises DataError naming the first input the header lacks; prints a note naming the columns ignored.
     """
@@ -159,7 +162,7 @@ def match_columns(path: Path, header: Sequence[str], inputs: Iterable[str]) -> d
     loose = {sanitised(name): k for k, name in reversed(list(enumerate(header)))}
     index = {}
     for name in inputs:
-        k = exact.get(name, loose.get(name))
+        k = exact.get(name, loose.get(name, exact.get((aliases or {}).get(name, ""))))
         if k is None:
             raise DataError(
                 f"{path} has no column {name!r}, which the model takes. Its columns: {', '.join(header)}. "
@@ -172,7 +175,9 @@ def match_columns(path: Path, header: Sequence[str], inputs: Iterable[str]) -> d
     return index
 
 
-def table_inputs(files: Sequence[str], kinds: dict[str, str]) -> tuple[list[str], dict[str, list[Any]]]:
+def table_inputs(
+    files: Sequence[str], kinds: dict[str, str], aliases: Mapping[str, str]
+) -> tuple[list[str], dict[str, list[Any]]]:
     """The rows of the CSV files as signature inputs (`kinds`: input name -> "float32" or "string")."""
     from pipeline.etl import columns
 
@@ -183,7 +188,7 @@ def table_inputs(files: Sequence[str], kinds: dict[str, str]) -> tuple[list[str]
         if not path.is_file():
             raise DataError(f"{file}: no such file. Give CSV files with the training's columns.")
         header, rows = read_csv(path)
-        index = match_columns(path, header, kinds)
+        index = match_columns(path, header, kinds, aliases)
         for line, row in enumerate(rows, start=2):
             labels.append(f"{path.name}:{line}" if len(files) > 1 else str(line))
             for name, k in index.items():
@@ -244,7 +249,8 @@ def predict(saved_model: Path, manifest: dict[str, Any], arguments: Sequence[str
         labels = [str(path) for path in files]
         values: dict[str, list[Any]] = {"image_bytes": files}  # read batch by batch
     elif schema.named_inputs(manifest):
-        labels, values = table_inputs(arguments, kinds)
+        aliases = {feature: str(column["column"]) for feature, column in manifest.get("columns", {}).items()}
+        labels, values = table_inputs(arguments, kinds, aliases)
     else:
         labels, values = sine_inputs(arguments)
     classes = list(manifest.get("class_names", []))
@@ -255,6 +261,8 @@ def predict(saved_model: Path, manifest: dict[str, Any], arguments: Sequence[str
             batch["image_bytes"] = [image_bytes(path) for path in batch["image_bytes"]]
         tensors = {name: tf.constant(column, dtype=specs[name].dtype) for name, column in batch.items()}
         outputs = {name: tensor.numpy() for name, tensor in function(**tensors).items()}
+        if "predictions" in outputs:  # [batch] (or [batch, 1])
+            outputs["predictions"] = outputs["predictions"].reshape(len(tensors[next(iter(tensors))]), -1)[:, 0]
         for i, label in enumerate(labels[start : start + BATCH]):
             if "probabilities" in outputs:
                 class_id = int(outputs["class_ids"][i])
