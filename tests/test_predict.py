@@ -134,6 +134,19 @@ class Sum(tf.Module):
         return {"predictions": size + tf.where(colour == "red", 3.0, 0.0) + tf.where(colour == "", 1000.0, 0.0)}
 
 
+class Renamed(Sum):
+    """Sum, its numeric input named `c_1`."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.float32, name="c_1"),
+            tf.TensorSpec([None], tf.string, name="colour"),
+        ]
+    )
+    def raw(self, c_1: tf.Tensor, colour: tf.Tensor) -> dict[str, tf.Tensor]:
+        return Sum.raw.python_function(self, c_1, colour)
+
+
 def _predict(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = commands.main(["predict", *argv])
     out = capsys.readouterr()
@@ -197,6 +210,15 @@ def test_the_table_contract_columns_by_name_missing_cells_and_a_missing_column(
     rows.write_text("colour\nred\n")
     code, _, err = _predict(capsys, _model_dir(root).name, str(rows))
     assert code == 40 and "has no column 'size_cm', which the model takes. Its columns: colour." in err
+
+    # An input name the export maps to its column in assets.extra/serving.json (training/signatures.py).
+    _replace_export(root, Renamed())
+    info = {"inputs": [{"raw_name": "c_1", "example_key": "size cm"}, {"raw_name": "colour", "example_key": "colour"}]}
+    (_model_dir(root) / layout.SAVED_MODEL / "assets.extra").mkdir()
+    (_model_dir(root) / layout.SAVED_MODEL / "assets.extra" / "serving.json").write_text(json.dumps(info))
+    rows.write_text("size cm,colour\n2,red\n")
+    code, out, err = _predict(capsys, _model_dir(root).name, str(rows), "--csv")
+    assert (code, out) == (0, "input,prediction\n2,5.0\n"), err
 
 
 def test_bad_runs_are_one_line_and_exit_40(sine: Path, copy_of: object) -> None:

@@ -8,7 +8,8 @@ which, with the class names and the table's columns):
 - images: the files' encoded bytes (`image_bytes`), decoded and resized in the graph;
   folders are expanded recursively to their .bmp .gif .jpeg .jpg .png files;
 - a table: CSV rows, each signature input taken from the column of that name (exactly,
-  else the header with every character outside [A-Za-z0-9_] replaced by `_`); extra
+  else the header with every character outside [A-Za-z0-9_] replaced by `_`, else the
+  column the export's `assets.extra/serving.json` or the manifest names for it); extra
   columns are ignored with a note, a missing one is an error naming it; missing cells
   (columns.MISSING: empty, NA, ?, null...) are sent as NaN (numeric) or "" (categorical);
 - the sine: a CSV with an `x` column, or numbers given as arguments.
@@ -34,6 +35,7 @@ from pipeline.core.listing import IMAGE_EXTENSIONS
 from pipeline.errors import DataError, ParameterError
 
 SIGNATURE = "raw"
+SERVING_INFO = "assets.extra/serving.json"  # what the export says of its inputs (training/signatures.py)
 BATCH = 256  # rows or files per call of the signature
 # The first bytes of each image format the graph decodes (tf.io.decode_image).
 MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"GIF87a", b"GIF89a")
@@ -104,6 +106,16 @@ def export_dir(model_dir: Path) -> Path:
             "(luigi --module pipeline TrainEstimator)."
         )
     return saved
+
+
+def serving_names(saved_model: Path) -> dict[str, str]:
+    """The raw signature's input names -> the CSV columns they stand for, as the export records them
+    (`assets.extra/serving.json`, `inputs`: `raw_name`, `example_key`); {} when it has no such file."""
+    try:
+        info = json.loads((saved_model / SERVING_INFO).read_text())
+        return {str(entry["raw_name"]): str(entry["example_key"]) for entry in info["inputs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def sanitised(name: str) -> str:
@@ -201,8 +213,8 @@ def table_inputs(
     return labels, values
 
 
-def sine_inputs(arguments: Sequence[str]) -> tuple[list[str], dict[str, list[Any]]]:
-    """The sine's `x`: numbers given as arguments, or the `x` column of CSV files."""
+def sine_inputs(arguments: Sequence[str], name: str = "x") -> tuple[list[str], dict[str, list[Any]]]:
+    """The sine's `x` (the signature's one input, `name`): numbers given as arguments, or that column of CSV files."""
     from pipeline.etl import columns
 
     labels: list[str] = []
@@ -217,12 +229,12 @@ def sine_inputs(arguments: Sequence[str]) -> tuple[list[str], dict[str, list[Any
         if not path.is_file():
             raise DataError(f"{argument}: neither a number nor a file. Give numbers or CSV files with an `x` column.")
         header, rows = read_csv(path)
-        k = match_columns(path, header, ["x"])["x"]
+        k = match_columns(path, header, [name])[name]
         for line, row in enumerate(rows, start=2):
             labels.append(f"{path.name}:{line}")
             value = columns.number(row[k]) if k < len(row) else None
             xs.append(math.nan if value is None else value)
-    return labels, {"x": xs}
+    return labels, {name: xs}
 
 
 # --- calling the export --------------------------------------------------------------
@@ -250,9 +262,10 @@ def predict(saved_model: Path, manifest: dict[str, Any], arguments: Sequence[str
         values: dict[str, list[Any]] = {"image_bytes": files}  # read batch by batch
     elif schema.named_inputs(manifest):
         aliases = {feature: str(column["column"]) for feature, column in manifest.get("columns", {}).items()}
+        aliases.update(serving_names(saved_model))
         labels, values = table_inputs(arguments, kinds, aliases)
     else:
-        labels, values = sine_inputs(arguments)
+        labels, values = sine_inputs(arguments, next(iter(kinds)))
     classes = list(manifest.get("class_names", []))
     records: list[dict[str, Any]] = []
     for start in range(0, len(labels), BATCH):
