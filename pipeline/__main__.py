@@ -1,6 +1,6 @@
-"""Helper commands: `python -m pipeline status|gc|worker|runs|diff|report|sweep|search|doctor ...`.
+"""Helper commands: `python -m pipeline status|gc|worker|runs|diff|report|sweep|search|predict|doctor ...`.
 
-None imports TensorFlow but doctor (and the trainings a sweep or a search runs); only search imports Optuna.
+None imports TensorFlow but doctor, predict (and the trainings a sweep or a search runs); only search imports Optuna.
 
 status TASK [--Task-param value ...]
     Every stage of TASK's DAG as up to date or stale, with the reason, and
@@ -46,6 +46,11 @@ search TASK --Task-param 'loguniform(1e-4, 1e-1)' [...] [--trials N] [--sampler 
     study under the artifact root: trials trained before are reused, shared
     stages made once, bad trials pruned. Ends with the table of the trials,
     the path of the report and the best trial's folders (docs/search.md).
+predict RUN FILES... [--json | --csv] [--out FILE]
+    A run's export (its SavedModel, through the raw-input signature) applied
+    to new image files or folders, CSV rows with the training's columns, or
+    the sine's x: each input's predicted class and probability, or its
+    prediction (docs/serving.md).
 doctor
     What TensorFlow sees (devices, CUDA/cuDNN build, mixed precision), the
     GPU slots of this host, the resource pools and the scheduler.
@@ -71,7 +76,7 @@ USAGE = __doc__ or ""
 # Each command is a module below pipeline/cli with `parser()` (its options: `<command> --help` prints
 # them) and `main(argv) -> int`. A module is imported only when its command runs (`report` imports
 # Matplotlib, `doctor` TensorFlow).
-COMMANDS: tuple[str, ...] = ("status", "gc", "worker", "runs", "diff", "report", "sweep", "search", "doctor")
+COMMANDS: tuple[str, ...] = ("status", "gc", "worker", "runs", "diff", "report", "sweep", "search", "predict", "doctor")
 HELP = ("-h", "--help")
 
 

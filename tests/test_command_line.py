@@ -159,7 +159,7 @@ def test_every_command_prints_its_own_help(tmp_path: Path) -> None:
     make_root(tmp_path)
     options = {"gc": "--older-than DAYS", "runs": "--where KEY OP VALUE", "report": "--out FILE", "diff": "A B",
                "status": "TASK", "sweep": "TASK", "search": "--trials TRIALS", "worker": "TF_CONFIG",
-               "doctor": "TensorFlow"}  # fmt: skip
+               "doctor": "TensorFlow", "predict": "RUN FILES"}  # fmt: skip
     assert set(options) == set(commands.COMMANDS)
     for name in commands.COMMANDS:
         for help_flag in ("--help", "-h"):
