@@ -88,8 +88,10 @@ CLOSURES = {
             "training/estimator.py",
             "training/export.py",
             "training/hparams.py",
+            "training/image_decoding.py",  # the serving signature decodes image bytes as the ETL did
             "training/multiworker.py",
             "training/pruning.py",  # a search's trial: each evaluation reported, a pruned training stopped
+            "training/signatures.py",  # the SavedModel's serving signatures: raw inputs in, class names out
         ]
     ),
     "EvaluateEstimator": sorted(

@@ -73,7 +73,8 @@ def test_train_writes_a_complete_model_dir(shards_dir: Path, tmp_path: Path) -> 
     keras_model = evaluate.load_model(tmp_path)
     served = tf.saved_model.load(str(tmp_path / layout.SAVED_MODEL))
     x = np.linspace(-10, 10, 7, dtype=np.float32)[:, None]
-    np.testing.assert_allclose(served.serve(x).numpy(), keras_model.predict(x, verbose=0), rtol=1e-5)
+    predicted = served.signatures["raw"](x=tf.constant(x[:, 0]))["predictions"].numpy()  # signatures.py
+    np.testing.assert_allclose(predicted, keras_model.predict(x, verbose=0)[:, 0], rtol=1e-5)
 
 
 def test_training_is_deterministic(shards_dir: Path, tmp_path: Path) -> None:

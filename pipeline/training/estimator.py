@@ -335,7 +335,7 @@ def _train(
             stopped_early_at=history[-1]["step"] if history[-1]["step"] < config.max_steps else None,
         )
     with phases.phase("export"):
-        export.export(model, write_dir)
+        export.export(model, manifest, write_dir)
     return result
 
 

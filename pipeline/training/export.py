@@ -1,19 +1,21 @@
 """The Estimator's export: a trained model leaves the model_dir as `model.keras` and a SavedModel.
 
-`model.keras` is what evaluation, figures and Keras users load; the SavedModel
-(`model.export`) is what a serving client calls.
+`model.keras` is what evaluation, figures and Keras users load; the SavedModel,
+with signatures that take what a client has (signatures.py), is what a serving client calls.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
 
 from pipeline import layout
+from pipeline.training import signatures
 
 
-def export(model: keras.Model, model_dir: Path) -> None:
-    """Write `model.keras` (for Keras) and a SavedModel (for serving)."""
+def export(model: keras.Model, manifest: dict[str, Any], model_dir: Path) -> None:
+    """Write `model.keras` (for Keras) and a SavedModel (for serving: `serving_default` and `raw`)."""
     model.save(model_dir / layout.KERAS_MODEL)
-    model.export(str(model_dir / layout.SAVED_MODEL), verbose=False)
+    signatures.export(model, manifest, model_dir / layout.SAVED_MODEL)
