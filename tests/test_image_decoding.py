@@ -28,18 +28,45 @@ def noise(width: int, height: int, channels: int) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
 
 
+def mode(image: Image.Image, name: str, **info: object) -> Image.Image:
+    converted = image.convert(name)
+    converted.info.update(info)
+    return converted
+
+
+def sixteen_bit_gray(width: int, height: int) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 65536, (height, width), dtype=np.uint16))
+
+
+def palette_with_transparency() -> Image.Image:
+    image = noise(45, 38, 3).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    image.info["transparency"] = 3
+    return image
+
+
 EXACT = [
     ("png-small", noise(20, 13, 3), "PNG"),
     ("png-width-equal", noise(32, 40, 3), "PNG"),
     ("png-large", noise(300, 200, 3), "PNG"),
     ("png-rgba", noise(50, 40, 4), "PNG"),
     ("png-gray", noise(50, 40, 1), "PNG"),
+    ("png-la", mode(noise(50, 40, 4), "LA"), "PNG"),
+    ("png-palette", noise(45, 38, 3).convert("P", palette=Image.Palette.ADAPTIVE, colors=16), "PNG"),
+    ("png-palette-transparent", palette_with_transparency(), "PNG"),
+    ("png-16-bit-gray", sixteen_bit_gray(50, 40), "PNG"),
+    ("png-1-bit", noise(50, 40, 1).convert("1"), "PNG"),
     ("bmp", noise(50, 40, 3), "BMP"),
+    ("gif", noise(50, 40, 3).convert("P", palette=Image.Palette.ADAPTIVE, colors=32), "GIF"),
+    ("jpeg-gray", noise(60, 50, 1), "JPEG"),
     ("jpeg-draft-2", noise(100, 90, 3), "JPEG"),
     ("jpeg-draft-4", noise(200, 180, 3), "JPEG"),
     ("jpeg-draft-8", noise(400, 300, 3), "JPEG"),
 ]
-# Measured off by at most 1 on some pixels (not yet bit-identical: under investigation).
+
+
+# Off by at most 1 on some pixels: images taller than wide that shrink on both sides. Pillow's one-call
+# resize of these differs by 1 from its own two passes, columns then rows, which this module does
+# (rows then columns would match these, and not the others).
 NEAR = [
     ("png-50x70", noise(50, 70, 3), "PNG"),
     ("jpeg-40x50", noise(40, 50, 3), "JPEG"),
@@ -63,8 +90,7 @@ def test_bit_identical(name: str, image: Image.Image, fmt: str) -> None:
 @pytest.mark.parametrize(("name", "image", "fmt"), NEAR, ids=[case[0] for case in NEAR])
 def test_within_one(name: str, image: Image.Image, fmt: str) -> None:
     diff = compare(image, fmt)
-    print(name, "max", diff.max(), "mean", diff.mean())
-    assert diff.max() <= 1 and diff.mean() < 0.3
+    assert 0 < diff.max() <= 1 and diff.mean() < 0.3, (diff.max(), diff.mean())
 
 
 def test_under_tf_function_and_map_fn() -> None:
