@@ -1,26 +1,136 @@
-"""Image bytes decoded in the graph as the ETL decodes them (imports TensorFlow).
+"""Decode an image file in a TensorFlow graph to the pixels the ETL makes (`sources.load_image`).
 
-A first version, to be replaced by one reproducing Pillow bit for bit (the ETL's
-`etl/sources.py` `load_image`: draft, EXIF transpose, RGB, BILINEAR resize). This
-one decodes with TensorFlow and resizes bilinearly with antialiasing: exact for
-an image already at the training size (no resize happens), close otherwise.
+Serving signatures call `decode_like_etl` so that a served model sees what it was
+trained on: Pillow's JPEG draft scale (DCT 1/2, 1/4, 1/8, ISLOW), transparency
+composited on white like `Image.alpha_composite`, 16-bit gray scaled to 8 bits,
+and Pillow's fixed-point BILINEAR resample (Resample.c, PRECISION_BITS = 22),
+horizontal pass first, each pass rounded to uint8. Graph ops only: it saves in
+a SavedModel and takes any input size.
+
+Not yet matched (work in progress): EXIF orientation, GIF transparency, CMYK JPEG.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import Any
+
+BACKGROUND = (255, 255, 255)  # sources.BACKGROUND (kept equal; importing sources would pull Pillow)
+PRECISION_BITS = 22  # Resample.c: 32 - 8 - 2
 
 
-def decode_like_etl(data: tf.Tensor, size: int) -> tf.Tensor:
-    """Encoded image bytes (a scalar string: JPEG, PNG, BMP or GIF, its first frame) as uint8 [size, size, 3]."""
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    shape = tf.shape(image)
+def _coefficients(tf: Any, in_size: Any, out_size: int) -> tuple[Any, Any, int | Any]:
+    """Resample.c precompute_coeffs + normalize_coeffs_8bpc for the bilinear filter:
+    (xmin [out] int32, fixed-point weights [out, ksize] int64, ksize)."""
+    in_f = tf.cast(in_size, tf.float64)
+    scale = in_f / float(out_size)
+    filterscale = tf.maximum(scale, 1.0)
+    support = filterscale  # bilinear support 1.0
+    ksize = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
+    center = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale
+    xmin = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)  # C (int) truncates
+    xmax = tf.minimum(tf.cast(center + support + 0.5, tf.int32), tf.cast(in_size, tf.int32)) - xmin
+    ss = 1.0 / filterscale
+    taps = tf.range(ksize)
+    arg = (tf.cast(taps[None, :] + xmin[:, None], tf.float64) - center[:, None] + 0.5) * ss
+    weight = tf.maximum(1.0 - tf.abs(arg), 0.0)
+    weight = tf.where(taps[None, :] < xmax[:, None], weight, 0.0)
 
-    def resized() -> tf.Tensor:
-        out = tf.image.resize(image, [size, size], method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+    # ww summed tap by tap, in C's order (float addition is not associative)
+    def add(i: Any, total: Any) -> tuple[Any, Any]:
+        return i + 1, total + weight[:, i]
 
-    same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
-    out = tf.cond(same, lambda: image, resized)
-    return tf.ensure_shape(out, [size, size, 3])
+    _, ww = tf.while_loop(lambda i, _: i < ksize, add, (tf.constant(0), tf.zeros([out_size], tf.float64)))
+    weight = tf.where(ww[:, None] != 0.0, weight / ww[:, None], weight)
+    fixed = tf.cast(tf.floor(0.5 + weight * float(1 << PRECISION_BITS)), tf.int64)
+    return xmin, fixed, ksize
+
+
+def _resample_axis(tf: Any, image: Any, axis: int, out_size: int) -> Any:
+    """One Resample.c pass along `axis` (0 rows, 1 columns) of a uint8 [H, W, C] image."""
+    in_size = tf.shape(image)[axis]
+    xmin, fixed, ksize = _coefficients(tf, in_size, out_size)
+    pixels = tf.cast(image, tf.int64)
+    shape = tf.tensor_scatter_nd_update(tf.shape(image), [[axis]], [out_size])
+
+    def add(i: Any, total: Any) -> tuple[Any, Any]:
+        index = tf.minimum(xmin + i, in_size - 1)
+        taken = tf.gather(pixels, index, axis=axis)
+        weight = fixed[:, i]
+        weight = weight[:, None, None] if axis == 0 else weight[None, :, None]
+        return i + 1, total + taken * weight
+
+    start = tf.fill(shape, tf.constant(1 << (PRECISION_BITS - 1), tf.int64))
+    _, total = tf.while_loop(lambda i, _: i < ksize, add, (tf.constant(0), start))
+    return tf.cast(tf.clip_by_value(tf.bitwise.right_shift(total, PRECISION_BITS), 0, 255), tf.uint8)
+
+
+def resize_like_pillow(image: Any, size: int) -> Any:
+    """Pillow's BILINEAR resize of a uint8 [H, W, 3] image to [size, size, 3]; a pass is skipped
+    when its dimension already has the target size."""
+    import tensorflow as tf
+
+    image = tf.cond(tf.shape(image)[1] != size, lambda: _resample_axis(tf, image, 1, size), lambda: image)
+    image = tf.cond(tf.shape(image)[0] != size, lambda: _resample_axis(tf, image, 0, size), lambda: image)
+    return tf.ensure_shape(image, [size, size, 3])
+
+
+def _composite(tf: Any, rgba: Any) -> Any:
+    """AlphaComposite.c of `rgba` (uint8 [H, W, 4]) over opaque BACKGROUND, as RGB."""
+    src = tf.cast(rgba, tf.int64)
+    alpha = src[..., 3:4]
+    dst = tf.constant(BACKGROUND, tf.int64)
+    outa255 = alpha * 255  # dst alpha 255: blend = 255 * (255 - a)
+    outa255 = outa255 + 255 * (255 - alpha)
+    coef1 = alpha * 255 * 255 * (1 << 7) // outa255
+    coef2 = 255 * (1 << 7) - coef1
+    tmp = src[..., :3] * coef1 + dst * coef2 + (0x80 << 7)
+    shift = tf.bitwise.right_shift
+    out = shift(shift(shift(tmp, 8) + tmp, 8), 7)
+    out = tf.where(alpha == 0, dst, out)
+    return tf.cast(out, tf.uint8)
+
+
+def decode_like_etl(data: Any, size: int) -> Any:
+    """The uint8 [size, size, 3] pixels `np.asarray(sources.load_image(data, size))` gives for one
+    encoded image (a scalar tf.string: JPEG, PNG, BMP or GIF), computed with graph ops only."""
+    import tensorflow as tf
+
+    def jpeg() -> Any:
+        shape = tf.io.extract_jpeg_shape(data)
+        scale = tf.minimum(shape[1] // size, shape[0] // size)
+        image = tf.case(
+            [
+                (
+                    scale >= ratio,
+                    lambda r=ratio: tf.io.decode_jpeg(data, channels=3, ratio=r, dct_method="INTEGER_ACCURATE"),
+                )
+                for ratio in (8, 4, 2)
+            ],
+            default=lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        )
+        return image
+
+    def png() -> Any:
+        wide = tf.io.decode_png(data, channels=0, dtype=tf.uint16)
+        channels = tf.shape(wide)[-1]
+        gray8 = tf.cast((tf.cast(wide, tf.int64) * 255 + 32767) // 65535, tf.uint8)  # 8-bit gray: exact
+        high = tf.cast(tf.bitwise.right_shift(wide, 8), tf.uint8)  # Pillow reads 16-bit RGB(A)/LA as their high byte
+        return tf.switch_case(
+            channels - 1,
+            [
+                lambda: tf.image.grayscale_to_rgb(gray8),
+                lambda: _composite(tf, tf.concat([tf.repeat(high[..., :1], 3, axis=-1), high[..., 1:]], -1)),
+                lambda: high,
+                lambda: _composite(tf, high),
+            ],
+        )
+
+    def other() -> Any:
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return image
+
+    is_jpeg = tf.strings.substr(data, 0, 2) == b"\xff\xd8"
+    is_png = tf.strings.substr(data, 0, 4) == b"\x89PNG"
+    image = tf.case([(is_jpeg, jpeg), (is_png, png)], default=other)
+    image = tf.ensure_shape(image, [None, None, 3])
+    return resize_like_pillow(image, size)
