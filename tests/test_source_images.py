@@ -100,10 +100,11 @@ def test_an_image_and_a_number_from_a_source_train_the_default_cnn(folder: Path)
     import tensorflow as tf
 
     [export] = (folder / "models").glob("*/saved_model")
-    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(export)).signatures["raw"]  # by name, each feature as the source yields it
     images = tf.constant([png(40 + 170 * 0.9), png(40 + 170 * 0.1)])
-    [probabilities] = serve(picture=images, reading=tf.constant([0.9 * 1000 + 5000, 0.1 * 1000 + 5000])).values()
-    assert probabilities.numpy().argmax(axis=1).tolist() == [1, 0]  # bright and high; dark and low
+    served = serve(picture=images, reading=tf.constant([0.9 * 1000 + 5000, 0.1 * 1000 + 5000]))
+    assert served["probabilities"].numpy().argmax(axis=1).tolist() == [1, 0]  # bright and high; dark and low
+    assert served["class_ids"].numpy().tolist() == [1, 0]
 
 
 def png(level: float) -> bytes:
