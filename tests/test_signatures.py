@@ -5,9 +5,10 @@ same validation examples. For the sine, the image demo (small generated PNGs) an
 text column and missing values, each trained for a few steps.
 
 Images: the client sends the source files' bytes. They are PNGs at the training size (16 x 16), so
-the decoding in the graph is exact (no resize happens: image_decoding.py), and the served
-probabilities equal the evaluation's within the same 1e-5 as the others. A file of another size or
-format is only checked to run and give probabilities (its resize is image_decoding.py's matter).
+the served probabilities equal the evaluation's within the same 1e-5 as the others. Files of another
+size and format (JPEG, BMP, GIF, PNG at 40 x 30) are decoded and resized in the graph to the pixels
+the ETL makes of them (image_decoding.py, tests/test_image_decoding.py): the served probabilities
+equal the model's on those pixels, within the same 1e-5.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from PIL import Image
 import pipeline
 from pipeline import layout, schema
 from pipeline.etl import columns
+from pipeline.etl.sources import load_image
 from pipeline.evaluation import evaluate
 from pipeline.training import signatures
 from tests.conftest import SMALL_TRAINING, VENV_BIN, Config, build, make_root
@@ -346,7 +348,8 @@ def test_a_fresh_client_of_images_sends_the_files_and_predicts_as_the_evaluation
     _check_equal(out, p["predictions"], CLASSES)
     assert len(rows) == 6
 
-    # Another size and format: decoded, resized and predicted (probabilities; not compared, see the docstring).
+    # Another size and format: decoded and resized in the graph to the pixels the ETL makes of the same
+    # file (sources.load_image, Pillow), so the served probabilities equal the model's on those pixels.
     image = Image.open(run["images"] / p["ids"][0]).convert("RGB").resize((40, 30))
     others = []
     for fmt in ("JPEG", "BMP", "GIF", "PNG"):
@@ -354,8 +357,11 @@ def test_a_fresh_client_of_images_sends_the_files_and_predicts_as_the_evaluation
         image.save(encoded, format=fmt)
         others.append({"image": encoded.getvalue()})
     served = _client(_saved_model(run), others, tmp_path)
+    size = json.loads((run["shards"] / "manifest.json").read_text())["image_shape"][0]
+    pixels = np.stack([np.asarray(load_image(other["image"], size)) for other in others]).astype("float32") / 255
+    expected = np.asarray(evaluate.load_model(run["model"])(pixels, training=False))
     for name in ("raw", "serving_default"):
-        np.testing.assert_allclose(np.array(served[name]["probabilities"]).sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(np.array(served[name]["probabilities"]), expected, atol=TOLERANCE, rtol=0)
         assert len(served[name]["classes"]) == 4
 
 
