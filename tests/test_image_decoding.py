@@ -94,6 +94,41 @@ def test_within_one(name: str, image: Image.Image, fmt: str) -> None:
     assert 0 < diff.max() <= 1 and diff.mean() < 0.3, (diff.max(), diff.mean())
 
 
+def with_orientation(image: Image.Image, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "camera"  # another tag before it in IFD0
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpeg_is_turned_upright_by_its_exif_orientation(orientation: int) -> None:
+    data = with_orientation(noise(40, 40, 3), orientation)  # square: the turn alone decides (see NEAR)
+    expected = np.asarray(load_image(data, SIZE))
+    got = decode_like_etl(tf.constant(data), SIZE).numpy()
+    np.testing.assert_array_equal(got, expected)
+    if orientation in (2, 3, 4, 5, 6, 7, 8):  # the test would pass without the turn: it must not
+        unturned = decode_like_etl(tf.constant(encoded(Image.open(io.BytesIO(data)), "BMP")), SIZE).numpy()
+        assert not np.array_equal(unturned, expected)
+
+
+def test_the_orientation_is_read_in_both_byte_orders() -> None:
+    from pipeline.training.image_decoding import exif_orientation
+
+    def app1(tiff: bytes) -> bytes:
+        block = b"Exif\x00\x00" + tiff
+        return b"\xff\xd8\xff\xe1" + (len(block) + 2).to_bytes(2, "big") + block + b"\xff\xd9"
+
+    # A TIFF header, IFD0 with one entry (tag 0x0112, SHORT, count 1, the value), no next IFD.
+    big = b"MM\x00*\x00\x00\x00\x08\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00" + b"\x00" * 4
+    little = b"II*\x00\x08\x00\x00\x00\x01\x00" + b"\x12\x01\x03\x00\x01\x00\x00\x00\x08\x00\x00\x00" + b"\x00" * 4
+    assert int(exif_orientation(tf.constant(app1(big)))) == 6
+    assert int(exif_orientation(tf.constant(app1(little)))) == 8
+    assert int(exif_orientation(tf.constant(encoded(noise(8, 8, 3), "JPEG")))) == 1
+
+
 def test_under_tf_function_and_map_fn() -> None:
     data = [encoded(noise(60, 45, 3), "PNG"), encoded(noise(200, 180, 3), "JPEG")]
 

@@ -7,7 +7,10 @@ and Pillow's fixed-point BILINEAR resample (Resample.c, PRECISION_BITS = 22),
 horizontal pass first, each pass rounded to uint8. Graph ops only: it saves in
 a SavedModel and takes any input size.
 
-Not yet matched (work in progress): EXIF orientation, GIF transparency, CMYK JPEG.
+A JPEG's EXIF orientation (tag 0x0112 of IFD0 in its APP1 Exif block, either byte order) is
+applied after the decoding, as `ImageOps.exif_transpose` does. Not matched: GIF transparency,
+CMYK JPEG, and by at most 1 on some pixels, images taller than wide that shrink on both sides
+(tests/test_image_decoding.py).
 """
 
 from __future__ import annotations
@@ -90,6 +93,60 @@ def _composite(tf: Any, rgba: Any) -> Any:
     return tf.cast(out, tf.uint8)
 
 
+_MAX_IFD_ENTRIES = 64  # IFD0 entries searched for the orientation (cameras write 10-20)
+
+
+def exif_orientation(data: Any) -> Any:
+    """A JPEG's EXIF orientation (1-8) from its bytes, 1 when there is none: graph ops only."""
+    import tensorflow as tf
+
+    parts = tf.strings.split(tf.reshape(data, [1]), sep="Exif\x00\x00", maxsplit=1)
+    found = tf.size(parts.flat_values) == 2
+    tiff = tf.cond(found, lambda: parts.flat_values[-1], lambda: tf.constant(b"II*\x00\x08\x00\x00\x00\x00\x00"))
+    length = 8 + 2 + 12 * _MAX_IFD_ENTRIES + 4096  # the header, IFD0 (at most 4 KB in) and its entries
+    head = tf.io.decode_raw(tf.strings.substr(tiff, 0, length), tf.uint8)
+    head = tf.cast(tf.pad(head, [[0, length - tf.shape(head)[0]]]), tf.int64)
+    big_endian = tf.strings.substr(tiff, 0, 2) == b"MM"
+
+    def u16(at: Any) -> Any:
+        lo, hi = tf.gather(head, at), tf.gather(head, at + 1)
+        return tf.where(big_endian, lo * 256 + hi, hi * 256 + lo)
+
+    def u32(at: Any) -> Any:
+        return tf.where(big_endian, u16(at) * 65536 + u16(at + 2), u16(at + 2) * 65536 + u16(at))
+
+    ifd = u32(tf.constant(4, tf.int64))
+    ifd = tf.where((ifd >= 8) & (ifd <= 4096), ifd, tf.constant(length - 2, tf.int64))  # none: no entries
+    count = tf.minimum(u16(ifd), _MAX_IFD_ENTRIES)
+    entries = ifd + 2 + 12 * tf.range(_MAX_IFD_ENTRIES, dtype=tf.int64)
+    entries = tf.minimum(entries, length - 12)
+    tags = u16(entries)
+    values = u16(entries + 8)  # SHORT, left-justified in the value field
+    hit = (tags == 0x0112) & (tf.range(_MAX_IFD_ENTRIES, dtype=tf.int64) < count) & (values >= 1) & (values <= 8)
+    orientation = tf.reduce_max(tf.where(hit, values, tf.zeros_like(values)))
+    return tf.where(found & (orientation > 0), orientation, tf.constant(1, tf.int64))
+
+
+def exif_transpose(image: Any, orientation: Any) -> Any:
+    """`ImageOps.exif_transpose` of a [H, W, C] image for an orientation 1-8."""
+    import tensorflow as tf
+
+    transposed = lambda: tf.transpose(image, [1, 0, 2])  # noqa: E731
+    return tf.switch_case(
+        tf.cast(orientation, tf.int32) - 1,
+        [
+            lambda: image,
+            lambda: tf.reverse(image, [1]),  # FLIP_LEFT_RIGHT
+            lambda: tf.reverse(image, [0, 1]),  # ROTATE_180
+            lambda: tf.reverse(image, [0]),  # FLIP_TOP_BOTTOM
+            transposed,  # TRANSPOSE
+            lambda: tf.image.rot90(image, 3),  # ROTATE_270 (clockwise)
+            lambda: tf.reverse(tf.transpose(image, [1, 0, 2]), [0, 1]),  # TRANSVERSE
+            lambda: tf.image.rot90(image, 1),  # ROTATE_90 (counter-clockwise)
+        ],
+    )
+
+
 def decode_like_etl(data: Any, size: int) -> Any:
     """The uint8 [size, size, 3] pixels `np.asarray(sources.load_image(data, size))` gives for one
     encoded image (a scalar tf.string: JPEG, PNG, BMP or GIF), computed with graph ops only."""
@@ -108,7 +165,7 @@ def decode_like_etl(data: Any, size: int) -> Any:
             ],
             default=lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
         )
-        return image
+        return exif_transpose(image, exif_orientation(data))
 
     def png() -> Any:
         wide = tf.io.decode_png(data, channels=0, dtype=tf.uint16)
