@@ -47,6 +47,10 @@ def palette_with_transparency() -> Image.Image:
 
 EXACT = [
     ("png-small", noise(20, 13, 3), "PNG"),
+    ("png-50x70", noise(50, 70, 3), "PNG"),  # the rows' pass first (Pillow 13's rule)
+    ("png-33x100", noise(33, 100, 3), "PNG"),
+    ("png-200x300", noise(200, 300, 3), "PNG"),  # ... and not here
+    ("jpeg-40x50", noise(40, 50, 3), "JPEG"),
     ("png-width-equal", noise(32, 40, 3), "PNG"),
     ("png-large", noise(300, 200, 3), "PNG"),
     ("png-rgba", noise(50, 40, 4), "PNG"),
@@ -65,15 +69,6 @@ EXACT = [
 ]
 
 
-# Off by at most 1 on some pixels: images taller than wide that shrink on both sides. Pillow's one-call
-# resize of these differs by 1 from its own two passes, columns then rows, which this module does
-# (rows then columns would match these, and not the others).
-NEAR = [
-    ("png-50x70", noise(50, 70, 3), "PNG"),
-    ("jpeg-40x50", noise(40, 50, 3), "JPEG"),
-]
-
-
 def compare(image: Image.Image, fmt: str) -> np.ndarray:
     data = encoded(image, fmt)
     expected = np.asarray(load_image(data, SIZE)).astype(np.int64)
@@ -88,12 +83,6 @@ def test_bit_identical(name: str, image: Image.Image, fmt: str) -> None:
     assert diff.max() == 0, f"{name}: max abs diff {diff.max()}"
 
 
-@pytest.mark.parametrize(("name", "image", "fmt"), NEAR, ids=[case[0] for case in NEAR])
-def test_within_one(name: str, image: Image.Image, fmt: str) -> None:
-    diff = compare(image, fmt)
-    assert 0 < diff.max() <= 1 and diff.mean() < 0.3, (diff.max(), diff.mean())
-
-
 def with_orientation(image: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -105,7 +94,7 @@ def with_orientation(image: Image.Image, orientation: int) -> bytes:
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_a_jpeg_is_turned_upright_by_its_exif_orientation(orientation: int) -> None:
-    data = with_orientation(noise(40, 40, 3), orientation)  # square: the turn alone decides (see NEAR)
+    data = with_orientation(noise(48, 36, 3), orientation)
     expected = np.asarray(load_image(data, SIZE))
     got = decode_like_etl(tf.constant(data), SIZE).numpy()
     np.testing.assert_array_equal(got, expected)

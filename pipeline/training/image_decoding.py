@@ -4,13 +4,12 @@ Serving signatures call `decode_like_etl` so that a served model sees what it wa
 trained on: Pillow's JPEG draft scale (DCT 1/2, 1/4, 1/8, ISLOW), transparency
 composited on white like `Image.alpha_composite`, 16-bit gray scaled to 8 bits,
 and Pillow's fixed-point BILINEAR resample (Resample.c, PRECISION_BITS = 22),
-horizontal pass first, each pass rounded to uint8. Graph ops only: it saves in
+in Pillow 13's order of the two passes, each rounded to uint8. Graph ops only: it saves in
 a SavedModel and takes any input size.
 
 A JPEG's EXIF orientation (tag 0x0112 of IFD0 in its APP1 Exif block, either byte order) is
-applied after the decoding, as `ImageOps.exif_transpose` does. Not matched: GIF transparency,
-CMYK JPEG, and by at most 1 on some pixels, images taller than wide that shrink on both sides
-(tests/test_image_decoding.py).
+applied after the decoding, as `ImageOps.exif_transpose` does. Not matched: GIF transparency
+and CMYK JPEGs (tests/test_image_decoding.py).
 """
 
 from __future__ import annotations
@@ -72,8 +71,18 @@ def resize_like_pillow(image: Any, size: int) -> Any:
     when its dimension already has the target size."""
     import tensorflow as tf
 
-    image = tf.cond(tf.shape(image)[1] != size, lambda: _resample_axis(tf, image, 1, size), lambda: image)
-    image = tf.cond(tf.shape(image)[0] != size, lambda: _resample_axis(tf, image, 0, size), lambda: image)
+    def columns(image: Any) -> Any:
+        return tf.cond(tf.shape(image)[1] != size, lambda: _resample_axis(tf, image, 1, size), lambda: image)
+
+    def rows(image: Any) -> Any:
+        return tf.cond(tf.shape(image)[0] != size, lambda: _resample_axis(tf, image, 0, size), lambda: image)
+
+    # Pillow 13 (Resample.c, ImagingResampleInner): the rows' pass first when the height shrinks by more
+    # than twice what the width does; the columns' first otherwise. Each pass rounds to uint8, so the
+    # order shows in the pixels.
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    rows_first = (height - size > 0) & (height - size > (width - size) * 2)
+    image = tf.cond(rows_first, lambda: columns(rows(image)), lambda: rows(columns(image)))
     return tf.ensure_shape(image, [size, size, 3])
 
 
