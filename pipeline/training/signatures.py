@@ -170,7 +170,7 @@ class Signatures:
                     tf.equal(tf.strings.lower(x)[..., tf.newaxis], tf.constant(MISSING_TOKENS)), axis=-1
                 )
                 x = tf.where(missing, tf.constant(""), x)
-            elif entry.get("kind") == "numeric":
+            elif entry.get("kind") == "numeric" and x.dtype.is_floating:  # integers have no missing value
                 x = tf.where(tf.math.is_finite(x), x, tf.constant(math.nan, x.dtype))
             features[entry["feature"]] = tf.reshape(x, [-1, *entry["shape"]])
         return features
