@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -12,9 +15,10 @@ import pytest
 from pipeline import layout
 from pipeline.evaluation import evaluate, figures
 from pipeline.tasks import CreateShards, EvaluateEstimator, PlotInference, TrainEstimator
-from tests.conftest import Config, build, make_root, run_cli
+from tests.conftest import SMALL_TRAINING, VENV_BIN, Config, build, make_root, run_cli
 
 ALL = {"CreateShards", "TrainEstimator", "EvaluateEstimator", "PlotInference"}
+SMALL_CONFIG = "[TrainEstimator]\n" + "".join(f"{k} = {v}\n" for k, v in SMALL_TRAINING.items())
 
 
 def test_import_pipeline_imports_no_tensorflow() -> None:
@@ -102,3 +106,22 @@ def test_metrics_are_exact_over_the_whole_set(workspace: Path) -> None:
         assert metrics[split]["mse"] == pytest.approx(float(np.mean(error**2)), rel=1e-5)
         assert metrics[split]["rmse"] == pytest.approx(float(np.sqrt(np.mean(error**2))), rel=1e-5)
         assert metrics[split]["mae"] == pytest.approx(float(np.mean(np.abs(error))), rel=1e-5)
+
+
+def test_the_same_command_in_two_projects_at_once_runs_in_both(tmp_path: Path) -> None:
+    """Luigi's pid lock keys on the command line, machine-wide: the second of two identical commands
+    started while the first ran used to exit 0 having done nothing (luigi.cfg: `no_lock`)."""
+    roots = [make_root(tmp_path / name, SMALL_CONFIG) for name in ("first", "second")]
+    command = [str(VENV_BIN / "luigi"), "--module", "pipeline", "PlotInference", "--local-scheduler"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    first = subprocess.Popen(command, cwd=roots[0], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not (roots[0] / "models").is_dir() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first is training: it holds the lock, if there is one, until it exits
+    second = subprocess.run(command, cwd=roots[1], env=env, capture_output=True, text=True, timeout=300)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "already running" not in second.stdout + second.stderr
+    for root in roots:
+        assert len(list((root / "reports").glob("sine-mlp-plots-*"))) == 1, sorted(root.rglob("*"))
