@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -362,7 +363,10 @@ class Stage(CheckedParameters, luigi.Task):
         self._running = True
         try:
             if self.uses_tensorflow:  # before the live line: TensorFlow's start-up lines would land in it
+                imported_here = "tensorflow" not in sys.modules
                 quiet_tensorflow.load()
+                if imported_here:  # its modules' objects, out of every later collection (runtime/preload.py)
+                    preload.freeze_imports()
             with console.running(self.task_family):
                 self._run()
         except KeyboardInterrupt as interruption:  # Ctrl-C or SIGTERM (cli/results.py): a pause

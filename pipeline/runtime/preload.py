@@ -23,11 +23,28 @@ interpreter (training/process.py) whatever this process imported.
 
 `imported()` says which process imported TensorFlow for the current one (its
 pid and how long it took); stages record it in their marker.
+
+What a forked stage still paid, against the same stage run in the process that
+had just trained (issue 23, measured in forked children of a process that had
+imported TensorFlow): Python's garbage collections traversed every object of
+TensorFlow's and Keras' modules, hundreds of thousands of them, and writing their
+collection headers made the child copy each page of the parent's heap it touched
+(copy-on-write). PlotInference, whose Matplotlib allocates enough objects to start
+several collections, took 0.73-0.82 s of figures there against 0.55 s with the
+imports frozen. So the imports are frozen (`gc.freeze`: into the permanent
+generation, which collections skip) as the standard library's documentation
+advises before a fork, in the worker after the preload and again before each fork,
+and in a process that imported TensorFlow itself right after the import
+(`freeze_imports`). What is frozen lives as long as the process anyway: modules,
+classes, the worker's tasks. The worker also imports the stage's own modules
+(`code_entry`, the project's only: a user's module could start TensorFlow's
+runtime at import) before the fork, so no child imports them again.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import sys
@@ -59,11 +76,13 @@ def imported() -> dict[str, Any]:
     return {}
 
 
-def preload() -> None:
-    """Import TensorFlow and Keras in this process, once, without starting TensorFlow's runtime.
+def preload(modules: tuple[str, ...] = ()) -> None:
+    """Import TensorFlow and Keras in this process, once, without starting TensorFlow's runtime; then `modules`.
 
     Nothing happens when TensorFlow is imported already (by this process, or by
-    the process it was forked from).
+    the process it was forked from). `modules`: the project's own modules of the
+    stage about to be forked (others are left to the stage). Ends with the
+    process's objects frozen (`freeze_imports`).
     """
     if "tensorflow" not in sys.modules:
         started = time.perf_counter()
@@ -72,6 +91,23 @@ def preload() -> None:
         _imported.update(pid=os.getpid(), seconds=round(time.perf_counter() - started, 3))
         teardown.skip_at_exit()  # this process holds TensorFlow's objects now: no teardown of them at exit
         logger.info("Imported %s once for this worker's tasks in %.1f s", " and ".join(MODULES), _imported["seconds"])
+    for name in modules:
+        if name.startswith("pipeline.") and name not in sys.modules:
+            __import__(name)
+    gc.freeze()
+
+
+def freeze_imports() -> None:
+    """Import Keras too, then move this process's objects (its modules') out of garbage collection.
+
+    For a process that has just imported TensorFlow itself. Collections then skip
+    those objects: shorter in this process, and in a child it forks they leave the
+    pages shared. Objects made later are collected as before (a training's cycles
+    among them: teardown.collect_in_background).
+    """
+    for name in MODULES:
+        __import__(name)
+    gc.freeze()
 
 
 def runtime_started() -> bool:
@@ -101,7 +137,7 @@ def install() -> None:
     def _create_task_process(self: luigi.worker.Worker, task: Any) -> Any:
         process = original(self, task)
         if process.use_multiprocessing and getattr(task, "uses_tensorflow", False):
-            preload()
+            preload(tuple(getattr(task, "code_entry", ())))
         return process
 
     _create_task_process.preloads = True  # type: ignore[attr-defined]
