@@ -77,21 +77,24 @@ def default_run(work: Path, env: dict[str, str]) -> tuple[Timeline, float]:
     return timeline, json.loads(metrics.read_text())["validation"]["mse"]
 
 
-def sweep_seconds(work: Path, env: dict[str, str], variants: int, steps: int, workers: int) -> dict[str, list[float]]:
+def sweep_seconds(
+    work: Path, env: dict[str, str], variants: int, steps: int, workers: int
+) -> dict[str, dict[str, float]]:
     """A sweep of `variants` learning rates on `workers` workers: the wall and CPU seconds of each evaluation's
-    and plot's build, from their markers (the base commit records no CPU seconds: nan)."""
+    and plot's build, by its folder (the same in every sweep of one code), from their markers (the base commit
+    records no CPU seconds: nan)."""
     rates = ",".join(SWEEP_RATES[:variants])
     command = [str(BIN / "python"), "-m", "pipeline", "sweep", "PlotInference", "--TrainEstimator-learning-rate", rates,
                "--TrainEstimator-max-steps", str(steps), "--workers", str(workers), "--local-scheduler"]  # fmt: skip
     timeline = run(command, work, env)
     if timeline.returncode != 0:
         raise SystemExit("\n".join(line for _, line in timeline.lines[-40:]))
-    seconds: dict[str, list[float]] = {}
+    seconds: dict[str, dict[str, float]] = {}
     for stage, pattern in (("EvaluateEstimator", "reports/*-eval-*"), ("PlotInference", "reports/*-plots-*")):
         for folder in work.glob(pattern):
             info = json.loads((folder / "_SUCCESS.json").read_text())["info"]
-            seconds.setdefault(stage, []).append(info["elapsed_seconds"])
-            seconds.setdefault(f"{stage} CPU", []).append(info.get("cpu_seconds", float("nan")))
+            seconds.setdefault(stage, {})[folder.name] = info["elapsed_seconds"]
+            seconds.setdefault(f"{stage} CPU", {})[folder.name] = info.get("cpu_seconds", float("nan"))
     return seconds
 
 
@@ -132,17 +135,18 @@ def sweeps(base: Path, variants: int, steps: int, tmp: Path) -> None:
     """EvaluateEstimator and PlotInference in a sweep, one worker against two, before and after."""
     print(f"\nA {variants}-variant sweep, {steps} training steps each: build seconds per stage (median over variants;")
     print("CPU: the stage's process, all its threads; the base commit does not record it)")
-    print(f"{'':<30}{'1 worker':>10}{'2 workers':>11}{'ratio':>8}{'max, 2 workers':>16}")
+    print("ratio: of the medians; each variant: its stage's 2-worker time over its own 1-worker time, median (max)")
+    print(f"{'':<30}{'1 worker':>10}{'2 workers':>11}{'ratio':>8}{'each variant':>20}")
     for name, code, with_test_packages in (("before", base, True), ("after", PROJECT_DIR, False)):
         env = environment(code, with_test_packages)
         one = sweep_seconds(fresh(tmp, f"sweep-{name}-1"), env, variants, steps, 1)
         two = sweep_seconds(fresh(tmp, f"sweep-{name}-2"), env, variants, steps, 2)
         for stage in ("EvaluateEstimator", "PlotInference", "EvaluateEstimator CPU", "PlotInference CPU"):
-            alone, shared = statistics.median(one[stage]), statistics.median(two[stage])
-            worst = max(two[stage]) / alone
+            alone, shared = statistics.median(one[stage].values()), statistics.median(two[stage].values())
+            each = [two[stage][folder] / one[stage][folder] for folder in sorted(one[stage]) if folder in two[stage]]
             print(
                 f"{name + ': ' + stage:<30}{alone:>9.2f}s{shared:>10.2f}s{shared / alone:>7.2f}x"
-                f"{max(two[stage]):>9.2f}s {worst:.2f}x"
+                f"{statistics.median(each):>11.2f}x ({max(each):.2f}x)"
             )
 
 

@@ -360,6 +360,19 @@ def _flagged(message: str, family: str) -> str:
     return re.sub(r"\b([a-z_]+)=", lambda m: f"--{family}-{m.group(1).replace('_', '-')} ", message, count=1)
 
 
+def _warm_up_light_stages(stage: Stage) -> None:
+    """In the warm runner as it starts (runtime/warm.py): the light stages' modules imported, and their input
+    read for one batch of the shards `stage` reads, if published (its parsing functions converted once)."""
+    from pipeline.evaluation import evaluate, figures  # noqa: F401 (imported now, not by the first stage built)
+    from pipeline.training import inputs
+
+    shards = stage.stage_above(CreateShards)
+    if shards.complete():
+        folder = shards.output_dir()
+        for _batch in inputs.eval_dataset(folder, read_manifest(folder), "validation", 32).take(1):
+            pass
+
+
 class TrainEstimator(Stage):
     """Train a Keras network on the shards into a model_dir (checkpoints, events, export).
 
@@ -557,6 +570,9 @@ class TrainEstimator(Stage):
     def requires(self) -> CreateShards:
         return self.stage_above(CreateShards)
 
+    def warm_up_runner(self) -> None:
+        _warm_up_light_stages(self)
+
     def folder_prefix(self) -> str:
         network = self.settings().network
         return f"{self.requires().folder_prefix()}-{_folder_prefix(network.rpartition(':')[2])}"
@@ -594,6 +610,7 @@ class EvaluateEstimator(Stage):
     code_entry = ("pipeline.evaluation.evaluate", "pipeline.evaluation.gate")
     upstream_families = ("TrainEstimator", "CreateShards")
     uses_tensorflow = True
+    runs_warm = True  # with --workers N, built in the worker's warm runner (runtime/warm.py)
     build_phase = "evaluate"
 
     require = luigi.DictParameter(
@@ -640,6 +657,9 @@ class EvaluateEstimator(Stage):
     def requires(self) -> dict[str, Stage]:
         return {"model": self.stage_above(TrainEstimator), "shards": self.stage_above(CreateShards)}
 
+    def warm_up_runner(self) -> None:
+        _warm_up_light_stages(self)
+
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-eval"
 
@@ -679,6 +699,7 @@ class PlotInference(Stage):
     code_entry = ("pipeline.evaluation.figures",)
     upstream_families = ("EvaluateEstimator", "TrainEstimator", "CreateShards")
     uses_tensorflow = True
+    runs_warm = True  # with --workers N, built in the worker's warm runner (runtime/warm.py)
     build_phase = "plot"
 
     def requires(self) -> dict[str, Stage]:
@@ -690,6 +711,9 @@ class PlotInference(Stage):
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-plots"
+
+    def warm_up_runner(self) -> None:
+        _warm_up_light_stages(self)
 
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline.evaluation import figures

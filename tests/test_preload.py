@@ -1,4 +1,5 @@
-"""With `--workers 2`, TensorFlow is imported once per Luigi worker, not once per task (runtime/preload.py)."""
+"""With `--workers 2`, TensorFlow is imported once per Luigi worker, not once per task (runtime/preload.py), and the
+light stages are built in warm runners (runtime/warm.py)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,19 @@ def test_two_variants_on_two_workers_import_tensorflow_once_and_end_as_on_one_wo
     assert importer not in {i["stage_pid"] for i in imports}
     assert not any(i["runtime_started_before"] for i in imports)
     assert log.count(PRELOADED) == 1
+    # The light stages were built in the worker's warm runners (runtime/warm.py), one per worker process,
+    # forked from the worker too; the trainings in their own children. No runner outlived the command.
+    light = {name: m["info"] for name, m in two.items() if "-eval-" in name or "-plots-" in name}
+    assert len(light) == 4 and all("warm_runner" in info for info in light.values()), light
+    runners = {info["warm_runner"]["pid"] for info in light.values()}
+    assert 1 <= len(runners) <= 2 and not runners & {importer, *(i["stage_pid"] for i in imports)}
+    assert sorted(info["warm_runner"]["builds_before"] for info in light.values())[0] == 0
+    assert all("warm_runner" not in m["info"] for name, m in two.items() if name not in light)
+    assert all(info["cpu_seconds"] > 0.05 for info in light.values())  # the runner's CPU seconds, counted
+    assert not any(Path(f"/proc/{pid}").exists() for pid in runners)
 
     one, log = sweep(tmp_path / "one-worker", 1)
+    assert not any("warm_runner" in m["info"] for m in one.values())
     # One worker runs every stage in its own process, which imports TensorFlow itself, once: no preloading.
     worker = next(iter(one.values()))["info"]["tensorflow_import"]["stage_pid"]
     assert {(m["info"]["tensorflow_import"]["imported_by"], m["info"]["tensorflow_import"]["stage_pid"]) for m in

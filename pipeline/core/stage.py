@@ -31,7 +31,7 @@ from pipeline.core import remote as remotes
 from pipeline.core.identity import Identity, framework_versions
 from pipeline.core.parameters import BooleanParameter, CheckedParameters, run_label
 from pipeline.errors import DataError, Interrupted, ParameterError, PipelineError
-from pipeline.runtime import console, diskfull, locks, phases, preload, quiet_tensorflow, teardown
+from pipeline.runtime import console, diskfull, locks, phases, preload, quiet_tensorflow, teardown, warm
 
 logger = logging.getLogger("luigi-interface")
 StageT = TypeVar("StageT", bound="Stage")
@@ -46,6 +46,8 @@ class Stage(CheckedParameters, luigi.Task):
     artifact_kind: ClassVar[str]  # "data", "models" or "reports"
     code_entry: ClassVar[tuple[str, ...]] = ()  # modules whose code (and what they import) decides the output
     uses_tensorflow: ClassVar[bool] = False
+    # A light TensorFlow stage: with --workers N its build goes to the worker's warm runner (runtime/warm.py).
+    runs_warm: ClassVar[bool] = False
     resumable: ClassVar[bool] = False  # keep a crashed run's staging folder (checkpoints)
     build_phase: ClassVar[str | None] = None  # the phases.PHASES entry its whole build is, if one
     upstream_families: ClassVar[tuple[str, ...]] = ()  # the stages `requires` builds, by task family
@@ -355,6 +357,16 @@ class Stage(CheckedParameters, luigi.Task):
             set_message(message)
         console.progress(fraction, message)
 
+    def build_in_runner(self, staging: Path) -> dict[str, Any]:
+        """`build`, in the warm runner (runtime/warm.py), with what the runner computed for earlier builds forgotten."""
+        invocation.forget()
+        with invocation.scope():
+            self._running = True
+            return self.build(staging)
+
+    def warm_up_runner(self) -> None:
+        """Run in the warm runner as it starts, forked as this stage was about to be: nothing here (tasks.py)."""
+
     @invocation.scoped  # once for the whole run: a source folder is listed once, for identity and ETL
     def run(self) -> None:
         # What this invocation computed before may be out of date now (the demo images
@@ -446,7 +458,7 @@ class Stage(CheckedParameters, luigi.Task):
         runtime_before = preload.runtime_started() if self.uses_tensorflow else False
         try:
             with phases.phase(self.build_phase) if self.build_phase else contextlib.nullcontext():
-                info = self.build(staging)
+                info, runner_cpu, runner = warm.build(self, staging)  # with --workers N, light stages in a warm runner
             if self.uses_tensorflow:  # its models, functions and datasets: freed now, off this thread (teardown.py)
                 teardown.collect_in_background(f"{self.task_family} teardown")
                 teardown.skip_at_exit()  # ... and not torn down again at exit
@@ -459,7 +471,9 @@ class Stage(CheckedParameters, luigi.Task):
                 "started_at": started_at,
                 "finished_at": time.time(),
                 "elapsed_seconds": round(time.monotonic() - started, 3),
-                "cpu_seconds": round(time.process_time() - cpu_started, 3),  # this process's, all its threads
+                # this process's, all its threads, and the runner's for its build
+                "cpu_seconds": round(time.process_time() - cpu_started + runner_cpu, 3),
+                **({"warm_runner": runner} if runner else {}),
             }
             (staging / STAGING_INFO).unlink(missing_ok=True)
             markers.write_marker(staging, self.identity(), upstream_content, info, volatile=self.volatile_files)

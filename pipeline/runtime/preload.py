@@ -51,7 +51,7 @@ import sys
 import time
 from typing import Any
 
-from pipeline.runtime import teardown
+from pipeline.runtime import teardown, warm
 
 logger = logging.getLogger("luigi-interface")
 
@@ -138,6 +138,10 @@ def install() -> None:
         process = original(self, task)
         if process.use_multiprocessing and getattr(task, "uses_tensorflow", False):
             preload(tuple(getattr(task, "code_entry", ())))
+            # Forked now, before any runtime: the light stages' builds go there.
+            # One runner per worker process, at most one per core: more light stages at once would share them.
+            runners = min(self.worker_processes, os.cpu_count() or 1)
+            warm.ensure_runners(runners, getattr(task, "warm_up_runner", None))
         return process
 
     _create_task_process.preloads = True  # type: ignore[attr-defined]
