@@ -570,8 +570,7 @@ class TrainEstimator(Stage):
     def requires(self) -> CreateShards:
         return self.stage_above(CreateShards)
 
-    def warm_up_runner(self) -> None:
-        _warm_up_light_stages(self)
+    warm_up_runner = _warm_up_light_stages
 
     def folder_prefix(self) -> str:
         network = self.settings().network
@@ -657,8 +656,7 @@ class EvaluateEstimator(Stage):
     def requires(self) -> dict[str, Stage]:
         return {"model": self.stage_above(TrainEstimator), "shards": self.stage_above(CreateShards)}
 
-    def warm_up_runner(self) -> None:
-        _warm_up_light_stages(self)
+    warm_up_runner = _warm_up_light_stages
 
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-eval"
@@ -712,8 +710,7 @@ class PlotInference(Stage):
     def folder_prefix(self) -> str:
         return f"{self.requires()['model'].folder_prefix()}-plots"
 
-    def warm_up_runner(self) -> None:
-        _warm_up_light_stages(self)
+    warm_up_runner = _warm_up_light_stages
 
     def build(self, staging: Path) -> dict[str, Any]:
         from pipeline.evaluation import figures

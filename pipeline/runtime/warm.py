@@ -1,4 +1,4 @@
-"""One warm process for the light TensorFlow stages of a run with `--workers N` (issue 23).
+"""Warm processes for the light TensorFlow stages of a run with `--workers N` (issue 23).
 
 With `--workers N`, Luigi forks a child per task from its worker process, and a
 forked child starts TensorFlow's runtime afresh: its context and thread pools,
@@ -8,31 +8,32 @@ most of its work (a forked EvaluateEstimator took 0.38 s, against 0.15 s in
 the process that had just trained, and that cannot be moved before the fork:
 once the runtime has started, a fork is unsafe).
 
-So the worker also forks, once, before TensorFlow's runtime starts anywhere, a
-runner: a process that builds the light stages (`Stage.runs_warm`:
-EvaluateEstimator, PlotInference) one after another and keeps its runtime warm
-between them. Each stage's own child still does everything around the build
-(the output lock, the checks, the staging folder, the marker and the publish)
-and sends the runner only the build: the task's family and parameters and the
-staging folder. The runner sends back the stage's progress as it goes (the
-child shows it at the console and in the scheduler's UI), then the build's
-result or its exception, with the runner's traceback as its cause.
+So the worker also forks runners, before TensorFlow's runtime starts anywhere
+(one per worker process, at most one per core: runtime/preload.py): processes
+that build the light stages (`Stage.runs_warm`: EvaluateEstimator,
+PlotInference) one after another and keep their runtime warm between them.
+Each stage's own child still does everything around the build (the output
+lock, the checks, the staging folder, the marker and the publish) and sends a
+free runner only the build: the task's family and parameters and the staging
+folder. The runner sends back the stage's progress as it goes (the child shows
+it at the console and in the scheduler's UI), then the build's result or its
+exception, with the runner's traceback as its cause.
 
-One stage at a time: a child that finds the runner busy (another stage's
-build), dead or absent builds in its own process, as before. Nothing outlives
-what it serves: the runner ignores Ctrl-C (the child gets it, kills the runner
-and pauses as before), exits when the child it builds for dies (a SIGKILL, a
-timeout) or when the worker does, and the worker starts a new one at its next
-fork. Trainings never go there: they are long, and on a GPU host each needs a
-slot of its own (runtime/gpu_slots.py). Standard library only; Luigi and the
-stage's modules are imported in the runner as it builds.
+One stage at a time per runner: a child that finds every runner busy, dead or
+absent builds in its own process, as before. Nothing outlives what it serves: a
+runner ignores Ctrl-C (the child gets it, kills the runner and pauses as
+before), exits when the child it builds for dies (a SIGKILL, a timeout) or when
+the worker does, and the worker starts a new one at its next fork. Trainings
+never go there: they are long, and on a GPU host each needs a slot of its own
+(runtime/gpu_slots.py). Standard library only at import (the scheduling path):
+TensorFlow, Keras, Luigi's registry and the stage's modules are imported in a
+runner.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
 import signal
@@ -41,9 +42,12 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.runtime import teardown
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 POLL_SECONDS = 0.05  # how often the runner checks that the child it builds for, and the worker, still live
 
@@ -133,11 +137,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _serve(
-    connection: multiprocessing.connection.Connection,
-    worker_end: multiprocessing.connection.Connection,
-    warm_up: Callable[[], None] | None,
-) -> None:
+def _serve(connection: Connection, worker_end: Connection, warm_up: Callable[[], None] | None) -> None:
     """The runner: build what the children send, one at a time, until the worker ends."""
     worker_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the child's: it kills this process if it must
@@ -183,8 +183,8 @@ def _build(family: str, params: dict[str, str], staging: Path, connection: Any) 
     except BaseException as error:  # what the stage raised, whatever it is, goes to the child that raises it
         text = traceback.format_exc()
         try:
-            pickle.dumps(error)
-        except Exception:  # an exception that does not pickle arrives as its type's name and message
+            pickle.loads(pickle.dumps(error))  # what the child will do with it
+        except Exception:  # an exception that does not pickle back arrives as its type's name and message
             error = RuntimeError(f"{type(error).__name__}: {error}")
         outcome = ("error", (error, text))
     finally:
