@@ -39,6 +39,9 @@ class Probe(luigi.Task):
         if self.mode == "sleep":
             (folder / "started").write_text(str(os.getpid()))
             time.sleep(60)
+        if self.mode == "once" and not (folder / "once").exists():  # the first try sleeps, a second one does not
+            (folder / "once").write_text(str(os.getpid()))
+            time.sleep(60)
         self.progress(0.5, "half way")
         return {"built_by": os.getpid()}
 
@@ -88,6 +91,12 @@ report["fallback_when_dead"] = finished(child("progress", "dead.json"), "dead.js
 warm.ensure_runners(1)
 report["second_runner"] = warm._runners[0].pid
 report["again"] = finished(child("progress", "again.json"), "again.json")
+# The runner killed mid-build (a crash, the OOM killer): the child builds in its own process instead.
+crashing = child("once", "once.json")
+while not (staging / "once").exists():
+    time.sleep(0.01)
+os.kill(int((staging / "once").read_text()), signal.SIGKILL)
+report["runner_crashed"] = finished(crashing, "once.json")
 print(json.dumps(report))
 '''
 
@@ -131,3 +140,6 @@ def test_the_runner_builds_reports_progress_raises_and_never_outlives_its_child(
     second = report["second_runner"]
     assert second != runner
     assert report["again"]["info"] == {"built_by": second} and report["again"]["where"]["pid"] == second
+    crashed = report["runner_crashed"]
+    assert crashed["info"] == {"built_by": crashed["me"]} and crashed["where"] == {}
+    assert crashed["said"] == [[crashed["me"], 0.5, "half way"]]

@@ -33,6 +33,7 @@ runner.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import pickle
@@ -106,6 +107,7 @@ def build(stage: Any, staging: Path) -> tuple[dict[str, Any], float, dict[str, A
                 break
     if runner is None:  # none, all busy or ended: built here, as without runners
         return stage.build(staging), 0.0, {}
+    message = None
     try:
         runner.connection.send((stage.task_family, stage.to_str_params(), os.fspath(staging), os.getpid()))
         while True:
@@ -114,12 +116,21 @@ def build(stage: Any, staging: Path) -> tuple[dict[str, Any], float, dict[str, A
                 stage.progress(message[1], message[2])
                 continue
             break
-    except BaseException:  # Ctrl-C, SIGTERM, the runner gone: it must not go on writing into this staging folder
+    except (EOFError, ConnectionError):  # the runner ended before it answered: built here instead, below
+        message = None
+    except BaseException:  # Ctrl-C, SIGTERM: the runner must not go on writing into this staging folder
         with contextlib.suppress(OSError):
             os.kill(runner.pid, signal.SIGKILL)
         raise
     finally:
         runner.lock.release()
+    if message is None or message[0] == "progress":
+        with contextlib.suppress(OSError):
+            os.kill(runner.pid, signal.SIGKILL)  # ended, or ending: nothing of it writes here any more
+        logging.getLogger("luigi-interface").warning(
+            "%s: its warm runner (pid %d) ended before it answered; building in this process", stage, runner.pid
+        )
+        return stage.build(staging), 0.0, {}
     kind, payload, cpu_seconds, builds_before = message
     where = {"pid": runner.pid, "builds_before": builds_before}
     if kind == "done":
@@ -143,7 +154,11 @@ def _serve(connection: Connection, worker_end: Connection, warm_up: Callable[[],
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the child's: it kills this process if it must
     worker = os.getppid()
     building_for: list[int] = []  # the child whose build runs now, if any
-    threading.Thread(target=_watch, args=(worker, building_for), name="warm-runner-watch", daemon=True).start()
+    # Held while the watch checks that child, and while this thread changes it: a child that exits once it has
+    # its reply is never taken for one that died mid-build (the reply is sent after the entry is cleared).
+    guard = threading.Lock()
+    watch = threading.Thread(target=_watch, args=(worker, building_for, guard), name="warm-runner-watch", daemon=True)
+    watch.start()
     _warm_up()
     if warm_up is not None:
         with contextlib.suppress(Exception):  # left to the first build to meet and report
@@ -154,19 +169,24 @@ def _serve(connection: Connection, worker_end: Connection, warm_up: Callable[[],
             family, params, staging, client = connection.recv()
         except (EOFError, OSError):  # the worker and every child closed their ends
             os._exit(0)
-        building_for[:] = [client]
+        with guard:
+            building_for[:] = [client]
         reply = _build(family, params, Path(staging), connection)
-        building_for.clear()
+        with guard:
+            building_for.clear()
         connection.send((*reply, builds))
         builds += 1
 
 
-def _watch(worker: int, building_for: list[int]) -> None:
+def _watch(worker: int, building_for: list[int], guard: threading.Lock) -> None:
     """End the runner when its worker has ended, or the child it builds for has (a build nobody waits for)."""
     while True:
         time.sleep(POLL_SECONDS)
-        if os.getppid() != worker or any(not _alive(pid) for pid in list(building_for)):
+        if os.getppid() != worker:
             os._exit(1)
+        with guard:
+            if any(not _alive(pid) for pid in building_for):
+                os._exit(1)
 
 
 def _build(family: str, params: dict[str, str], staging: Path, connection: Any) -> tuple[str, Any, float]:
