@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import luigi
@@ -40,6 +41,44 @@ def test_training_leaves_no_input_iterator_for_a_later_stage(
     finally:
         gc.enable()
         gc.collect()
+
+
+class _Cycle:
+    """Garbage in a reference cycle; its finalizer sets `freed`, after waiting on `hold` if given."""
+
+    def __init__(self, hold: threading.Event | None = None) -> None:
+        self.me, self.hold, self.freed = self, hold, threading.Event()
+        self.finalizing = threading.Event()
+
+    def __del__(self) -> None:
+        self.finalizing.set()
+        if self.hold is not None:
+            self.hold.wait(60)  # as a tf.data iterator's destructor may wait for its model thread
+        self.freed.set()
+
+
+def test_a_request_made_while_another_collection_stalls_is_served_after_it() -> None:
+    hold = threading.Event()
+    stalled = _Cycle(hold)
+    stalled_freed, stalled_finalizing = stalled.freed, stalled.finalizing
+    gc.disable()
+    try:
+        del stalled
+        elsewhere = threading.Thread(target=gc.collect, daemon=True)  # found it; its finalizer waits
+        elsewhere.start()
+        assert stalled_finalizing.wait(30)
+        later = _Cycle()  # garbage made after that collection had found its own
+        freed = later.freed
+        del later
+        teardown.collect_in_background("test teardown")
+        assert not teardown.wait(timeout=0.5)  # gc.collect() returns at once meanwhile: not served yet
+        assert not freed.is_set()
+        hold.set()
+        assert teardown.wait(timeout=60)
+        assert stalled_freed.is_set() and freed.is_set()
+    finally:
+        hold.set()
+        gc.enable()
 
 
 # A process that skips its teardown at exit: objects in reference cycles are left to the kernel (their
