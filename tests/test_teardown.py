@@ -24,6 +24,7 @@ def test_training_leaves_no_input_iterator_for_a_later_stage(
     workspace: Path, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     build(CreateShards())
+    assert teardown.wait(timeout=120)  # CreateShards' own: gc.collect() would return at once meanwhile
     gc.collect()
     before = _live_input_iterators()
     gc.disable()  # only the stage's own teardown may free reference cycles here
