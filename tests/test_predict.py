@@ -3,7 +3,7 @@ signature on new files.
 
 Two kinds of test: against hand-made SavedModels that follow the export's contract (signature `raw`, its
 inputs and outputs), put where a real run's export sits, with answers known in advance; and against the real
-exports of tiny trainings (sine, a table, the image demo), which run once the trainings write `raw`."""
+exports of tiny trainings (sine, a table, the image demo)."""
 
 from __future__ import annotations
 
@@ -232,20 +232,31 @@ def test_bad_runs_are_one_line_and_exit_40(sine: Path, copy_of: object) -> None:
     assert len(out.stderr.strip().splitlines()) == 1
 
 
-# --- the real exports (once the trainings write the `raw` signature) -------------------------------
+# --- the real exports ----------------------------------------------------------------------------
 
 
-def test_an_export_without_the_raw_signature_is_one_line_and_exit_40(sine: Path) -> None:
-    if _has_raw(sine):
-        pytest.skip("the trainings write the `raw` signature (pipeline/training/signatures.py)")
-    out = run_cli(["python", "-m", "pipeline", "predict", _model_dir(sine).name, "1.0"], cwd=sine)
-    assert out.returncode == 40 and "has no 'raw' signature (it has: serve, serving_default)" in out.stderr, out.stderr
+class ExamplesOnly(tf.Module):
+    """An export with `serving_default` and no `raw`: an older training's, or another tool's."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"predictions": tf.zeros_like(tf.strings.length(examples), tf.float32)}
+
+
+def test_an_export_without_the_raw_signature_is_one_line_and_exit_40(sine: Path, copy_of: object) -> None:
+    assert _has_raw(sine)  # every training writes it (pipeline/training/signatures.py)
+    root = copy_of(sine)  # type: ignore[operator]
+    saved = _model_dir(root) / layout.SAVED_MODEL
+    shutil.rmtree(saved)
+    module = ExamplesOnly()
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve.get_concrete_function()})
+    out = run_cli(["python", "-m", "pipeline", "predict", _model_dir(root).name, "1.0"], cwd=root)
+    assert out.returncode == 40 and "has no 'raw' signature (it has: serving_default)" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "retrain" in out.stderr
 
 
 def test_a_real_sine_export_predicts_as_its_keras_model(sine: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not _has_raw(sine):
-        pytest.skip("the export has no `raw` signature yet (pipeline/training/signatures.py)")
+    assert _has_raw(sine)
     model = tf.keras.models.load_model(_model_dir(sine) / layout.KERAS_MODEL)
     config = Config()
     config.set("paths", "root", sine)
@@ -259,8 +270,7 @@ def test_a_real_sine_export_predicts_as_its_keras_model(sine: Path, capsys: pyte
 
 
 def test_a_real_table_export_takes_the_csv_columns(table: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if not _has_raw(table):
-        pytest.skip("the export has no `raw` signature yet (pipeline/training/signatures.py)")
+    assert _has_raw(table)
     config = Config()
     config.set("paths", "root", table)
     try:
@@ -278,8 +288,7 @@ def test_a_real_image_export_names_classes(tmp_path_factory: pytest.TempPathFact
     demo = {"images_per_class": 4, "image_size": 16}
     sources = {"image_dir": root / "data/raw/shapes", "image_size": 16}
     model_dir = _train(root, MakeShapes=demo, CreateShards=sources, TrainEstimator={"batch_size": 8})
-    if not _has_raw(root):
-        pytest.skip("the export has no `raw` signature yet (pipeline/training/signatures.py)")
+    assert _has_raw(root)
     out = run_cli(["python", "-m", "pipeline", "predict", model_dir.name, "data/raw/shapes", "--json"], cwd=root)
     assert out.returncode == 0, out.stderr
     records = json.loads(out.stdout)
