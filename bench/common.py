@@ -15,6 +15,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,19 @@ from pipeline import tasks
 from pipeline.schema import read_manifest
 
 DEMO_SHAPES = Path("data/raw/shapes")  # below the artifact root: MakeShapes writes it first
+# Packages only tests and benchmarks import (scikit-learn, tests/requirements.txt): `make bench` and `make test`
+# install them there, outside the venv's site-packages (Keras would import scikit-learn into every pipeline run).
+TEST_PACKAGES = Path(sys.prefix) / "test-packages"
+
+
+def test_packages() -> Path:
+    """TEST_PACKAGES; one line and exit 1 when scikit-learn is not installed there (a venv of `make run` only)."""
+    if not (TEST_PACKAGES / "sklearn").is_dir():
+        raise SystemExit(
+            f"ERROR: scikit-learn is not in {TEST_PACKAGES}: run `make bench` (or `make test`) once, "
+            "which installs tests/requirements.txt there."
+        )
+    return TEST_PACKAGES
 
 
 def machine() -> str:

@@ -33,12 +33,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import machine
+from bench.common import machine, test_packages
 from bench.timeline import PHASES, Timeline, run
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-TEST_PACKAGES = Path(sys.prefix) / "test-packages"  # scikit-learn, where `make test` puts it
 BASE = "e3182f2"  # main when issue 23 started (the layout of issue 18)
 SWEEP_RATES = ["0.01", "0.02", "0.005", "0.003", "0.03", "0.002"]
 
@@ -56,7 +55,7 @@ def checkout(rev: str, folder: Path) -> Iterator[Path]:
 
 def environment(code: Path, with_test_packages: bool) -> dict[str, str]:
     """The environment of a run of the package in `code` (first on the path, before the editable install)."""
-    path = [str(code), *([str(TEST_PACKAGES)] if with_test_packages else [])]
+    path = [str(code), *([str(test_packages())] if with_test_packages else [])]
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), TF_CPP_MIN_LOG_LEVEL="2")
 
 
@@ -160,6 +159,7 @@ def main() -> None:
     parser.add_argument("--sweep-only", action="store_true")
     options = parser.parse_args()
     print(f"Machine: {machine()}")
+    test_packages()  # the base imports scikit-learn with TensorFlow, as `make run` installed it then
     print(f"Before: {options.base} (scikit-learn importable); after: {PROJECT_DIR} (the venv as `make run` leaves it)")
     with tempfile.TemporaryDirectory() as name, checkout(options.base, Path(name) / "base") as base:
         if not options.sweep_only:

@@ -29,13 +29,12 @@ from typing import Any
 import numpy as np
 
 import pipeline
-from bench.common import build, machine, workspace
+from bench.common import build, machine, test_packages, workspace
 from pipeline import layout
 from pipeline.schema import read_manifest
 from pipeline.training import inputs
 
-# scikit-learn: `make bench` installs it outside the venv's site-packages (tests/requirements.txt).
-sys.path.append(str(Path(sys.prefix) / "test-packages"))
+sys.path.append(str(test_packages()))  # scikit-learn
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
