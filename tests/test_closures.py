@@ -240,6 +240,7 @@ NOTHING = [
         "runtime/locks.py",
         "runtime/console.py",
         "cli/results.py",
+        "cli/exiting.py",
         "cli/status.py",
         "cli/gc.py",
         "cli/runs.py",

@@ -12,6 +12,9 @@ made it or reused it, and the headline validation metrics. Programs calling
 It also warns when `--<Task>-force` named a stage this run never checked
 (Luigi does not look above a complete stage): `Repro` is the way to rerun it.
 
+The `luigi` command then exits without the interpreter's teardown, its threads
+and exit handlers done first (cli/exiting.py).
+
 Two endings change the exit code. Ctrl-C or SIGTERM (cli/interruption.py):
 the line saying where the stage stopped and how the same command goes on,
 the block, exit 130. A run in which the scheduler ran nothing it was asked
@@ -26,6 +29,7 @@ import contextlib
 import datetime
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -37,7 +41,7 @@ import luigi.retcodes
 from luigi.task import flatten
 
 from pipeline import layout, paths
-from pipeline.cli import interruption
+from pipeline.cli import exiting, interruption
 from pipeline.cli.scheduler import ReconnectingScheduler
 from pipeline.core import invocation, markers, transfer
 from pipeline.core import remote as remotes
@@ -275,10 +279,13 @@ def install() -> None:
         command_line.append(True)
         restore = interruption.terminate_as_interrupt()  # SIGTERM: the same pause as Ctrl-C
         try:
-            return original_run(*args, **kwargs)
+            result = original_run(*args, **kwargs)
         finally:
             restore()
             command_line.pop()
+        if sys._getframe(1).f_code is luigi.retcodes.run_with_retcodes.__code__:
+            luigi.retcodes.sys = exiting.ExitsNow()  # type: ignore[assignment]  # the `luigi` command's sys.exit, next
+        return result
 
     def _schedule_and_run(tasks: list[luigi.Task], *args: Any, **kwargs: Any) -> Any:
         started = time.time()
