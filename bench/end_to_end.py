@@ -13,11 +13,14 @@ of the command and the validation MSE.
 Then a sweep of `--sweep-variants` learning rates (`python -m pipeline sweep
 PlotInference`) with one worker and with `--workers 2`, before and after:
 EvaluateEstimator's and PlotInference's build seconds (from their markers),
-the median over the variants, and the ratio of two workers to one. The
-trainings of the sweep take `--sweep-steps` steps: the stages measured do not
-depend on it.
+and the ratio of two workers to one. One run's stage of 0.15 s varies by
+±30 %, so the sweeps are repeated (`--sweep-repeat`, interleaved) and each
+variant's ratio is the median of its 2-worker times over the median of its
+1-worker times; each run's worst variant is printed too. The trainings of the
+sweep take `--sweep-steps` steps: the stages measured do not depend on it.
 
-    .venv/bin/python -m bench.end_to_end [--rounds 3] [--base REV] [--sweep-variants 4] [--no-sweep | --sweep-only]
+    .venv/bin/python -m bench.end_to_end [--rounds 3] [--base REV] [--sweep-variants 4] [--sweep-repeat 3]
+                                         [--no-sweep | --sweep-only]
 """
 
 from __future__ import annotations
@@ -130,22 +133,29 @@ def timelines(base: Path, rounds: int, tmp: Path) -> None:
     print(f"(wall of each round: before {walls[0]}, after {walls[1]})")
 
 
-def sweeps(base: Path, variants: int, steps: int, tmp: Path) -> None:
-    """EvaluateEstimator and PlotInference in a sweep, one worker against two, before and after."""
-    print(f"\nA {variants}-variant sweep, {steps} training steps each: build seconds per stage (median over variants;")
-    print("CPU: the stage's process, all its threads; the base commit does not record it)")
-    print("ratio: of the medians; each variant: its stage's 2-worker time over its own 1-worker time, median (max)")
-    print(f"{'':<30}{'1 worker':>10}{'2 workers':>11}{'ratio':>8}{'each variant':>20}")
+def sweeps(base: Path, variants: int, steps: int, tmp: Path, repeat: int) -> None:
+    """EvaluateEstimator and PlotInference in a sweep, one worker against two, before and after, `repeat` times."""
+    print(f"\nA {variants}-variant sweep, {steps} training steps each, {repeat} times with 1 and with 2 workers")
+    print("(interleaved): build seconds per stage, the median over the repeats, then over the variants;")
+    print("CPU: the stage's process, all its threads (the base commit does not record it)")
+    print("ratio: of the medians; each variant: the median of its stage's 2-worker times over the median of its")
+    print("1-worker times, median (max) over the variants; single runs: each run's worst variant")
+    print(f"{'':<30}{'1 worker':>10}{'2 workers':>11}{'ratio':>8}{'each variant':>20}   single runs")
     for name, code, with_test_packages in (("before", base, True), ("after", PROJECT_DIR, False)):
         env = environment(code, with_test_packages)
-        one = sweep_seconds(fresh(tmp, f"sweep-{name}-1"), env, variants, steps, 1)
-        two = sweep_seconds(fresh(tmp, f"sweep-{name}-2"), env, variants, steps, 2)
+        ones, twos = [], []
+        for number in range(repeat):
+            ones.append(sweep_seconds(fresh(tmp, f"sweep-{name}-1-{number}"), env, variants, steps, 1))
+            twos.append(sweep_seconds(fresh(tmp, f"sweep-{name}-2-{number}"), env, variants, steps, 2))
         for stage in ("EvaluateEstimator", "PlotInference", "EvaluateEstimator CPU", "PlotInference CPU"):
-            alone, shared = statistics.median(one[stage].values()), statistics.median(two[stage].values())
-            each = [two[stage][folder] / one[stage][folder] for folder in sorted(one[stage]) if folder in two[stage]]
+            one = {folder: statistics.median(run[stage][folder] for run in ones) for folder in ones[0][stage]}
+            two = {folder: statistics.median(run[stage][folder] for run in twos) for folder in one}
+            alone, shared = statistics.median(one.values()), statistics.median(two.values())
+            each = [two[folder] / one[folder] for folder in sorted(one)]
+            worst = [max(b[stage][f] / a[stage][f] for f in a[stage]) for a, b in zip(ones, twos, strict=True)]
             print(
                 f"{name + ': ' + stage:<30}{alone:>9.2f}s{shared:>10.2f}s{shared / alone:>7.2f}x"
-                f"{statistics.median(each):>11.2f}x ({max(each):.2f}x)"
+                f"{statistics.median(each):>11.2f}x ({max(each):.2f}x)   {', '.join(f'{w:.2f}x' for w in worst)}"
             )
 
 
@@ -155,6 +165,7 @@ def main() -> None:
     parser.add_argument("--base", default=BASE, help="the commit to compare with (default: %(default)s)")
     parser.add_argument("--sweep-variants", type=int, default=4, choices=range(1, len(SWEEP_RATES) + 1))
     parser.add_argument("--sweep-steps", type=int, default=1000)
+    parser.add_argument("--sweep-repeat", type=int, default=3, help="sweeps with 1 and with 2 workers, interleaved")
     parser.add_argument("--no-sweep", action="store_true")
     parser.add_argument("--sweep-only", action="store_true")
     options = parser.parse_args()
@@ -165,7 +176,7 @@ def main() -> None:
         if not options.sweep_only:
             timelines(base, options.rounds, Path(name))
         if not options.no_sweep:
-            sweeps(base, options.sweep_variants, options.sweep_steps, Path(name))
+            sweeps(base, options.sweep_variants, options.sweep_steps, Path(name), options.sweep_repeat)
     print(f"\nLoad average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
