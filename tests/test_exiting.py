@@ -81,3 +81,19 @@ def test_the_same_module_imported_by_python_ends_in_the_c_librarys_exit(folder: 
     )
     assert out.returncode == -signal.SIGABRT, (out.returncode, out.stderr[-3000:])
     assert "exit handler ran" in out.stdout
+
+
+def test_a_program_calling_luigi_run_catches_its_system_exit_and_goes_on(folder: Path) -> None:
+    """Only the `luigi` console script exits at once: a program of its own gets Luigi's SystemExit as before."""
+    program = (
+        "import luigi.cmdline\n"
+        "try:\n"
+        "    luigi.cmdline.luigi_run(['--module', 'exit_tasks', 'Work', '--local-scheduler'])\n"
+        "except SystemExit as stop:\n"
+        "    print('caught', stop.code, flush=True)\n"
+        "import os; os._exit(0)  # past the C-library exit handler the module registers\n"
+    )
+    out = run_cli(["python", "-c", program], cwd=folder, timeout=120, env={"PYTHONPATH": str(folder)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "caught 0"
+    assert "exit handler ran" not in out.stdout  # the exit handlers wait for the program's own exit

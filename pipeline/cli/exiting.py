@@ -8,7 +8,8 @@ collector out of it (`gc.freeze`), which took the exit from 1.5 s to about
 0.1 s; the deallocation itself was the 0.05-0.08 s left (issue 23: at most
 0.1 s from the results block to the prompt).
 
-So when Luigi's `run_with_retcodes` (the `luigi` command) has its exit code,
+So when Luigi's `run_with_retcodes` has its exit code, in the `luigi`
+command itself (the console script pip writes, `sys.exit(luigi_run())`),
 `exit_now` does what the interpreter's exit does first, in the same order,
 and ends the process there:
 
@@ -22,8 +23,9 @@ and ends the process there:
 Not done: the deallocation of the objects still alive, so a `__del__` of one
 of them does not run, nor does the flush of a file object never closed. Every
 stage has published its outputs (written, synced and renamed into place)
-before the results block; a program calling `luigi.build()` or `luigi.run()`
-exits as Python does.
+before the results block. A program of its own that calls `luigi.build()`,
+`luigi.run()` or `luigi_run()` (and may catch its SystemExit) exits as Python
+does.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ import os
 import sys
 import threading
 from typing import Any, NoReturn
+
+
+def is_the_luigi_command() -> bool:
+    """Whether this process is Luigi's `luigi` console script: its file is named `luigi`, it ran `luigi_run`."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) or ""
+    return os.path.basename(script) == "luigi" and getattr(main, "luigi_run", None) is _luigi_run()
+
+
+def _luigi_run() -> object:
+    cmdline = sys.modules.get("luigi.cmdline")
+    return getattr(cmdline, "luigi_run", None) if cmdline else None
 
 
 def status_of(code: object) -> int:

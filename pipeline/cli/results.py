@@ -283,7 +283,7 @@ def install() -> None:
         finally:
             restore()
             command_line.pop()
-        if sys._getframe(1).f_code is luigi.retcodes.run_with_retcodes.__code__:
+        if sys._getframe(1).f_code is luigi.retcodes.run_with_retcodes.__code__ and exiting.is_the_luigi_command():
             luigi.retcodes.sys = exiting.ExitsNow()  # type: ignore[assignment]  # the `luigi` command's sys.exit, next
         return result
 
