@@ -91,10 +91,11 @@ def copy_of(tmp_path: Path, config: Config) -> Iterator[object]:
     Register.clear_instance_cache()
 
 
-def _replace_export(root: Path, module: tf.Module) -> None:
+def _replace_export(root: Path, module: tf.Module, signature: str = "raw") -> None:
+    """Put `module` where the run's export sits, with one signature: its method of that name."""
     saved = _model_dir(root) / layout.SAVED_MODEL
     shutil.rmtree(saved)
-    tf.saved_model.save(module, str(saved), signatures={"raw": module.raw.get_concrete_function()})
+    tf.saved_model.save(module, str(saved), signatures={signature: getattr(module, signature).get_concrete_function()})
 
 
 class Line(tf.Module):
@@ -239,17 +240,14 @@ class ExamplesOnly(tf.Module):
     """An export with `serving_default` and no `raw`: an older training's, or another tool's."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+    def serving_default(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"predictions": tf.zeros_like(tf.strings.length(examples), tf.float32)}
 
 
 def test_an_export_without_the_raw_signature_is_one_line_and_exit_40(sine: Path, copy_of: object) -> None:
     assert _has_raw(sine)  # every training writes it (pipeline/training/signatures.py)
     root = copy_of(sine)  # type: ignore[operator]
-    saved = _model_dir(root) / layout.SAVED_MODEL
-    shutil.rmtree(saved)
-    module = ExamplesOnly()
-    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve.get_concrete_function()})
+    _replace_export(root, ExamplesOnly(), "serving_default")
     out = run_cli(["python", "-m", "pipeline", "predict", _model_dir(root).name, "1.0"], cwd=root)
     assert out.returncode == 40 and "has no 'raw' signature (it has: serving_default)" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "retrain" in out.stderr

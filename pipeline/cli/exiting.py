@@ -40,14 +40,9 @@ from typing import Any, NoReturn
 
 def is_the_luigi_command() -> bool:
     """Whether this process is Luigi's `luigi` console script: its file is named `luigi`, it ran `luigi_run`."""
-    main = sys.modules.get("__main__")
+    main, cmdline = sys.modules.get("__main__"), sys.modules.get("luigi.cmdline")
     script = getattr(main, "__file__", None) or ""
-    return os.path.basename(script) == "luigi" and getattr(main, "luigi_run", None) is _luigi_run()
-
-
-def _luigi_run() -> object:
-    cmdline = sys.modules.get("luigi.cmdline")
-    return getattr(cmdline, "luigi_run", None) if cmdline else None
+    return os.path.basename(script) == "luigi" and getattr(main, "luigi_run", None) is getattr(cmdline, "luigi_run", 0)
 
 
 def status_of(code: object) -> int:
